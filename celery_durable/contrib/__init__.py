@@ -1,0 +1,1 @@
+"""Helpers around celery_durable: a private redis-server, the pytest plugin."""

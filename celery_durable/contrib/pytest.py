@@ -1,0 +1,98 @@
+"""pytest fixtures for testing celery_durable workflows against real parts.
+
+Registered through the `pytest11` entry point. Every fixture is named
+`durable_*`, so this plugin loads next to `celery.contrib.pytest` and
+pytest-celery without a clash.
+
+- `durable_redis_url`: an empty Redis database. A private redis-server is
+  started once per session on a free port, unless `DURABLE_TEST_REDIS_URL`
+  names one (whose database is then flushed before each test).
+- `durable_app_config`: override to add settings to `durable_app`.
+- `durable_app`: a Celery app on that Redis with celery_durable installed.
+- `durable_worker`: an in-process worker (`celery.contrib.testing`) for it.
+- `durable_wait_for_status`: wait, with a deadline, until a run has a status.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from ..install import install
+from ..workflows.runs import RunHandle
+from .redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def durable_redis_server_url() -> Iterator[str]:
+    url = os.environ.get("DURABLE_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def durable_redis_url(durable_redis_server_url: str) -> str:
+    client = redis.Redis.from_url(durable_redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return durable_redis_server_url
+
+
+@pytest.fixture
+def durable_app_config() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def durable_app(durable_redis_url: str, durable_app_config: dict[str, Any]) -> Iterator[Celery]:
+    app = Celery("durable-tests", broker=durable_redis_url, set_as_current=True)
+    app.conf.update(
+        durable_redis_url=durable_redis_url,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        **durable_app_config,
+    )
+    extension = install(app)
+    app.set_current()
+    yield app
+    extension.redis.close()
+    app.close()
+
+
+@pytest.fixture
+def durable_worker(durable_app: Celery) -> Iterator[Any]:
+    with start_worker(
+        durable_app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=30
+    ) as worker:
+        yield worker
+
+
+def wait_for_status(run: RunHandle, *statuses: str, timeout: float = 10.0) -> str:
+    """Poll until the run has one of `statuses`; fail the test past `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run.status()
+        if status in statuses:
+            return status
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"run {run.id} is {status!r}, not {' or '.join(statuses)}, after {timeout}s"
+            )
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def durable_wait_for_status() -> Callable[..., str]:
+    return wait_for_status

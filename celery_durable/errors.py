@@ -1,0 +1,106 @@
+"""Every error celery_durable raises, in one place.
+
+Messages say what went wrong, where, and what to do about it. Errors that a
+workflow's own code raises to steer the engine (`FatalError`,
+`RetryableError`) live here too, so user code imports them from one module.
+"""
+
+from __future__ import annotations
+
+
+class DurableError(Exception):
+    """Base class of every celery_durable error."""
+
+
+# -- raised by user code to steer retries ------------------------------------
+
+
+class FatalError(DurableError):
+    """Raise from a step or workflow to fail the run at once, without retries."""
+
+
+class RetryableError(DurableError):
+    """Raise from a step to ask for a retry, optionally after `retry_after`.
+
+    `retry_after` is a duration ("30s", "5m") or seconds; it replaces the
+    step's own backoff delay for this attempt.
+    """
+
+    def __init__(self, message: str = "", retry_after: float | str | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# -- configuration and input ---------------------------------------------------
+
+
+class ConfigurationError(DurableError):
+    """A setting, a decorator option or a registration is wrong."""
+
+
+class EncodingError(DurableError, TypeError):
+    """A value cannot be recorded in the journal (msgpack cannot encode it)."""
+
+
+class NotInstalledError(DurableError):
+    """No Celery app has celery_durable installed."""
+
+
+class NotInWorkflowError(DurableError):
+    """A workflow-only function was called outside a running workflow."""
+
+
+class RunNotFoundError(DurableError, LookupError):
+    """No run with that id exists in the journal."""
+
+
+class WorkflowNotFoundError(DurableError, LookupError):
+    """No workflow of that name is registered in this process."""
+
+
+# -- journal -------------------------------------------------------------------
+
+
+class JournalConflictError(DurableError):
+    """A fenced append found the run's log at another position than expected.
+
+    Another execution of the same run got there first; this writer is stale and
+    wrote nothing.
+    """
+
+    def __init__(self, run_id: str, expected: int, actual: int):
+        super().__init__(
+            f"run {run_id}: expected the journal at position {expected}, found it at "
+            f"{actual}; another execution owns this run, nothing was written"
+        )
+        self.run_id = run_id
+        self.expected = expected
+        self.actual = actual
+
+
+class JournalCorruptError(DurableError):
+    """An event in a run's stream cannot be decoded or is of an unknown type."""
+
+
+# -- outcomes of a run ----------------------------------------------------------
+
+
+class NonDeterminismError(FatalError):
+    """Replaying a run asked for another step than the one recorded there."""
+
+
+class WorkflowFailedError(DurableError):
+    """A run failed with an error whose original type cannot be rebuilt here.
+
+    `error_type` holds the original type's dotted name and `error_message` its
+    message.
+    """
+
+    def __init__(self, message: str, error_type: str = "", error_message: str = ""):
+        super().__init__(message)
+        self.error_type = error_type
+        self.error_message = error_message
+
+
+class ResultTimeoutError(DurableError, TimeoutError):
+    """`RunHandle.result(timeout=...)` ran out of time; the run goes on."""

@@ -1,0 +1,92 @@
+"""The per-app state of celery_durable: settings, Redis client, journal.
+
+`install(app)` creates one `DurableExtension` per app; everything else finds
+it through `extension_for()`, so two apps in one process never share state.
+"""
+
+from __future__ import annotations
+
+import weakref
+from functools import cached_property
+
+import redis
+from celery import Celery, current_app
+from kombu.utils.url import maybe_sanitize_url
+
+from .errors import NotInstalledError
+from .journal import Journal
+from .keys import Keys
+from .settings import Settings
+
+_extensions: weakref.WeakKeyDictionary[Celery, DurableExtension] = weakref.WeakKeyDictionary()
+
+RUN_TASK_NAME = "celery_durable.run_workflow"
+
+
+class DurableExtension:
+    def __init__(self, app: Celery):
+        self.app = app
+
+    @cached_property
+    def settings(self) -> Settings:
+        # Read on first use, not at install(): apps are often configured after
+        # they are created, and a worker reads them before it starts.
+        return Settings.from_app(self.app)
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.settings.key_prefix)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        # redis-py's pool notices a fork by pid and reconnects in the child,
+        # so one client serves the main process and every pool child.
+        return redis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+
+    @cached_property
+    def journal(self) -> Journal:
+        return Journal(self.redis, self.keys)
+
+    @property
+    def safe_redis_url(self) -> str:
+        return maybe_sanitize_url(self.settings.redis_url)
+
+    def dispatch(self, run_id: str) -> None:
+        """Send the Celery task that executes (or resumes) a run."""
+        options = {"queue": self.settings.queue} if self.settings.queue else {}
+        self.app.send_task(RUN_TASK_NAME, args=(run_id,), **options)
+
+
+def register(app: Celery, extension: DurableExtension) -> None:
+    _extensions[app] = extension
+
+
+def installed(app: Celery) -> DurableExtension | None:
+    return _extensions.get(app)
+
+
+def extension_for(app: Celery | None = None) -> DurableExtension:
+    """The extension of `app`, else of the current app, else the only one."""
+    if app is not None:
+        found = _extensions.get(app)
+        if found is None:
+            raise NotInstalledError(
+                f"celery_durable is not installed on app {app.main!r}: "
+                "call celery_durable.install(app) where the app is created"
+            )
+        return found
+    found = _extensions.get(current_app._get_current_object())
+    if found is not None:
+        return found
+    live = list(_extensions.values())
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise NotInstalledError(
+            "celery_durable is not installed on any Celery app in this process: "
+            "call celery_durable.install(app) where the app is created"
+        )
+    raise NotInstalledError(
+        "celery_durable is installed on several apps and none is current: "
+        "call app.set_current() on the one to use"
+    )

@@ -1,0 +1,27 @@
+"""`install(app)`: the one line that turns a Celery app durable."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from .extension import DurableExtension, installed, register
+from .worker.bootstep import DurableWorkerStep
+from .worker.run_task import register_run_task
+
+
+def install(app: Celery) -> DurableExtension:
+    """Enable celery_durable on `app` (and only on it); calling it again is a no-op.
+
+    Adds the worker bootstep through `app.steps`, registers the internal task
+    that executes runs. The `durable_*` settings are read on first use (a
+    worker reads them before it starts and refuses to start on a bad one), so
+    the app may be configured before or after this call.
+    """
+    existing = installed(app)
+    if existing is not None:
+        return existing
+    extension = DurableExtension(app)
+    register(app, extension)
+    app.steps["worker"].add(DurableWorkerStep)
+    register_run_task(app)
+    return extension

@@ -1,0 +1,87 @@
+"""The one definition of a journal event and its codec.
+
+An event is a msgpack map `{"seq", "type", "ts", "data"}` stored as the single
+field `e` of a stream entry. `seq` counts from 1 per run and is the position
+the fenced append checks; `ts` is the writer's wall clock in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..codec import packb, unpackb
+from ..errors import JournalCorruptError
+
+
+class EventType(StrEnum):
+    WORKFLOW_STARTED = "workflow.started"
+    WORKFLOW_EXECUTING = "workflow.executing"
+    WORKFLOW_RETRYING = "workflow.retrying"
+    WORKFLOW_COMPLETED = "workflow.completed"
+    WORKFLOW_FAILED = "workflow.failed"
+    STEP_COMPLETED = "step.completed"
+    STEP_RETRYING = "step.retrying"
+    STEP_FAILED = "step.failed"
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+FINAL_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}
+)
+
+# The status a run has after an event of this type; absent types keep it.
+STATUS_AFTER: dict[str, RunStatus] = {
+    EventType.WORKFLOW_STARTED: RunStatus.PENDING,
+    EventType.WORKFLOW_EXECUTING: RunStatus.RUNNING,
+    EventType.WORKFLOW_COMPLETED: RunStatus.COMPLETED,
+    EventType.WORKFLOW_FAILED: RunStatus.FAILED,
+}
+
+KNOWN_TYPES = frozenset(t.value for t in EventType)
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+
+    def encode(self) -> bytes:
+        return packb({"seq": self.seq, "type": self.type, "ts": self.ts, "data": self.data})
+
+    @classmethod
+    def decode(cls, raw: bytes, *, where: str) -> Event:
+        """Decode one stored event; anything malformed is a `JournalCorruptError`."""
+        try:
+            body = unpackb(raw)
+            event = cls(
+                seq=int(body["seq"]),
+                type=str(body["type"]),
+                ts=float(body["ts"]),
+                data=dict(body["data"]),
+            )
+        except Exception as exc:  # any shape error in stored bytes means corruption
+            raise JournalCorruptError(f"{where}: cannot decode event ({exc!r})") from None
+        if event.type not in KNOWN_TYPES:
+            raise JournalCorruptError(
+                f"{where}: event {event.seq} has unknown type {event.type!r}; "
+                "was it written by a newer celery_durable?"
+            )
+        return event
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": self.type, "ts": self.ts, "data": self.data}

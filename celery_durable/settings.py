@@ -1,0 +1,52 @@
+"""celery_durable's settings: `durable_*` keys of the Celery app's config.
+
+Each setting has one line here with its default; the README's settings table
+mirrors this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from .errors import ConfigurationError
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    key_prefix: str = "durable"
+    rules: Any = None
+    plugins: tuple[str, ...] = ()
+    queue: str | None = None
+
+    @classmethod
+    def from_app(cls, app: Celery) -> Settings:
+        conf = app.conf
+        prefix = conf.get("durable_key_prefix") or "durable"
+        if not isinstance(prefix, str) or any(c in prefix for c in "{} \t\n"):
+            raise ConfigurationError(
+                f"durable_key_prefix: {prefix!r} must be a string without braces or spaces"
+            )
+        plugins = conf.get("durable_plugins") or ()
+        if isinstance(plugins, str):
+            plugins = (plugins,)
+        return cls(
+            redis_url=conf.get("durable_redis_url") or _redis_url_from_broker(app),
+            key_prefix=prefix,
+            rules=conf.get("durable_rules"),
+            plugins=tuple(plugins),
+            queue=conf.get("durable_queue") or None,
+        )
+
+
+def _redis_url_from_broker(app: Celery) -> str:
+    """The broker URL when it is Redis: the journal then needs no new server."""
+    broker = app.conf.broker_url or ""
+    if isinstance(broker, str) and broker.split("://", 1)[0] in ("redis", "rediss", "unix"):
+        return broker.split(";", 1)[0]
+    return DEFAULT_REDIS_URL

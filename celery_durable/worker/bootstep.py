@@ -1,0 +1,35 @@
+"""The worker bootstep: celery_durable's presence in every worker process."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import bootsteps
+
+from ..extension import extension_for
+from ..workflows.registry import registered
+
+logger = logging.getLogger("celery_durable.worker")
+
+
+class DurableWorkerStep(bootsteps.StartStopStep):
+    """Announce the extension and check that its Redis answers before work starts."""
+
+    label = "celery_durable"
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **kwargs: Any):
+        super().__init__(worker, **kwargs)
+        self.extension = extension_for(worker.app)
+        _ = self.extension.settings  # a bad setting stops the worker here, before it starts
+
+    def start(self, worker: Any) -> None:
+        ext = self.extension
+        ext.redis.ping()
+        logger.warning(
+            "celery_durable active: journal at %s (key prefix %r), %d workflow(s) registered",
+            ext.safe_redis_url,
+            ext.settings.key_prefix,
+            len(registered()),
+        )

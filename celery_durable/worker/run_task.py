@@ -1,0 +1,59 @@
+"""The Celery task that executes (or resumes) one run.
+
+Its message carries only the run id: arguments and history come from the
+journal, so a redelivered, duplicated or late message is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, Task
+
+from .. import failures
+from ..errors import DurableError, JournalConflictError, JournalCorruptError
+from ..extension import RUN_TASK_NAME, DurableExtension, extension_for
+from ..journal.events import FINAL_STATUSES, EventType
+from ..workflows.execution import Execution
+from ..workflows.registry import lookup
+
+logger = logging.getLogger("celery_durable.worker")
+
+
+def register_run_task(app: Celery) -> None:
+    @app.task(name=RUN_TASK_NAME, bind=True, acks_late=True, ignore_result=True, shared=False)
+    def run_workflow(task: Task, run_id: str) -> None:
+        execute_run(extension_for(task.app), run_id, worker=task.request.hostname or "")
+
+
+def execute_run(ext: DurableExtension, run_id: str, worker: str = "") -> None:
+    journal = ext.journal
+    meta = journal.meta(run_id)
+    if not meta:
+        logger.warning("run %s does not exist in the journal; message dropped", run_id)
+        return
+    if meta.get("status") in FINAL_STATUSES:
+        logger.info("run %s is already %s; message dropped", run_id, meta["status"])
+        return
+    try:
+        events = journal.read(run_id)
+        if not events or events[0].type != EventType.WORKFLOW_STARTED:
+            raise JournalCorruptError(
+                f"run {run_id}: the journal does not begin with workflow.started"
+            )
+        definition = lookup(events[0].data["name"])
+    except DurableError as exc:
+        _fail(ext, run_id, int(meta.get("seq", 0)), exc)
+        return
+    Execution(journal, run_id, events, definition, worker=worker).run()
+
+
+def _fail(ext: DurableExtension, run_id: str, position: int, exc: DurableError) -> None:
+    """End a run that cannot execute here, saying why; the worker carries on."""
+    logger.error("run %s failed: %s", run_id, exc)
+    try:
+        ext.journal.append(
+            run_id, position, [(EventType.WORKFLOW_FAILED, {"error": failures.describe(exc)})]
+        )
+    except JournalConflictError:
+        logger.info("run %s moved on meanwhile; leaving it to its owner", run_id)

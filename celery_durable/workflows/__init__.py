@@ -1,0 +1,1 @@
+"""Durable workflows: definitions, steps, executions and run handles."""

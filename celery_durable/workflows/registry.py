@@ -1,0 +1,75 @@
+"""Workflow definitions and the process-wide registry of them by name.
+
+Like Celery's `shared_task`, a workflow is defined once at import time and is
+usable from any app that has celery_durable installed; the worker looks a run's
+workflow up here by the name recorded in `workflow.started`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigurationError, WorkflowNotFoundError
+from ..options import parse_count, parse_duration
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    max_duration: float | None = None
+    max_retries: int = 0
+    origin: str = ""  # module.qualname of the code, to tell re-imports from clashes
+
+
+_registry: dict[str, WorkflowDefinition] = {}
+
+
+def define(
+    name: str,
+    fn: Callable[..., Any],
+    *,
+    is_async: bool | None = None,
+    max_duration: float | str | None = None,
+    max_retries: int = 0,
+    origin: str,
+) -> WorkflowDefinition:
+    """Validate a workflow's options and register it under `name`."""
+    where = f"workflow {name!r}"
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"workflow name must be a non-empty string, got {name!r}")
+    definition = WorkflowDefinition(
+        name=name,
+        fn=fn,
+        is_async=inspect.iscoroutinefunction(fn) if is_async is None else is_async,
+        max_duration=parse_duration(max_duration, field=f"{where}: max_duration"),
+        max_retries=parse_count(max_retries, field=f"{where}: max_retries"),
+        origin=origin,
+    )
+    existing = _registry.get(name)
+    if existing is not None and existing.origin != origin:
+        raise ConfigurationError(
+            f"workflow name {name!r} is taken by {existing.origin}; "
+            f"{origin} must use another name (name=...)"
+        )
+    _registry[name] = definition
+    return definition
+
+
+def lookup(name: str) -> WorkflowDefinition:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise WorkflowNotFoundError(
+            f"workflow {name!r} is not registered in this process; import the module that "
+            "defines it in the worker (Celery's `imports`/`include` settings, or the module "
+            "passed to -A)"
+        ) from None
+
+
+def registered() -> list[str]:
+    return sorted(_registry)

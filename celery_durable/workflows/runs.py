@@ -1,0 +1,156 @@
+"""Starting runs and looking at them: `start()`, `get_run()`, `RunHandle`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from .. import failures
+from ..codec import check_encodable
+from ..errors import (
+    ConfigurationError,
+    JournalCorruptError,
+    ResultTimeoutError,
+    RunNotFoundError,
+)
+from ..extension import DurableExtension, extension_for
+from ..journal.events import FINAL_STATUSES, EventType, RunStatus
+from .definition import Workflow, WorkflowFunction
+
+# Run ids derived from idempotency keys live in their own UUID namespace.
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("7f0c2a5e-3b59-4d8e-9c61-5f2d7c0f4a11")
+
+
+class RunHandle:
+    """A handle on one run; cheap to make, holds no state but the id."""
+
+    def __init__(self, run_id: str, extension: DurableExtension):
+        self.id = run_id
+        self._ext = extension
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunHandle) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def status(self) -> str:
+        """pending, running, sleeping, waiting, completed, failed, cancelled or timed_out."""
+        status = self._ext.journal.status(self.id)
+        if status is None:
+            raise RunNotFoundError(f"no run with id {self.id!r}")
+        return status
+
+    def events(self) -> list[dict[str, Any]]:
+        """The recorded history, oldest first, as dicts with seq, type, ts, data."""
+        return [event.as_dict() for event in self._ext.journal.read(self.id)]
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to end; return its result or raise its error.
+
+        Raises `ResultTimeoutError` when `timeout` seconds pass first (the run
+        goes on); a failed run raises its error rebuilt with its original type
+        when that type is importable here, `WorkflowFailedError` otherwise.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
+        try:
+            while True:
+                status = self.status()
+                if status in FINAL_STATUSES:
+                    return self._outcome(status)
+                wait = 1.0
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise ResultTimeoutError(
+                            f"run {self.id} is still {status} after {timeout}s"
+                        )
+                    wait = min(wait, remaining)
+                pubsub.get_message(timeout=wait)
+        finally:
+            pubsub.close()
+
+    def _outcome(self, status: str) -> Any:
+        last = self._ext.journal.last(self.id)
+        if status == RunStatus.COMPLETED and last and last.type == EventType.WORKFLOW_COMPLETED:
+            return last.data["result"]
+        if last is not None and "error" in last.data:
+            raise failures.rebuild(last.data["error"])
+        raise JournalCorruptError(f"run {self.id} is {status} but its last event is {last!r}")
+
+
+def get_run(run_id: str) -> RunHandle:
+    """A handle for an existing run; `RunNotFoundError` if there is none."""
+    ext = extension_for()
+    if ext.journal.status(run_id) is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    return RunHandle(run_id, ext)
+
+
+def start(
+    workflow: WorkflowFunction | type[Workflow] | str,
+    /,
+    *args: Any,
+    idempotency_key: str | None = None,
+    **kwargs: Any,
+) -> RunHandle:
+    """Start a run and return at once; the same idempotency key gives the same run.
+
+    Arguments are checked before anything is written: a value that cannot be
+    recorded raises `EncodingError` naming the argument. The run's id is
+    derived from (workflow name, idempotency key), so concurrent starts with
+    one key race on one journal and exactly one of them dispatches the run.
+    """
+    name = _workflow_name(workflow)
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not idempotency_key
+    ):
+        raise ConfigurationError(
+            f"start({name}): idempotency_key must be a non-empty string, got {idempotency_key!r}"
+        )
+    for index, value in enumerate(args):
+        check_encodable(value, where=f"start({name}): argument {index}")
+    for key, value in kwargs.items():
+        check_encodable(value, where=f"start({name}): keyword argument {key!r}")
+    ext = extension_for()
+    if idempotency_key is None:
+        run_id = uuid.uuid4().hex
+    else:
+        run_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{name}\x00{idempotency_key}").hex
+    created = ext.journal.create(
+        run_id,
+        name,
+        {
+            "name": name,
+            "args": list(args),
+            "kwargs": kwargs,
+            "idempotency_key": idempotency_key,
+        },
+    )
+    if created is not None:
+        ext.dispatch(run_id)
+    return RunHandle(run_id, ext)
+
+
+def _workflow_name(workflow: WorkflowFunction | type[Workflow] | str) -> str:
+    if isinstance(workflow, WorkflowFunction):
+        return workflow.definition.name
+    if isinstance(workflow, type) and issubclass(workflow, Workflow):
+        if not hasattr(workflow, "definition"):
+            raise ConfigurationError(f"{workflow.__qualname__} has no run() method to start")
+        return workflow.definition.name
+    if isinstance(workflow, str):
+        return workflow  # may be defined only on the workers
+    raise ConfigurationError(
+        f"start() takes a @workflow function, a Workflow subclass or a workflow name, "
+        f"got {workflow!r}"
+    )
+
+
+__all__ = ["RunHandle", "get_run", "start"]

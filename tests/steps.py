@@ -33,3 +33,8 @@ def arithmetic(a: int, b: int) -> dict:
     total = add(a, b)
     doubled = double(total)
     return {"total": total, "doubled": doubled, "word": shout("done")}
+
+
+@workflow(name="tests.echo")
+def echo(*args: object) -> list:
+    return list(args)

@@ -27,7 +27,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
     def start(self, worker: Any) -> None:
         ext = self.extension
         ext.redis.ping()
-        logger.warning(
+        logger.info(
             "celery_durable active: journal at %s (key prefix %r), %d workflow(s) registered",
             ext.safe_redis_url,
             ext.settings.key_prefix,

@@ -1,0 +1,113 @@
+"""start(): idempotency, refusal of bad arguments, unknown workflows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+import celery_durable
+from celery_durable import EncodingError
+from celery_durable.errors import ConfigurationError, RunNotFoundError
+from celery_durable.extension import extension_for
+from tests.steps import arithmetic
+
+
+def test_same_idempotency_key_gives_the_same_run(durable_worker, counter):
+    first = celery_durable.start(arithmetic, 1, 2, idempotency_key="order-1")
+    second = arithmetic.start(9, 9, idempotency_key="order-1")
+    assert second.id == first.id
+    assert second.result(timeout=15)["total"] == 3
+    other = celery_durable.start(arithmetic, 1, 2, idempotency_key="order-2")
+    assert other.id != first.id
+    other.result(timeout=15)
+    assert counter("add") == 2
+
+
+def test_twenty_threads_with_one_key_make_one_run_and_one_execution(
+    durable_app, durable_worker, counter, redis_client
+):
+    barrier = threading.Barrier(20)
+    ids: list[str] = []
+
+    def starter() -> None:
+        barrier.wait(timeout=10)
+        ids.append(celery_durable.start(arithmetic, 4, 5, idempotency_key="same").id)
+
+    threads = [threading.Thread(target=starter) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert len(ids) == 20 and len(set(ids)) == 1
+    run = celery_durable.get_run(ids[0])
+    assert run.result(timeout=15)["total"] == 9
+    types = [e["type"] for e in run.events()]
+    assert types.count("workflow.started") == 1
+    assert types.count("workflow.executing") == 1
+    assert counter("add") == 1
+    keys = extension_for(durable_app).keys
+    assert redis_client.zcard(keys.runs_index()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((object(),), {}, r"argument 0: a value of type builtins.object cannot be recorded"),
+        ((1, {"when": dt.datetime(2026, 1, 1)}), {}, r"argument 1\['when'\]: naive datetime"),
+        ((), {"items": [1, {2, 3}]}, r"keyword argument 'items'\[1\]: a value of type builtins.set"),
+        ((2**70,), {}, r"argument 0: integer .* too large"),
+    ],
+)
+def test_arguments_that_cannot_be_recorded_are_refused_and_nothing_is_written(
+    durable_app, redis_client, args, kwargs, message
+):
+    with pytest.raises(EncodingError, match=message):
+        celery_durable.start(arithmetic, *args, **kwargs)
+    assert redis_client.dbsize() == 0  # no journal entry, no message sent
+
+
+def test_tz_aware_datetimes_and_bytes_are_accepted(durable_app):
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    run = celery_durable.start("tests.echo", when, b"\x00raw")
+    (started,) = [e for e in run.events() if e["type"] == "workflow.started"]
+    assert started["data"]["args"] == [when, b"\x00raw"]
+
+
+def test_bad_idempotency_key_is_refused(durable_app):
+    with pytest.raises(ConfigurationError, match="idempotency_key must be a non-empty string"):
+        celery_durable.start(arithmetic, 1, 2, idempotency_key=42)
+
+
+def test_start_refuses_what_is_not_a_workflow(durable_app):
+    with pytest.raises(ConfigurationError, match="takes a @workflow function"):
+        celery_durable.start(print, 1)
+
+
+def test_unknown_workflow_fails_that_run_and_the_worker_keeps_serving(durable_worker):
+    unknown = celery_durable.start("no.such.workflow", 1)
+    with pytest.raises(celery_durable.WorkflowNotFoundError, match="'no.such.workflow' is not"):
+        unknown.result(timeout=15)
+    assert unknown.status() == "failed"
+    assert celery_durable.start(arithmetic, 1, 1).result(timeout=15)["total"] == 2
+
+
+def test_get_run_of_an_unknown_id_is_a_clear_error(durable_app):
+    with pytest.raises(RunNotFoundError, match="no run with id 'nope'"):
+        celery_durable.get_run("nope")
+
+
+def test_start_without_install_says_how_to_fix_it():
+    from celery import Celery
+
+    from celery_durable import extension
+
+    saved = dict(extension._extensions)
+    extension._extensions.clear()
+    try:
+        Celery("bare", set_as_current=True)
+        with pytest.raises(celery_durable.errors.NotInstalledError, match="install"):
+            celery_durable.start(arithmetic, 1, 2)
+    finally:
+        extension._extensions.update(saved)

@@ -78,6 +78,14 @@ class JournalConflictError(DurableError):
         self.actual = actual
 
 
+class InboxChangedError(DurableError):
+    """An event arrived in a run's inbox while the run decided to wait; look again."""
+
+    def __init__(self, run_id: str):
+        super().__init__(f"run {run_id}: an event arrived while the run was about to wait")
+        self.run_id = run_id
+
+
 class JournalCorruptError(DurableError):
     """An event in a run's stream cannot be decoded or is of an unknown type."""
 
@@ -100,6 +108,30 @@ class WorkflowFailedError(DurableError):
         super().__init__(message)
         self.error_type = error_type
         self.error_message = error_message
+
+
+class RunFinishedError(DurableError):
+    """The run has already finished; it takes no more events."""
+
+
+class EventTimeoutError(DurableError, TimeoutError):
+    """`wait_for_event(name, timeout=...)` saw no event in time.
+
+    Raised inside the workflow, which may catch it and go on; `event_name`
+    holds the name waited for.
+    """
+
+    def __init__(self, message: str, event_name: str = ""):
+        super().__init__(message)
+        self.event_name = event_name
+
+
+class WorkflowCancelledError(DurableError):
+    """The run was cancelled; `result()` raises this."""
+
+
+class WorkflowTimedOutError(DurableError, TimeoutError):
+    """The run outlived its `max_duration`; `result()` raises this."""
 
 
 class ResultTimeoutError(DurableError, TimeoutError):

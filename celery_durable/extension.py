@@ -6,17 +6,22 @@ it through `extension_for()`, so two apps in one process never share state.
 
 from __future__ import annotations
 
+import time
 import weakref
 from functools import cached_property
+from typing import Any
 
 import redis
 from celery import Celery, current_app
 from kombu.utils.url import maybe_sanitize_url
 
+from .clock import Clock
+from .codec import packb
 from .errors import NotInstalledError
 from .journal import Journal
 from .keys import Keys
 from .settings import Settings
+from .timers import TimerStore
 
 _extensions: weakref.WeakKeyDictionary[Celery, DurableExtension] = weakref.WeakKeyDictionary()
 
@@ -46,6 +51,21 @@ class DurableExtension:
     @cached_property
     def journal(self) -> Journal:
         return Journal(self.redis, self.keys)
+
+    @cached_property
+    def timers(self) -> TimerStore:
+        return TimerStore(self.redis, self.keys)
+
+    @cached_property
+    def clock(self) -> Clock:
+        return Clock()
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        """Record what happened in the global event stream that rules read."""
+        body = packb({"type": kind, "ts": time.time(), "data": data})
+        self.redis.xadd(
+            self.keys.events(), {"e": body}, maxlen=self.settings.events_maxlen, approximate=True
+        )
 
     @property
     def safe_redis_url(self) -> str:

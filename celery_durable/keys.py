@@ -1,8 +1,10 @@
 """Every Redis key celery_durable uses is spelled here and nowhere else.
 
-Keys of one run carry the run id as a hash tag (`{...}`), so a run's stream and
-its metadata land in one Redis Cluster slot and the fenced-append script may
-touch both.
+Keys of one run carry a hash tag (`{...}`) so that its stream, meta hash and
+inbox land in one Redis Cluster slot and one Lua script may touch them all.
+A child run's id is its parent's id plus `.<position>`, and the tag is the id
+of the family's root: a child's final event can then notify its parent's inbox
+in the same atomic script.
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def hash_tag(run_id: str) -> str:
+    return run_id.split(".", 1)[0]
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "durable"
 
     def _run(self, run_id: str, part: str) -> str:
-        return f"{self.prefix}:run:{{{run_id}}}:{part}"
+        tag = hash_tag(run_id)
+        return f"{self.prefix}:run:{{{tag}}}{run_id[len(tag) :]}:{part}"
 
     def run_events(self, run_id: str) -> str:
         """The run's history: a stream of msgpack events."""
@@ -25,6 +32,10 @@ class Keys:
         """A hash with the run's position, status, name and times."""
         return self._run(run_id, "meta")
 
+    def run_inbox(self, run_id: str) -> str:
+        """A stream of events sent to the run (send_event, child results)."""
+        return self._run(run_id, "inbox")
+
     def run_done_channel(self, run_id: str) -> str:
         """Pub/sub channel told when the run reaches a final status."""
         return self._run(run_id, "done")
@@ -32,3 +43,11 @@ class Keys:
     def runs_index(self) -> str:
         """A sorted set of every run id by creation time, for listings."""
         return f"{self.prefix}:runs"
+
+    def timers(self) -> str:
+        """A sorted set of `kind:run_id` members scored by due time (clock seconds)."""
+        return f"{self.prefix}:timers"
+
+    def events(self) -> str:
+        """The global stream of what happened to runs and tasks, for rules."""
+        return f"{self.prefix}:events"

@@ -23,6 +23,8 @@ class Settings:
     rules: Any = None
     plugins: tuple[str, ...] = ()
     queue: str | None = None
+    timer_poll_interval: float = 0.2
+    events_maxlen: int = 100_000
 
     @classmethod
     def from_app(cls, app: Celery) -> Settings:
@@ -41,6 +43,8 @@ class Settings:
             rules=conf.get("durable_rules"),
             plugins=tuple(plugins),
             queue=conf.get("durable_queue") or None,
+            timer_poll_interval=_positive(conf, "durable_timer_poll_interval", 0.2),
+            events_maxlen=int(_positive(conf, "durable_events_maxlen", 100_000)),
         )
 
 
@@ -50,3 +54,12 @@ def _redis_url_from_broker(app: Celery) -> str:
     if isinstance(broker, str) and broker.split("://", 1)[0] in ("redis", "rediss", "unix"):
         return broker.split(";", 1)[0]
     return DEFAULT_REDIS_URL
+
+
+def _positive(conf: Any, key: str, default: float) -> float:
+    value = conf.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(f"{key}: expected a positive number, got {value!r}")
+    return float(value)

@@ -50,14 +50,19 @@ def test_journal_url_defaults_to_a_redis_broker(conf, expected):
 def test_settings_defaults():
     settings = Settings.from_app(Celery("s", set_as_current=False))
     assert (settings.key_prefix, settings.rules, settings.plugins, settings.queue) == (
-        "durable", None, (), None,
+        "durable",
+        None,
+        (),
+        None,
     )
 
 
 def test_worker_logs_that_the_extension_is_active(durable_app, caplog):
-    with caplog.at_level(logging.INFO, logger="celery_durable"):
-        with start_worker(durable_app, pool="solo", perform_ping_check=False):
-            pass
+    with (
+        caplog.at_level(logging.INFO, logger="celery_durable"),
+        start_worker(durable_app, pool="solo", perform_ping_check=False),
+    ):
+        pass
     lines = [r.getMessage() for r in caplog.records if r.name == "celery_durable.worker"]
     assert any(
         line.startswith("celery_durable active: journal at redis://127.0.0.1:")
@@ -70,9 +75,11 @@ def test_worker_refuses_to_start_with_a_bad_setting(durable_redis_url):
     app = Celery("bad", broker=durable_redis_url, set_as_current=False)
     app.conf.durable_key_prefix = "my {prefix}"
     celery_durable.install(app)
-    with pytest.raises(ConfigurationError, match="durable_key_prefix"):
-        with start_worker(app, pool="solo", perform_ping_check=False):
-            pass
+    with (
+        pytest.raises(ConfigurationError, match="durable_key_prefix"),
+        start_worker(app, pool="solo", perform_ping_check=False),
+    ):
+        pass
 
 
 def test_workflow_runs_on_a_configured_queue(durable_redis_url):

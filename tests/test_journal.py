@@ -64,7 +64,7 @@ def test_concurrent_writers_at_one_position_one_wins(journal):
 
 def test_several_events_in_one_append_get_consecutive_positions(journal):
     events = journal.append("r1", 0, [("workflow.started", {}), ("workflow.executing", {})])
-    assert [e.seq for e in events] == [1, 2]
+    assert [e.seq for e in events.events] == [1, 2]
     assert journal.status("r1") == "running"
 
 
@@ -91,21 +91,23 @@ def test_keys_of_one_run_share_a_hash_tag():
 def test_corrupt_and_unknown_events_are_named(journal, redis_client):
     stream = journal.keys.run_events("r1")
     redis_client.xadd(stream, {"e": b"\xc1not msgpack"})
-    with pytest.raises(JournalCorruptError, match="run r1, stream entry .*cannot decode"):
+    with pytest.raises(JournalCorruptError, match=r"run r1, stream entry .*cannot decode"):
         journal.read("r1")
     redis_client.delete(stream)
     redis_client.xadd(stream, {"e": Event(seq=1, type="alien.event").encode()})
-    with pytest.raises(JournalCorruptError, match="unknown type 'alien.event'"):
+    with pytest.raises(JournalCorruptError, match=r"unknown type 'alien\.event'"):
         journal.read("r1")
 
 
-def test_corrupt_journal_fails_that_run_and_the_worker_goes_on(durable_app, durable_worker,
-                                                                 redis_client):
+def test_corrupt_journal_fails_that_run_and_the_worker_goes_on(
+    durable_app, durable_worker, redis_client
+):
     from celery_durable.extension import extension_for
 
     ext = extension_for(durable_app)
-    ext.journal.create("broken", "tests.arithmetic", {"name": "tests.arithmetic",
-                                                     "args": [1, 2], "kwargs": {}})
+    ext.journal.create(
+        "broken", "tests.arithmetic", {"name": "tests.arithmetic", "args": [1, 2], "kwargs": {}}
+    )
     redis_client.xadd(ext.keys.run_events("broken"), {"e": b"garbage"})
     ext.dispatch("broken")
     broken = celery_durable.get_run("broken")

@@ -56,7 +56,11 @@ def test_twenty_threads_with_one_key_make_one_run_and_one_execution(
     [
         ((object(),), {}, r"argument 0: a value of type builtins.object cannot be recorded"),
         ((1, {"when": dt.datetime(2026, 1, 1)}), {}, r"argument 1\['when'\]: naive datetime"),
-        ((), {"items": [1, {2, 3}]}, r"keyword argument 'items'\[1\]: a value of type builtins.set"),
+        (
+            (),
+            {"items": [1, {2, 3}]},
+            r"keyword argument 'items'\[1\]: a value of type builtins\.set",
+        ),
         ((2**70,), {}, r"argument 0: integer .* too large"),
     ],
 )
@@ -87,7 +91,7 @@ def test_start_refuses_what_is_not_a_workflow(durable_app):
 
 def test_unknown_workflow_fails_that_run_and_the_worker_keeps_serving(durable_worker):
     unknown = celery_durable.start("no.such.workflow", 1)
-    with pytest.raises(celery_durable.WorkflowNotFoundError, match="'no.such.workflow' is not"):
+    with pytest.raises(celery_durable.WorkflowNotFoundError, match=r"'no\.such\.workflow' is not"):
         unknown.result(timeout=15)
     assert unknown.status() == "failed"
     assert celery_durable.start(arithmetic, 1, 1).result(timeout=15)["total"] == 2

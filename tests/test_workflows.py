@@ -44,7 +44,6 @@ def test_replay_returns_recorded_results_without_running_bodies(
         "replayed",
         1,
         [
-            ("workflow.executing", {"worker": "gone@host", "attempt": 1}),
             (
                 "step.completed",
                 {

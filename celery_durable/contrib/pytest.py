@@ -11,6 +11,8 @@ pytest-celery without a clash.
 - `durable_app`: a Celery app on that Redis with celery_durable installed.
 - `durable_worker`: an in-process worker (`celery.contrib.testing`) for it.
 - `durable_wait_for_status`: wait, with a deadline, until a run has a status.
+- `durable_time_skip`: fast-forward durable time (sleeps, event timeouts,
+  max_duration) for the app's in-process worker, without waiting.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
+from ..extension import DurableExtension, extension_for
 from ..install import install
+from ..options import parse_duration
 from ..workflows.runs import RunHandle
 from .redis_server import RedisServer
 
@@ -96,3 +100,25 @@ def wait_for_status(run: RunHandle, *statuses: str, timeout: float = 10.0) -> st
 @pytest.fixture
 def durable_wait_for_status() -> Callable[..., str]:
     return wait_for_status
+
+
+class TimeSkip:
+    """Moves the durable clock of one app forward; its worker's poller follows."""
+
+    def __init__(self, ext: DurableExtension):
+        self.ext = ext
+
+    def advance(self, duration: float | str | None = None) -> float:
+        """Move forward by `duration`, or to the next due timer; return the seconds."""
+        if duration is None:
+            due = self.ext.timers.next_due()
+            seconds = 0.0 if due is None else max(0.0, due - self.ext.clock.now())
+        else:
+            seconds = parse_duration(duration, field="advance(duration)") or 0.0
+        self.ext.clock.advance(seconds)
+        return seconds
+
+
+@pytest.fixture
+def durable_time_skip(durable_app: Celery) -> TimeSkip:
+    return TimeSkip(extension_for(durable_app))

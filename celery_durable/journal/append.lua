@@ -1,34 +1,60 @@
--- Fenced append of one or more events to a run's stream.
+-- Fenced append of events to a run's stream.
 --
 -- KEYS[1]  the run's event stream
 -- KEYS[2]  the run's meta hash (field `seq` is the position of the last event)
+-- KEYS[3]  the run's inbox (events sent to it)
+-- KEYS[4]  an inbox to notify, the parent run's (KEYS[3] again when none)
+-- KEYS[5]  the notified run's meta hash (KEYS[2] again when none)
 -- ARGV[1]  the position the writer expects the log to be at
--- ARGV[2]  the run's status after these events ('' keeps it)
--- ARGV[3]  the time of the write, stored as meta `updated_at`
--- ARGV[4]  a channel to publish the new status on ('' publishes nothing)
--- ARGV[5]  how many meta field/value pairs follow before the events
--- ARGV[6..] those pairs, then the encoded events, in order
+-- ARGV[2]  msgpack map of options, all optional:
+--            now            time of the write, stored as meta `updated_at`
+--            status         the run's status after these events
+--            channel        where to publish the new status
+--            meta           map of extra meta fields to set
+--            inbox_len      refuse (code 2) unless the run's inbox has this length
+--            notify_name    name of an entry to add to KEYS[4], with ARGV[3]
+-- ARGV[3]  the payload of that entry ('' when none): kept out of the
+--          options because Lua's cmsgpack cannot read msgpack `bin` values
+-- ARGV[4..] the encoded events, in order
 --
--- Returns {1, new position} on success, {0, actual position} on a conflict;
--- on a conflict nothing is written.
+-- Returns {code, position, cancel_requested, notified_waits}: code 1 =
+-- appended, 0 = the log is not at the expected position, 2 = the inbox
+-- changed (on 0 and 2 nothing is written); notified_waits is 1 when the
+-- notified run is suspended waiting for exactly this entry.
 local position = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if position ~= tonumber(ARGV[1]) then
-  return {0, position}
+  return {0, position, 0, 0}
 end
-local pairs_count = tonumber(ARGV[5])
-local first_event = 6 + 2 * pairs_count
-for i = first_event, #ARGV do
+local opts = cmsgpack.unpack(ARGV[2])
+if opts.inbox_len and redis.call('XLEN', KEYS[3]) ~= opts.inbox_len then
+  return {2, position, 0, 0}
+end
+for i = 4, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
   position = position + 1
 end
-redis.call('HSET', KEYS[2], 'seq', position, 'updated_at', ARGV[3])
-for i = 6, first_event - 1, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+redis.call('HSET', KEYS[2], 'seq', position)
+if opts.now then
+  redis.call('HSET', KEYS[2], 'updated_at', opts.now)
 end
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[2], 'status', ARGV[2])
-  if ARGV[4] ~= '' then
-    redis.call('PUBLISH', ARGV[4], ARGV[2])
+if opts.meta then
+  for field, value in pairs(opts.meta) do
+    redis.call('HSET', KEYS[2], field, value)
   end
 end
-return {1, position}
+if opts.status then
+  redis.call('HSET', KEYS[2], 'status', opts.status)
+  if opts.channel then
+    redis.call('PUBLISH', opts.channel, opts.status)
+  end
+end
+local notified_waits = 0
+if opts.notify_name then
+  redis.call('XADD', KEYS[4], '*', 'n', opts.notify_name, 'p', ARGV[3])
+  local waiting = redis.call('HMGET', KEYS[5], 'status', 'waiting_for')
+  if waiting[1] == 'waiting' and waiting[2] == opts.notify_name then
+    notified_waits = 1
+  end
+end
+local cancel = redis.call('HGET', KEYS[2], 'cancel_requested')
+return {1, position, cancel and 1 or 0, notified_waits}

@@ -22,9 +22,17 @@ class EventType(StrEnum):
     WORKFLOW_RETRYING = "workflow.retrying"
     WORKFLOW_COMPLETED = "workflow.completed"
     WORKFLOW_FAILED = "workflow.failed"
+    WORKFLOW_SUSPENDED = "workflow.suspended"
+    WORKFLOW_CANCELLED = "workflow.cancelled"
+    WORKFLOW_TIMED_OUT = "workflow.timed_out"
     STEP_COMPLETED = "step.completed"
     STEP_RETRYING = "step.retrying"
     STEP_FAILED = "step.failed"
+    SLEEP_STARTED = "sleep.started"
+    EVENT_WAITING = "event.waiting"
+    EVENT_RECEIVED = "event.received"
+    EVENT_TIMED_OUT = "event.timed_out"
+    CHILD_STARTED = "child.started"
 
 
 class RunStatus(StrEnum):
@@ -43,12 +51,36 @@ FINAL_STATUSES = frozenset(
 )
 
 # The status a run has after an event of this type; absent types keep it.
+# `workflow.suspended` carries its status (sleeping or waiting) in its data.
 STATUS_AFTER: dict[str, RunStatus] = {
     EventType.WORKFLOW_STARTED: RunStatus.PENDING,
     EventType.WORKFLOW_EXECUTING: RunStatus.RUNNING,
     EventType.WORKFLOW_COMPLETED: RunStatus.COMPLETED,
     EventType.WORKFLOW_FAILED: RunStatus.FAILED,
+    EventType.WORKFLOW_CANCELLED: RunStatus.CANCELLED,
+    EventType.WORKFLOW_TIMED_OUT: RunStatus.TIMED_OUT,
 }
+
+# Events that record what the workflow's code did at a position, in order.
+COMMAND_TYPES = frozenset(
+    {
+        EventType.STEP_COMPLETED,
+        EventType.STEP_RETRYING,
+        EventType.STEP_FAILED,
+        EventType.SLEEP_STARTED,
+        EventType.EVENT_WAITING,
+        EventType.EVENT_RECEIVED,
+        EventType.EVENT_TIMED_OUT,
+        EventType.CHILD_STARTED,
+    }
+)
+
+
+def status_after(event: Event, current: str = "") -> str:
+    if event.type == EventType.WORKFLOW_SUSPENDED:
+        return str(event.data["status"])
+    return STATUS_AFTER.get(event.type, current)
+
 
 KNOWN_TYPES = frozenset(t.value for t in EventType)
 

@@ -10,14 +10,39 @@ nothing.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis
 
-from ..errors import JournalConflictError
+from ..codec import packb, unpackb
+from ..errors import InboxChangedError, JournalConflictError
 from ..keys import Keys
-from .events import FINAL_STATUSES, STATUS_AFTER, Event
+from .events import FINAL_STATUSES, Event, status_after
+
+
+@dataclass(frozen=True)
+class Notification:
+    """An entry for another run's inbox, written with an append."""
+
+    run_id: str
+    name: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    events: list[Event]
+    cancel_requested: bool  # someone asked the run to stop at its next boundary
+    parent_waiting: bool = False  # the notified run waits for this notification
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    id: str
+    name: str
+    payload: Any
 
 
 def _load_script(name: str) -> str:
@@ -29,6 +54,7 @@ class Journal:
         self.client = client
         self.keys = keys
         self._append = client.register_script(_load_script("append.lua"))
+        self._send = client.register_script(_load_script("send.lua"))
 
     # -- writing ---------------------------------------------------------------
 
@@ -39,11 +65,17 @@ class Journal:
         events: list[tuple[str, dict[str, Any]]],
         *,
         meta: dict[str, str | int | float] | None = None,
-    ) -> list[Event]:
-        """Append `events` (type, data) if the log is at `expected`; return them.
+        inbox_len: int | None = None,
+        notify: Notification | None = None,
+    ) -> Appended:
+        """Append `events` (type, data) if the log is at `expected`.
 
         The run's status follows the last event that changes it; reaching a
         final status is published so that waiting `result()` calls wake up.
+        `inbox_len` makes the append conditional on the run's inbox having
+        that many entries (a waiting run must not miss an event sent while it
+        decided to wait); `notify` adds an entry to another run's inbox (a
+        parent's) in the same atomic write.
         """
         now = time.time()
         built = [
@@ -52,40 +84,71 @@ class Journal:
         ]
         status = ""
         for event in built:
-            status = STATUS_AFTER.get(event.type, status)
-        channel = self.keys.run_done_channel(run_id) if status in FINAL_STATUSES else ""
-        flat_meta: list[Any] = []
-        for field, value in (meta or {}).items():
-            flat_meta += [field, value]
-        ok, position = self._append(
-            keys=[self.keys.run_events(run_id), self.keys.run_meta(run_id)],
-            args=[
-                expected,
-                str(status),
-                repr(now),
-                channel,
-                len(flat_meta) // 2,
-                *flat_meta,
-                *(e.encode() for e in built),
-            ],
+            status = status_after(event, status)
+        options: dict[str, Any] = {"now": repr(now)}
+        if status:
+            options["status"] = status
+            if status in FINAL_STATUSES:
+                options["channel"] = self.keys.run_done_channel(run_id)
+        if meta:
+            options["meta"] = {k: str(v) for k, v in meta.items()}
+        if inbox_len is not None:
+            options["inbox_len"] = inbox_len
+        meta_key, inbox = self.keys.run_meta(run_id), self.keys.run_inbox(run_id)
+        notify_inbox, notify_meta, notify_payload = inbox, meta_key, b""
+        if notify is not None:
+            notify_inbox = self.keys.run_inbox(notify.run_id)
+            notify_meta = self.keys.run_meta(notify.run_id)
+            options["notify_name"] = notify.name
+            notify_payload = notify.payload
+        code, position, cancel, notified_waits = self._append(
+            keys=[self.keys.run_events(run_id), meta_key, inbox, notify_inbox, notify_meta],
+            args=[expected, packb(options), notify_payload, *(e.encode() for e in built)],
         )
-        if not ok:
+        if code == 0:
             raise JournalConflictError(run_id, expected, int(position))
-        return built
+        if code == 2:
+            raise InboxChangedError(run_id)
+        return Appended(built, bool(cancel), bool(notified_waits))
 
-    def create(self, run_id: str, workflow_name: str, data: dict[str, Any]) -> Event | None:
+    def create(
+        self,
+        run_id: str,
+        workflow_name: str,
+        data: dict[str, Any],
+        *,
+        meta: dict[str, str] | None = None,
+    ) -> Event | None:
         """Record `workflow.started` for a new run; None if the run already exists."""
         try:
-            (event,) = self.append(
+            appended = self.append(
                 run_id,
                 0,
                 [("workflow.started", data)],
-                meta={"name": workflow_name, "created_at": repr(time.time())},
+                meta={"name": workflow_name, "created_at": repr(time.time()), **(meta or {})},
             )
         except JournalConflictError:
             return None
+        event = appended.events[0]
         self.client.zadd(self.keys.runs_index(), {run_id: event.ts})
         return event
+
+    def send(self, run_id: str, name: str, payload: bytes) -> tuple[str, str]:
+        """Add an event to a run's inbox: (status, the event name it waits for).
+
+        Status is '' for an unknown run, and nothing is written for a finished one.
+        """
+        status, waiting_for = self._send(
+            keys=[self.keys.run_meta(run_id), self.keys.run_inbox(run_id)], args=[name, payload]
+        )
+        return status.decode(), waiting_for.decode()
+
+    def inbox(self, run_id: str) -> list[InboxEntry]:
+        entries = self.client.xrange(self.keys.run_inbox(run_id))
+        return [
+            InboxEntry(entry_id.decode(), fields[b"n"].decode(), unpackb(fields[b"p"]))
+            for entry_id, fields in entries
+        ]
 
     # -- reading ---------------------------------------------------------------
 

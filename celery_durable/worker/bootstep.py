@@ -9,12 +9,13 @@ from celery import bootsteps
 
 from ..extension import extension_for
 from ..workflows.registry import registered
+from .poller import TimerPoller
 
 logger = logging.getLogger("celery_durable.worker")
 
 
 class DurableWorkerStep(bootsteps.StartStopStep):
-    """Announce the extension and check that its Redis answers before work starts."""
+    """Check that Redis answers, announce the extension, run the timer poller."""
 
     label = "celery_durable"
     requires = ("celery.worker.components:Pool",)
@@ -22,7 +23,8 @@ class DurableWorkerStep(bootsteps.StartStopStep):
     def __init__(self, worker: Any, **kwargs: Any):
         super().__init__(worker, **kwargs)
         self.extension = extension_for(worker.app)
-        _ = self.extension.settings  # a bad setting stops the worker here, before it starts
+        settings = self.extension.settings  # a bad setting stops the worker here
+        self.poller = TimerPoller(self.extension, settings.timer_poll_interval)
 
     def start(self, worker: Any) -> None:
         ext = self.extension
@@ -33,3 +35,10 @@ class DurableWorkerStep(bootsteps.StartStopStep):
             ext.settings.key_prefix,
             len(registered()),
         )
+        self.poller.start()
+
+    def stop(self, worker: Any) -> None:
+        self.poller.stop()
+
+    def shutdown(self, worker: Any) -> None:
+        self.poller.stop()

@@ -10,11 +10,11 @@ import logging
 
 from celery import Celery, Task
 
-from .. import failures
 from ..errors import DurableError, JournalConflictError, JournalCorruptError
 from ..extension import RUN_TASK_NAME, DurableExtension, extension_for
-from ..journal.events import FINAL_STATUSES, EventType
+from ..journal.events import FINAL_STATUSES, EventType, RunStatus
 from ..workflows.execution import Execution
+from ..workflows.outcomes import finish
 from ..workflows.registry import lookup
 
 logger = logging.getLogger("celery_durable.worker")
@@ -32,8 +32,15 @@ def execute_run(ext: DurableExtension, run_id: str, worker: str = "") -> None:
     if not meta:
         logger.warning("run %s does not exist in the journal; message dropped", run_id)
         return
-    if meta.get("status") in FINAL_STATUSES:
-        logger.info("run %s is already %s; message dropped", run_id, meta["status"])
+    status = meta.get("status")
+    if status in FINAL_STATUSES:
+        logger.info("run %s is already %s; message dropped", run_id, status)
+        return
+    if status == RunStatus.RUNNING:
+        # Its execution is alive and will see whatever woke it (an inbox
+        # entry, a due time) at its next wait; a dead one is recovered from
+        # the worker records, not from stray messages.
+        logger.info("run %s is running elsewhere; message dropped", run_id)
         return
     try:
         events = journal.read(run_id)
@@ -43,17 +50,23 @@ def execute_run(ext: DurableExtension, run_id: str, worker: str = "") -> None:
             )
         definition = lookup(events[0].data["name"])
     except DurableError as exc:
-        _fail(ext, run_id, int(meta.get("seq", 0)), exc)
+        _fail(ext, run_id, meta, exc)
         return
-    Execution(journal, run_id, events, definition, worker=worker).run()
+    Execution(ext, run_id, events, definition, worker=worker).run()
 
 
-def _fail(ext: DurableExtension, run_id: str, position: int, exc: DurableError) -> None:
+def _fail(ext: DurableExtension, run_id: str, meta: dict[str, str], exc: DurableError) -> None:
     """End a run that cannot execute here, saying why; the worker carries on."""
     logger.error("run %s failed: %s", run_id, exc)
     try:
-        ext.journal.append(
-            run_id, position, [(EventType.WORKFLOW_FAILED, {"error": failures.describe(exc)})]
+        finish(
+            ext,
+            run_id,
+            int(meta.get("seq", 0)),
+            EventType.WORKFLOW_FAILED,
+            error=exc,
+            parent=meta.get("parent"),
+            workflow_name=meta.get("name", ""),
         )
     except JournalConflictError:
         logger.info("run %s moved on meanwhile; leaving it to its owner", run_id)

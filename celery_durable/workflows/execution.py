@@ -1,11 +1,17 @@
 """One execution of a run: replay what the journal recorded, run the rest.
 
-A run is executed by re-running its workflow function from the top. Each step
-call takes the next *position*; if the journal has an outcome for that
-position the step returns (or raises) it without running its body, otherwise
-the body runs and its outcome is appended with a fenced write. An execution
+A run is executed by calling its workflow function from the top. Every step,
+sleep, event wait and child start takes the next *position*; if the journal
+has an outcome for that position it is returned (or raised) at once, otherwise
+the work is done and its outcome appended with a fenced write. An execution
 first claims the run by appending `workflow.executing` at the position it
 read, so a duplicate delivery of the same run loses that race and stops.
+
+When the workflow must wait (a sleep, an event, a child run) the execution
+records why, sets a timer if there is a due time, and unwinds: the Celery task
+ends and no worker slot is held. Whatever wakes the run (the timer poller,
+`send_event`, a child's end) sends the run task again, and the next execution
+replays to the same point and goes on.
 """
 
 from __future__ import annotations
@@ -13,24 +19,34 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import failures
 from ..codec import roundtrip
 from ..errors import (
     ConfigurationError,
     EncodingError,
+    EventTimeoutError,
     FatalError,
+    InboxChangedError,
     JournalConflictError,
     NonDeterminismError,
+    WorkflowCancelledError,
+    WorkflowTimedOutError,
 )
-from ..journal import Event, EventType, Journal
+from ..journal import Event, EventType
+from ..journal.journal import Appended
 from .context import RunContext, current_execution
+from .outcomes import child_event_name, finish
 from .registry import WorkflowDefinition
 from .steps import StepPolicy
+
+if TYPE_CHECKING:
+    from ..extension import DurableExtension
 
 logger = logging.getLogger("celery_durable.execution")
 
@@ -38,11 +54,33 @@ logger = logging.getLogger("celery_durable.execution")
 _inside_step: ContextVar[bool] = ContextVar("celery_durable_inside_step", default=False)
 
 
+# Control flow that unwinds the workflow function. BaseExceptions, so that a
+# workflow's `except Exception` cannot swallow them.
 class FencedOut(BaseException):
-    """Another execution owns the run; unwind the workflow without writing.
+    """Another execution owns the run; stop without writing."""
 
-    A BaseException so that a workflow's `except Exception` cannot swallow it.
-    """
+
+class Suspended(BaseException):
+    """The run waits; its suspension is recorded and its timer set."""
+
+
+class _Cancelled(BaseException):
+    pass
+
+
+class _TimedOut(BaseException):
+    pass
+
+
+_COMMAND_KIND = {
+    EventType.STEP_COMPLETED: "step",
+    EventType.STEP_FAILED: "step",
+    EventType.SLEEP_STARTED: "sleep",
+    EventType.EVENT_WAITING: "wait",
+    EventType.EVENT_RECEIVED: "wait",
+    EventType.EVENT_TIMED_OUT: "wait",
+    EventType.CHILD_STARTED: "child",
+}
 
 
 class _ReplayState:
@@ -50,46 +88,61 @@ class _ReplayState:
 
     def __init__(self, events: list[Event]):
         self.started = events[0]
-        self.outcomes: dict[int, Event] = {}
+        self.outcomes: dict[int, Event] = {}  # final: returned or raised on replay
+        self.pending: dict[int, Event] = {}  # a sleep or a wait that began there
         self.failed_attempts: dict[int, int] = {}
+        self.consumed: set[str] = set()  # inbox entries already received
         self.attempt = 1
         for event in events:
             self.apply(event)
 
     def apply(self, event: Event) -> None:
         kind = event.type
-        if kind in (EventType.STEP_COMPLETED, EventType.STEP_FAILED):
+        if kind in (EventType.SLEEP_STARTED, EventType.EVENT_WAITING):
+            self.pending[event.data["position"]] = event
+        elif kind in _COMMAND_KIND:
             position = event.data["position"]
             self.outcomes[position] = event
+            self.pending.pop(position, None)
             self.failed_attempts.pop(position, None)
+            if kind == EventType.EVENT_RECEIVED:
+                self.consumed.add(event.data["inbox_id"])
         elif kind == EventType.STEP_RETRYING:
             self.failed_attempts[event.data["position"]] = event.data["attempt"]
         elif kind == EventType.WORKFLOW_RETRYING:
-            # A new attempt replays completed steps and runs failed ones again.
+            # A new attempt replays all it can and runs failed steps again.
             self.outcomes = {
-                p: e for p, e in self.outcomes.items() if e.type == EventType.STEP_COMPLETED
+                p: e for p, e in self.outcomes.items() if e.type != EventType.STEP_FAILED
             }
             self.failed_attempts.clear()
             self.attempt = event.data["attempt"]
+
+    def recorded_at(self, position: int) -> Event | None:
+        return self.outcomes.get(position) or self.pending.get(position)
 
 
 class Execution:
     def __init__(
         self,
-        journal: Journal,
+        ext: DurableExtension,
         run_id: str,
         events: list[Event],
         definition: WorkflowDefinition,
         worker: str = "",
     ):
-        self.journal = journal
+        self.ext = ext
+        self.journal = ext.journal
+        self.clock = ext.clock
         self.run_id = run_id
         self.definition = definition
         self.worker = worker
         self.position = events[-1].seq
         self.state = _ReplayState(events)
+        self.parent: str | None = self.state.started.data.get("parent")
+        self.deadline = deadline_of(definition, self.state.started)
         self.cursor = 0
         self.stop: BaseException | None = None
+        self.cancel_requested = False
         self.step_running = False
 
     # -- the run as a whole ------------------------------------------------------
@@ -97,7 +150,12 @@ class Execution:
     def run(self) -> None:
         try:
             self._append(
-                EventType.WORKFLOW_EXECUTING, {"worker": self.worker, "attempt": self.state.attempt}
+                EventType.WORKFLOW_EXECUTING,
+                {
+                    "worker": self.worker,
+                    "pid": os.getpid(),
+                    "attempt": self.state.attempt,
+                },
             )
         except FencedOut:
             logger.info("run %s is executed elsewhere; this delivery stops", self.run_id)
@@ -106,48 +164,63 @@ class Execution:
             outcome = self._call_workflow()
             if outcome is None:
                 return
-            kind, data = outcome
+            kind, result, error = outcome
             try:
-                self._append(kind, data)
-            except FencedOut:
-                return
-            if kind != EventType.WORKFLOW_RETRYING:
-                return
-            self.cursor = 0
+                if kind == EventType.WORKFLOW_RETRYING:
+                    self._append(
+                        kind, {"attempt": self.state.attempt + 1, "error": failures.describe(error)}
+                    )
+                    self.cursor = 0
+                    continue
+                finish(
+                    self.ext,
+                    self.run_id,
+                    self.position,
+                    kind,
+                    result=result,
+                    error=error,
+                    parent=self.parent,
+                    workflow_name=self.definition.name,
+                )
+            except (FencedOut, JournalConflictError) as exc:
+                logger.warning("run %s: %s; this execution stops", self.run_id, exc)
+            return
 
-    def _call_workflow(self) -> tuple[str, dict[str, Any]] | None:
-        """Run the function once; the event that ends this attempt, or None."""
+    def _call_workflow(self) -> tuple[EventType, Any, BaseException | None] | None:
+        """Run the function once: how this attempt ended, or None if it did not."""
         started = self.state.started.data
         token = current_execution.set(self)
         try:
+            self._check_boundary()
             if self.definition.is_async:
                 result = asyncio.run(self.definition.fn(*started["args"], **started["kwargs"]))
             else:
                 result = self.definition.fn(*started["args"], **started["kwargs"])
-        except FencedOut:
+        except (FencedOut, Suspended):
             return None
+        except _Cancelled:
+            error = WorkflowCancelledError(f"run {self.run_id} was cancelled")
+            return EventType.WORKFLOW_CANCELLED, None, error
+        except _TimedOut:
+            return EventType.WORKFLOW_TIMED_OUT, None, self._timed_out_error()
         except Exception as exc:
-            if isinstance(self.stop, FencedOut):
+            if isinstance(self.stop, FencedOut | Suspended):
                 return None
             error = self.stop or exc
             if isinstance(error, FatalError) or self.state.attempt > self.definition.max_retries:
-                return EventType.WORKFLOW_FAILED, {"error": failures.describe(error)}
-            return EventType.WORKFLOW_RETRYING, {
-                "attempt": self.state.attempt + 1,
-                "error": failures.describe(error),
-            }
+                return EventType.WORKFLOW_FAILED, None, error
+            return EventType.WORKFLOW_RETRYING, None, error
         finally:
             current_execution.reset(token)
-        if isinstance(self.stop, FencedOut):
-            return None
+        if isinstance(self.stop, FencedOut | Suspended):
+            return None  # the workflow swallowed our unwinding; nothing more to write
         if self.stop is not None:  # the workflow swallowed a non-determinism error
-            return EventType.WORKFLOW_FAILED, {"error": failures.describe(self.stop)}
+            return EventType.WORKFLOW_FAILED, None, self.stop
         try:
             where = f"the result of workflow {self.definition.name!r}"
-            recorded = roundtrip(result, where=where)
+            return EventType.WORKFLOW_COMPLETED, roundtrip(result, where=where), None
         except EncodingError as exc:
-            return EventType.WORKFLOW_FAILED, {"error": failures.describe(exc)}
-        return EventType.WORKFLOW_COMPLETED, {"result": recorded}
+            return EventType.WORKFLOW_FAILED, None, exc
 
     def context(self) -> RunContext:
         started = self.state.started
@@ -158,6 +231,46 @@ class Execution:
             started_at=dt.datetime.fromtimestamp(started.ts, tz=dt.UTC),
             idempotency_key=started.data.get("idempotency_key"),
         )
+
+    def _timed_out_error(self) -> WorkflowTimedOutError:
+        return WorkflowTimedOutError(
+            f"run {self.run_id} of workflow {self.definition.name!r} exceeded its "
+            f"max_duration of {self.definition.max_duration}s"
+        )
+
+    # -- positions -------------------------------------------------------------------
+
+    def _check_boundary(self) -> None:
+        """Stop here if the run was cancelled or ran out of time."""
+        if self.stop is not None:
+            raise self.stop
+        if self.cancel_requested:
+            raise _Cancelled
+        if self.deadline is not None and self.clock.now() >= self.deadline:
+            raise _TimedOut
+
+    def _take(self, kind: str, name: str) -> tuple[int, Event | None]:
+        """The next position, and what the journal recorded there (if anything)."""
+        self._check_boundary()
+        if self.step_running:
+            raise ConfigurationError(
+                f"{kind} {name!r} began while a step of run {self.run_id} was still running; "
+                "a workflow does one thing at a time (no asyncio.gather of steps)"
+            )
+        position = self.cursor
+        self.cursor += 1
+        recorded = self.state.recorded_at(position)
+        if recorded is not None:
+            recorded_kind = _COMMAND_KIND[recorded.type]
+            if (recorded_kind, recorded.data["name"]) != (kind, name):
+                self.stop = NonDeterminismError(
+                    f"run {self.run_id} of workflow {self.definition.name!r} is not "
+                    f"deterministic: at position {position} the journal recorded "
+                    f"{recorded_kind} {recorded.data['name']!r} but the code now calls "
+                    f"{kind} {name!r}"
+                )
+                raise self.stop
+        return position, recorded
 
     # -- steps -------------------------------------------------------------------
 
@@ -170,9 +283,11 @@ class Execution:
     ) -> Any:
         if _inside_step.get():
             return fn(*args, **kwargs)  # a step called by a step is part of its body
-        position, attempt, recorded = self._enter_step(policy)
+        position, recorded = self._take("step", policy.name)
         if recorded is not None:
             return _replay(recorded)
+        attempt = self.state.failed_attempts.get(position, 0) + 1
+        self.step_running = True
         token = _inside_step.set(True)
         try:
             while True:
@@ -180,8 +295,7 @@ class Execution:
                 try:
                     result = fn(*args, **kwargs)
                 except Exception as exc:
-                    delay = self._record_failure(policy, position, attempt, exc)
-                    time.sleep(delay)
+                    time.sleep(self._record_failure(policy, position, attempt, exc))
                     attempt += 1
                     continue
                 return self._record_success(policy, position, attempt, began, result)
@@ -198,9 +312,11 @@ class Execution:
     ) -> Any:
         if _inside_step.get():
             return await fn(*args, **kwargs)
-        position, attempt, recorded = self._enter_step(policy)
+        position, recorded = self._take("step", policy.name)
         if recorded is not None:
             return _replay(recorded)
+        attempt = self.state.failed_attempts.get(position, 0) + 1
+        self.step_running = True
         token = _inside_step.set(True)
         try:
             while True:
@@ -208,39 +324,13 @@ class Execution:
                 try:
                     result = await fn(*args, **kwargs)
                 except Exception as exc:
-                    delay = self._record_failure(policy, position, attempt, exc)
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(self._record_failure(policy, position, attempt, exc))
                     attempt += 1
                     continue
                 return self._record_success(policy, position, attempt, began, result)
         finally:
             _inside_step.reset(token)
             self.step_running = False
-
-    def _enter_step(self, policy: StepPolicy) -> tuple[int, int, Event | None]:
-        """Take the next position: (position, attempt to run, recorded outcome)."""
-        if self.stop is not None:
-            raise self.stop
-        if self.step_running:
-            raise ConfigurationError(
-                f"step {policy.name!r} started while another step of run {self.run_id} "
-                "was still running; steps of one workflow must run one at a time "
-                "(no asyncio.gather of steps)"
-            )
-        position = self.cursor
-        self.cursor += 1
-        recorded = self.state.outcomes.get(position)
-        if recorded is not None:
-            if recorded.data["name"] != policy.name:
-                self.stop = NonDeterminismError(
-                    f"run {self.run_id} of workflow {self.definition.name!r} is not "
-                    f"deterministic: at position {position} the journal recorded step "
-                    f"{recorded.data['name']!r} but the code now calls step {policy.name!r}"
-                )
-                raise self.stop
-            return position, 0, recorded
-        self.step_running = True
-        return position, self.state.failed_attempts.get(position, 0) + 1, None
 
     def _record_success(
         self, policy: StepPolicy, position: int, attempt: int, began: float, result: Any
@@ -297,17 +387,162 @@ class Execution:
         )
         return delay
 
+    # -- sleeping and waiting ------------------------------------------------------
+
+    def sleep(self, seconds: float) -> None:
+        position, recorded = self._take("sleep", "sleep")
+        if recorded is None:
+            until = self.clock.now() + seconds
+            started = (
+                EventType.SLEEP_STARTED,
+                {"position": position, "name": "sleep", "seconds": seconds, "until": until},
+            )
+            if seconds <= 0:
+                self._append(*started)
+                return
+            self._suspend("sleeping", until, [started])
+        until = recorded.data["until"]
+        if self.clock.now() < until:
+            self._suspend("sleeping", until, [])
+
+    def wait_for_event(self, name: str, timeout: float | None) -> Any:
+        position, recorded = self._take("wait", name)
+        if recorded is not None and recorded.type == EventType.EVENT_RECEIVED:
+            return recorded.data["payload"]
+        if recorded is not None and recorded.type == EventType.EVENT_TIMED_OUT:
+            raise self._event_timeout(name)
+        if recorded is None:
+            timeout_at = None if timeout is None else self.clock.now() + timeout
+        else:
+            timeout_at = recorded.data["timeout_at"]
+        while True:
+            inbox = self.journal.inbox(self.run_id)
+            for entry in inbox:
+                if entry.name == name and entry.id not in self.state.consumed:
+                    self._append(
+                        EventType.EVENT_RECEIVED,
+                        {
+                            "position": position,
+                            "name": name,
+                            "payload": entry.payload,
+                            "inbox_id": entry.id,
+                        },
+                    )
+                    return entry.payload
+            if timeout_at is not None and self.clock.now() >= timeout_at:
+                self._append(EventType.EVENT_TIMED_OUT, {"position": position, "name": name})
+                raise self._event_timeout(name)
+            waiting = (
+                []
+                if recorded is not None
+                else [
+                    (
+                        EventType.EVENT_WAITING,
+                        {
+                            "position": position,
+                            "name": name,
+                            "timeout_at": timeout_at,
+                        },
+                    )
+                ]
+            )
+            try:
+                self._suspend(
+                    "waiting", timeout_at, waiting, meta={"waiting_for": name}, inbox_len=len(inbox)
+                )
+            except InboxChangedError:
+                continue  # an event came while we decided to wait: look again
+
+    def _event_timeout(self, name: str) -> EventTimeoutError:
+        return EventTimeoutError(
+            f"run {self.run_id}: no event {name!r} came in time", event_name=name
+        )
+
+    def _suspend(
+        self,
+        status: str,
+        wake_at: float | None,
+        events: list[tuple[EventType, dict[str, Any]]],
+        *,
+        meta: dict[str, str] | None = None,
+        inbox_len: int | None = None,
+    ) -> None:
+        """Record that the run waits, set its timers, and unwind."""
+        events = [*events, (EventType.WORKFLOW_SUSPENDED, {"status": status, "until": wake_at})]
+        appended = self._append_many(events, meta=meta, inbox_len=inbox_len)
+        if appended.cancel_requested:
+            raise _Cancelled
+        self.ext.timers.schedule(self.run_id, wake_at=wake_at, deadline_at=self.deadline)
+        self.stop = Suspended()
+        raise self.stop
+
+    # -- child runs ----------------------------------------------------------------
+
+    def start_child(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], idempotency_key: str | None
+    ) -> str:
+        """Start a child run once: replays return the id recorded the first time."""
+        position, recorded = self._take("child", name)
+        if recorded is not None:
+            return str(recorded.data["child_run_id"])
+        child_id = f"{self.run_id}.{position}"
+        created = self.journal.create(
+            child_id,
+            name,
+            {
+                "name": name,
+                "args": args,
+                "kwargs": kwargs,
+                "idempotency_key": idempotency_key,
+                "parent": self.run_id,
+            },
+            meta={"parent": self.run_id},
+        )
+        if created is not None:
+            self.ext.dispatch(child_id)
+        self._append(
+            EventType.CHILD_STARTED, {"position": position, "name": name, "child_run_id": child_id}
+        )
+        return child_id
+
+    def child_result(self, child_id: str, timeout: float | None) -> Any:
+        outcome = self.wait_for_event(child_event_name(child_id), timeout)
+        if outcome["status"] == "completed":
+            return outcome["result"]
+        raise failures.rebuild(outcome["error"])
+
     # -- the journal ---------------------------------------------------------------
 
-    def _append(self, kind: str, data: dict[str, Any]) -> None:
+    def _append(self, kind: EventType, data: dict[str, Any]) -> None:
+        self._append_many([(kind, data)])
+
+    def _append_many(
+        self,
+        events: list[tuple[EventType, dict[str, Any]]],
+        *,
+        meta: dict[str, str] | None = None,
+        inbox_len: int | None = None,
+    ) -> Appended:
         try:
-            (event,) = self.journal.append(self.run_id, self.position, [(kind, data)])
+            appended = self.journal.append(
+                self.run_id, self.position, events, meta=meta, inbox_len=inbox_len
+            )
         except JournalConflictError as exc:
             logger.warning("%s; this execution stops", exc)
             self.stop = FencedOut()
             raise self.stop from None
-        self.position = event.seq
-        self.state.apply(event)
+        for event in appended.events:
+            self.position = event.seq
+            self.state.apply(event)
+        self.cancel_requested = self.cancel_requested or appended.cancel_requested
+        return appended
+
+
+def deadline_of(definition: WorkflowDefinition, started: Event) -> float | None:
+    """When the run times out, in clock seconds; None without a max_duration."""
+    if definition.max_duration is None:
+        return None
+    return started.ts + definition.max_duration
 
 
 def _replay(recorded: Event) -> Any:

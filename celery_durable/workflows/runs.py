@@ -16,6 +16,9 @@ from ..errors import (
 )
 from ..extension import DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
+from ..options import parse_duration
+from .context import current_execution
+from .control import cancel_run
 from .definition import Workflow, WorkflowFunction
 
 # Run ids derived from idempotency keys live in their own UUID namespace.
@@ -49,13 +52,25 @@ class RunHandle:
         """The recorded history, oldest first, as dicts with seq, type, ts, data."""
         return [event.as_dict() for event in self._ext.journal.read(self.id)]
 
-    def result(self, timeout: float | None = None) -> Any:
+    def cancel(self) -> bool:
+        """Cancel the run; False if it had already finished. See `cancel_run`."""
+        return cancel_run(self._ext, self.id)
+
+    def result(self, timeout: float | str | None = None) -> Any:
         """Wait for the run to end; return its result or raise its error.
 
         Raises `ResultTimeoutError` when `timeout` seconds pass first (the run
         goes on); a failed run raises its error rebuilt with its original type
-        when that type is importable here, `WorkflowFailedError` otherwise.
+        when that type is importable here, `WorkflowFailedError` otherwise; a
+        cancelled one `WorkflowCancelledError`, a timed out one
+        `WorkflowTimedOutError`. Inside a workflow, waiting for a child run is
+        durable: the parent suspends until the child ends (`timeout` then
+        raises `EventTimeoutError`).
         """
+        timeout = parse_duration(timeout, field="result(timeout)")
+        execution = current_execution.get()
+        if execution is not None:
+            return execution.child_result(self.id, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
@@ -69,7 +84,7 @@ class RunHandle:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise ResultTimeoutError(
-                            f"run {self.id} is still {status} after {timeout}s"
+                            f"run {self.id} is still {status} after {timeout:g}s"
                         )
                     wait = min(wait, remaining)
                 pubsub.get_message(timeout=wait)
@@ -103,7 +118,9 @@ def start(
     """Start a run and return at once; the same idempotency key gives the same run.
 
     Arguments are checked before anything is written: a value that cannot be
-    recorded raises `EncodingError` naming the argument. The run's id is
+    recorded raises `EncodingError` naming the argument. Called inside a
+    workflow, it starts a child run, recorded like a step (a replay does not
+    start it again); `handle.result()` there waits for the child durably. The run's id is
     derived from (workflow name, idempotency key), so concurrent starts with
     one key race on one journal and exactly one of them dispatches the run.
     """
@@ -119,6 +136,10 @@ def start(
     for key, value in kwargs.items():
         check_encodable(value, where=f"start({name}): keyword argument {key!r}")
     ext = extension_for()
+    execution = current_execution.get()
+    if execution is not None:  # a child run, recorded like a step
+        child_id = execution.start_child(name, list(args), kwargs, idempotency_key)
+        return RunHandle(child_id, ext)
     if idempotency_key is None:
         run_id = uuid.uuid4().hex
     else:

@@ -1,0 +1,19 @@
+-- Put an event into a run's inbox unless the run is unknown or finished.
+--
+-- KEYS[1]  the run's meta hash
+-- KEYS[2]  the run's inbox
+-- ARGV[1]  the event's name
+-- ARGV[2]  its msgpack payload
+--
+-- Returns {status, waiting_for}: status is '' for an unknown run; for a
+-- finished run nothing is written. `waiting_for` says which event name the
+-- run is suspended on, so the sender knows whether to wake it.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return {'', ''}
+end
+if status == 'completed' or status == 'failed' or status == 'cancelled' or status == 'timed_out' then
+  return {status, ''}
+end
+redis.call('XADD', KEYS[2], '*', 'n', ARGV[1], 'p', ARGV[2])
+return {status, redis.call('HGET', KEYS[1], 'waiting_for') or ''}

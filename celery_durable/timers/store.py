@@ -1,0 +1,80 @@
+"""Where due times live and how pollers claim them.
+
+One sorted set holds `wake:<run id>` (a sleep's end or an event's timeout)
+and `deadline:<run id>` (max_duration) members scored by due time. A run has
+at most one of each; scheduling again moves it. Claiming is one Lua call that
+leases the due members, so of several workers polling, exactly one gets each;
+the poller releases a member once its run is dispatched, and a lease that is
+never released fires again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+
+from ..keys import Keys
+
+WAKE = "wake"
+DEADLINE = "deadline"
+
+
+@dataclass(frozen=True)
+class ClaimedTimer:
+    member: str
+    lease: bytes  # the leased score as Redis wrote it, for the release check
+
+    @property
+    def kind(self) -> str:
+        return self.member.split(":", 1)[0]
+
+    @property
+    def run_id(self) -> str:
+        return self.member.split(":", 1)[1]
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+class TimerStore:
+    def __init__(self, client: redis.Redis, keys: Keys):
+        self.client = client
+        self.key = keys.timers()
+        self._claim = client.register_script(_script("claim.lua"))
+        self._release = client.register_script(_script("release.lua"))
+
+    def schedule(
+        self, run_id: str, wake_at: float | None = None, deadline_at: float | None = None
+    ) -> None:
+        members = {}
+        if wake_at is not None:
+            members[f"{WAKE}:{run_id}"] = wake_at
+        if deadline_at is not None:
+            members[f"{DEADLINE}:{run_id}"] = deadline_at
+        if members:
+            self.client.zadd(self.key, members)
+
+    def drop(self, run_id: str) -> None:
+        self.client.zrem(self.key, f"{WAKE}:{run_id}", f"{DEADLINE}:{run_id}")
+
+    def claim(self, now: float, *, lease: float = 30.0, limit: int = 100) -> list[ClaimedTimer]:
+        flat = self._claim(keys=[self.key], args=[repr(now), lease, limit])
+        return [ClaimedTimer(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def release(self, claimed: list[ClaimedTimer]) -> int:
+        if not claimed:
+            return 0
+        args: list[str | bytes] = []
+        for timer in claimed:
+            args += [timer.member, timer.lease]
+        return int(self._release(keys=[self.key], args=args))
+
+    def next_due(self) -> float | None:
+        first = self.client.zrange(self.key, 0, 0, withscores=True)
+        return first[0][1] if first else None
+
+    def pending(self) -> int:
+        return int(self.client.zcard(self.key))

@@ -1,0 +1,74 @@
+"""Acting on a run from outside: `send_event()` and cancellation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..codec import encode
+from ..errors import (
+    DurableError,
+    JournalConflictError,
+    RunFinishedError,
+    RunNotFoundError,
+    WorkflowCancelledError,
+)
+from ..extension import DurableExtension, extension_for
+from ..journal.events import FINAL_STATUSES, EventType, RunStatus
+from .outcomes import finish
+
+
+def send_event(run_id: str, name: str, payload: Any = None) -> None:
+    """Deliver an event to a run; it is kept until the run waits for `name`.
+
+    Raises `RunNotFoundError` for an unknown run, `RunFinishedError` for a run
+    that has ended, `EncodingError` for a payload that cannot be recorded.
+    """
+    if not isinstance(name, str) or not name or name.startswith("child:"):
+        raise ValueError(
+            f"send_event(): the event name must be a non-empty string not starting with "
+            f"'child:', got {name!r}"
+        )
+    data = encode(payload, where=f"send_event({run_id!r}, {name!r}): payload")
+    ext = extension_for()
+    status, waiting_for = ext.journal.send(run_id, name, data)
+    if not status:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    if status in FINAL_STATUSES:
+        raise RunFinishedError(
+            f"run {run_id} is {status}; events can only be sent to unfinished runs"
+        )
+    if status == RunStatus.WAITING and waiting_for == name:
+        ext.dispatch(run_id)
+
+
+def cancel_run(ext: DurableExtension, run_id: str) -> bool:
+    """End a run as `cancelled`; False if it had already finished.
+
+    A run that is not executing (pending, sleeping, waiting) is cancelled at
+    once and its timers are dropped; a running one is asked to stop and ends at
+    its next step boundary.
+    """
+    for _ in range(100):  # each loop is a race lost to the run's own writes
+        meta = ext.journal.meta(run_id)
+        if not meta:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        status, position = meta["status"], int(meta["seq"])
+        if status in FINAL_STATUSES:
+            return False
+        try:
+            if status == RunStatus.RUNNING:
+                ext.journal.append(run_id, position, [], meta={"cancel_requested": "1"})
+            else:
+                finish(
+                    ext,
+                    run_id,
+                    position,
+                    EventType.WORKFLOW_CANCELLED,
+                    error=WorkflowCancelledError(f"run {run_id} was cancelled"),
+                    parent=meta.get("parent"),
+                    workflow_name=meta.get("name", ""),
+                )
+            return True
+        except JournalConflictError:
+            continue
+    raise DurableError(f"run {run_id} kept changing; could not cancel it, try again")

@@ -1,0 +1,53 @@
+"""Ending a run: the one place a final event is written.
+
+A run ends in its own execution (completed, failed, cancelled at a step
+boundary, timed out), or from outside while it is not executing (cancelled
+while it sleeps, timed out when its deadline timer fires, failed because it
+cannot run here). Every path comes here, so every final event drops the run's
+timers, notifies a parent run atomically, and is emitted for the rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import failures
+from ..codec import packb
+from ..extension import DurableExtension
+from ..journal.events import STATUS_AFTER, EventType
+from ..journal.journal import Appended, Notification
+
+
+def child_event_name(run_id: str) -> str:
+    """The inbox event by which a child run tells its parent it has ended."""
+    return f"child:{run_id}"
+
+
+def finish(
+    ext: DurableExtension,
+    run_id: str,
+    expected: int,
+    kind: EventType,
+    *,
+    result: Any = None,
+    error: BaseException | None = None,
+    parent: str | None = None,
+    workflow_name: str = "",
+) -> Appended:
+    """Append the final event `kind` at `expected`; raises JournalConflictError."""
+    data: dict[str, Any] = (
+        {"result": result} if error is None else {"error": failures.describe(error)}
+    )
+    notify = None
+    if parent:
+        payload = {"status": str(STATUS_AFTER[kind]), **data}
+        notify = Notification(parent, child_event_name(run_id), packb(payload))
+    appended = ext.journal.append(run_id, expected, [(kind, data)], notify=notify)
+    ext.timers.drop(run_id)
+    if parent and appended.parent_waiting:
+        ext.dispatch(parent)
+    ext.emit(kind, {"run_id": run_id, "workflow_name": workflow_name, "error": data.get("error")})
+    return appended
+
+
+__all__ = ["EventType", "child_event_name", "finish"]

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from celery import Celery, current_app
 from kombu.utils.url import maybe_sanitize_url
+from redis.client import Pipeline
 
 from .clock import Clock
 from .codec import packb
@@ -60,10 +61,10 @@ class DurableExtension:
     def clock(self) -> Clock:
         return Clock()
 
-    def emit(self, kind: str, data: dict[str, Any]) -> None:
+    def emit(self, kind: str, data: dict[str, Any], *, pipe: Pipeline | None = None) -> None:
         """Record what happened in the global event stream that rules read."""
         body = packb({"type": kind, "ts": time.time(), "data": data})
-        self.redis.xadd(
+        (pipe or self.redis).xadd(
             self.keys.events(), {"e": body}, maxlen=self.settings.events_maxlen, approximate=True
         )
 

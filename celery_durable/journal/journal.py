@@ -77,6 +77,43 @@ class Journal:
         decided to wait); `notify` adds an entry to another run's inbox (a
         parent's) in the same atomic write.
         """
+        built, keys, args = self._prepare(run_id, expected, events, meta, inbox_len, notify)
+        return self._outcome(run_id, expected, built, self._append(keys=keys, args=args))
+
+    def create(
+        self,
+        run_id: str,
+        workflow_name: str,
+        data: dict[str, Any],
+        *,
+        meta: dict[str, str] | None = None,
+    ) -> Event | None:
+        """Record `workflow.started` for a new run; None if the run already exists.
+
+        The run is indexed for listings in the same round trip (ZADD NX keeps
+        the first time when the run existed already).
+        """
+        meta = {"name": workflow_name, "created_at": repr(time.time()), **(meta or {})}
+        built, keys, args = self._prepare(run_id, 0, [("workflow.started", data)], meta, None, None)
+        pipe = self.client.pipeline(transaction=False)
+        self._append(keys=keys, args=args, client=pipe)
+        pipe.zadd(self.keys.runs_index(), {run_id: built[0].ts}, nx=True)
+        result, _ = pipe.execute()
+        try:
+            return self._outcome(run_id, 0, built, result).events[0]
+        except JournalConflictError:
+            return None
+
+    def _prepare(
+        self,
+        run_id: str,
+        expected: int,
+        events: list[tuple[str, dict[str, Any]]],
+        meta: dict[str, str | int | float] | None,
+        inbox_len: int | None,
+        notify: Notification | None,
+    ) -> tuple[list[Event], list[str], list[Any]]:
+        """The events with their positions, and the script's keys and arguments."""
         now = time.time()
         built = [
             Event(seq=expected + offset, type=kind, data=data, ts=now)
@@ -101,37 +138,18 @@ class Journal:
             notify_meta = self.keys.run_meta(notify.run_id)
             options["notify_name"] = notify.name
             notify_payload = notify.payload
-        code, position, cancel, notified_waits = self._append(
-            keys=[self.keys.run_events(run_id), meta_key, inbox, notify_inbox, notify_meta],
-            args=[expected, packb(options), notify_payload, *(e.encode() for e in built)],
-        )
+        keys = [self.keys.run_events(run_id), meta_key, inbox, notify_inbox, notify_meta]
+        args = [expected, packb(options), notify_payload, *(e.encode() for e in built)]
+        return built, keys, args
+
+    @staticmethod
+    def _outcome(run_id: str, expected: int, built: list[Event], result: list[int]) -> Appended:
+        code, position, cancel, notified_waits = result
         if code == 0:
             raise JournalConflictError(run_id, expected, int(position))
         if code == 2:
             raise InboxChangedError(run_id)
         return Appended(built, bool(cancel), bool(notified_waits))
-
-    def create(
-        self,
-        run_id: str,
-        workflow_name: str,
-        data: dict[str, Any],
-        *,
-        meta: dict[str, str] | None = None,
-    ) -> Event | None:
-        """Record `workflow.started` for a new run; None if the run already exists."""
-        try:
-            appended = self.append(
-                run_id,
-                0,
-                [("workflow.started", data)],
-                meta={"name": workflow_name, "created_at": repr(time.time()), **(meta or {})},
-            )
-        except JournalConflictError:
-            return None
-        event = appended.events[0]
-        self.client.zadd(self.keys.runs_index(), {run_id: event.ts})
-        return event
 
     def send(self, run_id: str, name: str, payload: bytes) -> tuple[str, str]:
         """Add an event to a run's inbox: (status, the event name it waits for).

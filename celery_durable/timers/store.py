@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import redis
+from redis.client import Pipeline
 
 from ..keys import Keys
 
@@ -57,8 +58,8 @@ class TimerStore:
         if members:
             self.client.zadd(self.key, members)
 
-    def drop(self, run_id: str) -> None:
-        self.client.zrem(self.key, f"{WAKE}:{run_id}", f"{DEADLINE}:{run_id}")
+    def drop(self, run_id: str, *, pipe: Pipeline | None = None) -> None:
+        (pipe or self.client).zrem(self.key, f"{WAKE}:{run_id}", f"{DEADLINE}:{run_id}")
 
     def claim(self, now: float, *, lease: float = 30.0, limit: int = 100) -> list[ClaimedTimer]:
         flat = self._claim(keys=[self.key], args=[repr(now), lease, limit])

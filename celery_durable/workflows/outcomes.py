@@ -43,10 +43,13 @@ def finish(
         payload = {"status": str(STATUS_AFTER[kind]), **data}
         notify = Notification(parent, child_event_name(run_id), packb(payload))
     appended = ext.journal.append(run_id, expected, [(kind, data)], notify=notify)
-    ext.timers.drop(run_id)
+    pipe = ext.redis.pipeline(transaction=False)
+    ext.timers.drop(run_id, pipe=pipe)
+    summary = {"run_id": run_id, "workflow_name": workflow_name, "error": data.get("error")}
+    ext.emit(kind, summary, pipe=pipe)
+    pipe.execute()
     if parent and appended.parent_waiting:
         ext.dispatch(parent)
-    ext.emit(kind, {"run_id": run_id, "workflow_name": workflow_name, "error": data.get("error")})
     return appended
 
 

@@ -6,6 +6,7 @@ it through `extension_for()`, so two apps in one process never share state.
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from functools import cached_property
@@ -14,7 +15,9 @@ from typing import Any
 import redis
 from celery import Celery, current_app
 from kombu.utils.url import maybe_sanitize_url
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
+from redis.retry import Retry
 
 from .clock import Clock
 from .codec import packb
@@ -27,6 +30,8 @@ from .timers import TimerStore
 _extensions: weakref.WeakKeyDictionary[Celery, DurableExtension] = weakref.WeakKeyDictionary()
 
 RUN_TASK_NAME = "celery_durable.run_workflow"
+
+logger = logging.getLogger("celery_durable")
 
 
 class DurableExtension:
@@ -46,8 +51,16 @@ class DurableExtension:
     @cached_property
     def redis(self) -> redis.Redis:
         # redis-py's pool notices a fork by pid and reconnects in the child,
-        # so one client serves the main process and every pool child.
-        return redis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+        # so one client serves the main process and every pool child. Commands
+        # are retried for about half a minute when the connection drops (a
+        # Redis restart); the journal tells a resent append from a conflict.
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=40)
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            health_check_interval=30,
+            retry=retry,
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
 
     @cached_property
     def journal(self) -> Journal:
@@ -72,10 +85,34 @@ class DurableExtension:
     def safe_redis_url(self) -> str:
         return maybe_sanitize_url(self.settings.redis_url)
 
-    def dispatch(self, run_id: str) -> None:
-        """Send the Celery task that executes (or resumes) a run."""
-        options = {"queue": self.settings.queue} if self.settings.queue else {}
-        self.app.send_task(RUN_TASK_NAME, args=(run_id,), **options)
+    def dispatch(self, run_id: str, *, takeover: str | None = None) -> None:
+        """Send the Celery task that executes (or resumes) a run.
+
+        `takeover` names the dead owner (`hostname/pid`) of a run left
+        `running`: only then may the task execute a run in that status.
+        """
+        options: dict[str, Any] = {"queue": self.settings.queue} if self.settings.queue else {}
+        if takeover:
+            options["kwargs"] = {"takeover": takeover}
+        self.app.send_task(RUN_TASK_NAME, args=(run_id,), ignore_result=True, **options)
+
+    def launch(self, run_id: str) -> None:
+        """Dispatch a run just created with a `dispatch:` timer as its safety net.
+
+        If the message cannot be sent (or this process dies first), the timer
+        fires after `durable_redispatch_after` seconds and a worker sends it.
+        """
+        try:
+            self.dispatch(run_id)
+        except Exception as exc:  # the broker is away: the timer will send it
+            logger.warning(
+                "could not send run %s now (%r); a worker sends it within %gs",
+                run_id,
+                exc,
+                self.settings.redispatch_after,
+            )
+            return
+        self.timers.dispatched(run_id)
 
 
 def register(app: Celery, extension: DurableExtension) -> None:

@@ -51,3 +51,19 @@ class Keys:
     def events(self) -> str:
         """The global stream of what happened to runs and tasks, for rules."""
         return f"{self.prefix}:events"
+
+    def workers(self) -> str:
+        """A sorted set of live worker hostnames by last heartbeat (wall seconds)."""
+        return f"{self.prefix}:workers"
+
+    def worker_runs(self, hostname: str) -> str:
+        """The runs a worker is executing: what to take over if it dies."""
+        return f"{self.prefix}:worker:{hostname}:runs"
+
+    def worker_tasks(self, hostname: str) -> str:
+        """What a worker holds (running and prefetched), as raw requests by task id."""
+        return f"{self.prefix}:worker:{hostname}:tasks"
+
+    def recovery_lock(self, hostname: str) -> str:
+        """Held by the one live worker that recovers a dead one."""
+        return f"{self.prefix}:recovering:{hostname}"

@@ -25,6 +25,9 @@ class Settings:
     queue: str | None = None
     timer_poll_interval: float = 0.2
     events_maxlen: int = 100_000
+    heartbeat_interval: float = 2.0
+    worker_timeout: float = 10.0
+    redispatch_after: float = 60.0
 
     @classmethod
     def from_app(cls, app: Celery) -> Settings:
@@ -33,6 +36,13 @@ class Settings:
         if not isinstance(prefix, str) or any(c in prefix for c in "{} \t\n"):
             raise ConfigurationError(
                 f"durable_key_prefix: {prefix!r} must be a string without braces or spaces"
+            )
+        heartbeat = _positive(conf, "durable_heartbeat_interval", 2.0)
+        worker_timeout = _positive(conf, "durable_worker_timeout", 10.0)
+        if worker_timeout < 2 * heartbeat:
+            raise ConfigurationError(
+                f"durable_worker_timeout ({worker_timeout}s) must be at least twice "
+                f"durable_heartbeat_interval ({heartbeat}s), or live workers look dead"
             )
         plugins = conf.get("durable_plugins") or ()
         if isinstance(plugins, str):
@@ -45,6 +55,9 @@ class Settings:
             queue=conf.get("durable_queue") or None,
             timer_poll_interval=_positive(conf, "durable_timer_poll_interval", 0.2),
             events_maxlen=int(_positive(conf, "durable_events_maxlen", 100_000)),
+            heartbeat_interval=heartbeat,
+            worker_timeout=worker_timeout,
+            redispatch_after=_positive(conf, "durable_redispatch_after", 60.0),
         )
 
 

@@ -133,10 +133,13 @@ def test_wait_for_event_suspends_until_send_event(durable_worker, durable_wait_f
     assert received["data"]["payload"] == {"ok": True, "by": "ann"}
 
 
-def test_an_event_sent_before_the_wait_is_not_lost(durable_worker, durable_wait_for_status):
+def test_an_event_sent_before_the_wait_is_not_lost(
+    durable_worker, durable_wait_for_status, durable_time_skip
+):
     run = celery_durable.start(nap_then_approval)
     durable_wait_for_status(run, "sleeping")
     celery_durable.send_event(run.id, "approval", {"ok": False, "by": "bob"})
+    durable_time_skip.advance()  # the sleep ends only after the event was sent
     assert run.result(timeout=15) == {"approved": False, "by": "bob"}
     assert "event.waiting" not in _types(run)
 
@@ -315,7 +318,7 @@ def approval() -> dict:
 
 @workflow(name="tests.nap_then_approval")
 def nap_then_approval() -> dict:
-    sleep(1)
+    sleep("1h")
     decision = wait_for_event("approval", timeout="1h")
     return {"approved": decision["ok"], "by": decision["by"]}
 

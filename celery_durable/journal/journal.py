@@ -10,11 +10,13 @@ nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from ..codec import packb, unpackb
 from ..errors import InboxChangedError, JournalConflictError
@@ -67,6 +69,7 @@ class Journal:
         meta: dict[str, str | int | float] | None = None,
         inbox_len: int | None = None,
         notify: Notification | None = None,
+        extra: Callable[[Pipeline], object] | None = None,
     ) -> Appended:
         """Append `events` (type, data) if the log is at `expected`.
 
@@ -75,10 +78,19 @@ class Journal:
         `inbox_len` makes the append conditional on the run's inbox having
         that many entries (a waiting run must not miss an event sent while it
         decided to wait); `notify` adds an entry to another run's inbox (a
-        parent's) in the same atomic write.
+        parent's) in the same atomic write. `extra` queues more commands to
+        send in the same round trip (not atomically); they run whatever the
+        append's outcome.
         """
         built, keys, args = self._prepare(run_id, expected, events, meta, inbox_len, notify)
-        return self._outcome(run_id, expected, built, self._append(keys=keys, args=args))
+        if extra is None:
+            result = self._append(keys=keys, args=args)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            self._append(keys=keys, args=args, client=pipe)
+            extra(pipe)
+            result = pipe.execute()[0]
+        return self._outcome(run_id, expected, built, result, notify)
 
     def create(
         self,
@@ -87,22 +99,26 @@ class Journal:
         data: dict[str, Any],
         *,
         meta: dict[str, str] | None = None,
+        extra: Callable[[Pipeline], object] | None = None,
     ) -> Event | None:
         """Record `workflow.started` for a new run; None if the run already exists.
 
         The run is indexed for listings in the same round trip (ZADD NX keeps
-        the first time when the run existed already).
+        the first time when the run existed already), with `extra` commands.
         """
         meta = {"name": workflow_name, "created_at": repr(time.time()), **(meta or {})}
-        built, keys, args = self._prepare(run_id, 0, [("workflow.started", data)], meta, None, None)
-        pipe = self.client.pipeline(transaction=False)
-        self._append(keys=keys, args=args, client=pipe)
-        pipe.zadd(self.keys.runs_index(), {run_id: built[0].ts}, nx=True)
-        result, _ = pipe.execute()
+        now = time.time()
+
+        def index(pipe: Pipeline) -> None:
+            pipe.zadd(self.keys.runs_index(), {run_id: now}, nx=True)
+            if extra is not None:
+                extra(pipe)
+
         try:
-            return self._outcome(run_id, 0, built, result).events[0]
+            appended = self.append(run_id, 0, [("workflow.started", data)], meta=meta, extra=index)
         except JournalConflictError:
             return None
+        return appended.events[0]
 
     def _prepare(
         self,
@@ -142,14 +158,42 @@ class Journal:
         args = [expected, packb(options), notify_payload, *(e.encode() for e in built)]
         return built, keys, args
 
-    @staticmethod
-    def _outcome(run_id: str, expected: int, built: list[Event], result: list[int]) -> Appended:
+    def _outcome(
+        self,
+        run_id: str,
+        expected: int,
+        built: list[Event],
+        result: list[int],
+        notify: Notification | None = None,
+    ) -> Appended:
         code, position, cancel, notified_waits = result
         if code == 0:
+            if int(position) == expected + len(built) and self._landed(run_id, built):
+                # The connection dropped after Redis applied our write and the
+                # client sent it again: the "conflict" is our own write.
+                return self._landed_outcome(run_id, built, notify)
             raise JournalConflictError(run_id, expected, int(position))
         if code == 2:
             raise InboxChangedError(run_id)
         return Appended(built, bool(cancel), bool(notified_waits))
+
+    def _landed(self, run_id: str, built: list[Event]) -> bool:
+        """Are the last entries of the run's stream exactly these events?"""
+        entries = self.client.xrevrange(self.keys.run_events(run_id), count=len(built))
+        stored = [fields.get(b"e") for _, fields in reversed(entries)]
+        return stored == [event.encode() for event in built]
+
+    def _landed_outcome(
+        self, run_id: str, built: list[Event], notify: Notification | None
+    ) -> Appended:
+        cancel = self.client.hget(self.keys.run_meta(run_id), "cancel_requested")
+        parent_waiting = False
+        if notify is not None:
+            status, waiting_for = self.client.hmget(
+                self.keys.run_meta(notify.run_id), "status", "waiting_for"
+            )
+            parent_waiting = status == b"waiting" and waiting_for == notify.name.encode()
+        return Appended(built, cancel is not None, parent_waiting)
 
     def send(self, run_id: str, name: str, payload: bytes) -> tuple[str, str]:
         """Add an event to a run's inbox: (status, the event name it waits for).
@@ -169,6 +213,15 @@ class Journal:
         ]
 
     # -- reading ---------------------------------------------------------------
+
+    def load(self, run_id: str) -> tuple[dict[str, str], list[Event]]:
+        """The run's meta hash and whole history, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.run_meta(run_id))
+        pipe.xrange(self.keys.run_events(run_id))
+        raw_meta, entries = pipe.execute()
+        meta = {k.decode(): v.decode() for k, v in raw_meta.items()}
+        return meta, [self._decode(run_id, entry_id, fields) for entry_id, fields in entries]
 
     def read(self, run_id: str) -> list[Event]:
         """The run's whole history, oldest first (empty for an unknown run)."""

@@ -1,8 +1,9 @@
 """Where due times live and how pollers claim them.
 
-One sorted set holds `wake:<run id>` (a sleep's end or an event's timeout)
-and `deadline:<run id>` (max_duration) members scored by due time. A run has
-at most one of each; scheduling again moves it. Claiming is one Lua call that
+One sorted set holds `wake:<run id>` (a sleep's end or an event's timeout),
+`deadline:<run id>` (max_duration) and `dispatch:<run id>` (send a new run
+again unless its first dispatch is confirmed) members scored by due time. A
+run has at most one of each; scheduling again moves it. Claiming is one Lua call that
 leases the due members, so of several workers polling, exactly one gets each;
 the poller releases a member once its run is dispatched, and a lease that is
 never released fires again.
@@ -20,6 +21,7 @@ from ..keys import Keys
 
 WAKE = "wake"
 DEADLINE = "deadline"
+DISPATCH = "dispatch"
 
 
 @dataclass(frozen=True)
@@ -48,18 +50,32 @@ class TimerStore:
         self._release = client.register_script(_script("release.lua"))
 
     def schedule(
-        self, run_id: str, wake_at: float | None = None, deadline_at: float | None = None
+        self,
+        run_id: str,
+        wake_at: float | None = None,
+        deadline_at: float | None = None,
+        dispatch_at: float | None = None,
+        *,
+        pipe: Pipeline | None = None,
     ) -> None:
         members = {}
         if wake_at is not None:
             members[f"{WAKE}:{run_id}"] = wake_at
         if deadline_at is not None:
             members[f"{DEADLINE}:{run_id}"] = deadline_at
+        if dispatch_at is not None:
+            members[f"{DISPATCH}:{run_id}"] = dispatch_at
         if members:
-            self.client.zadd(self.key, members)
+            (pipe or self.client).zadd(self.key, members)
+
+    def dispatched(self, run_id: str) -> None:
+        """The run's first message is with the broker: no need to send it again."""
+        self.client.zrem(self.key, f"{DISPATCH}:{run_id}")
 
     def drop(self, run_id: str, *, pipe: Pipeline | None = None) -> None:
-        (pipe or self.client).zrem(self.key, f"{WAKE}:{run_id}", f"{DEADLINE}:{run_id}")
+        (pipe or self.client).zrem(
+            self.key, f"{WAKE}:{run_id}", f"{DEADLINE}:{run_id}", f"{DISPATCH}:{run_id}"
+        )
 
     def claim(self, now: float, *, lease: float = 30.0, limit: int = 100) -> list[ClaimedTimer]:
         flat = self._claim(keys=[self.key], args=[repr(now), lease, limit])

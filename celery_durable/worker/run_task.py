@@ -22,13 +22,22 @@ logger = logging.getLogger("celery_durable.worker")
 
 def register_run_task(app: Celery) -> None:
     @app.task(name=RUN_TASK_NAME, bind=True, acks_late=True, ignore_result=True, shared=False)
-    def run_workflow(task: Task, run_id: str) -> None:
-        execute_run(extension_for(task.app), run_id, worker=task.request.hostname or "")
+    def run_workflow(task: Task, run_id: str, takeover: str | None = None) -> None:
+        hostname = task.request.hostname or ""
+        execute_run(extension_for(task.app), run_id, worker=hostname, takeover=takeover)
 
 
-def execute_run(ext: DurableExtension, run_id: str, worker: str = "") -> None:
+def execute_run(
+    ext: DurableExtension, run_id: str, worker: str = "", takeover: str | None = None
+) -> None:
     journal = ext.journal
-    meta = journal.meta(run_id)
+    try:
+        meta, events = journal.load(run_id)
+    except JournalCorruptError as exc:
+        meta = journal.meta(run_id)
+        if meta and meta.get("status") not in FINAL_STATUSES:
+            _fail(ext, run_id, meta, exc)
+        return
     if not meta:
         logger.warning("run %s does not exist in the journal; message dropped", run_id)
         return
@@ -36,14 +45,13 @@ def execute_run(ext: DurableExtension, run_id: str, worker: str = "") -> None:
     if status in FINAL_STATUSES:
         logger.info("run %s is already %s; message dropped", run_id, status)
         return
-    if status == RunStatus.RUNNING:
+    if status == RunStatus.RUNNING and (takeover is None or meta.get("owner") != takeover):
         # Its execution is alive and will see whatever woke it (an inbox
-        # entry, a due time) at its next wait; a dead one is recovered from
-        # the worker records, not from stray messages.
+        # entry, a due time) at its next wait; a dead one is taken over by
+        # a message naming the dead owner, not by stray messages.
         logger.info("run %s is running elsewhere; message dropped", run_id)
         return
     try:
-        events = journal.read(run_id)
         if not events or events[0].type != EventType.WORKFLOW_STARTED:
             raise JournalCorruptError(
                 f"run {run_id}: the journal does not begin with workflow.started"

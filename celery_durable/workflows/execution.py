@@ -46,6 +46,8 @@ from .registry import WorkflowDefinition
 from .steps import StepPolicy
 
 if TYPE_CHECKING:
+    from redis.client import Pipeline
+
     from ..extension import DurableExtension
 
 logger = logging.getLogger("celery_durable.execution")
@@ -144,25 +146,30 @@ class Execution:
         self.stop: BaseException | None = None
         self.cancel_requested = False
         self.step_running = False
+        self.owner = f"{worker}/{os.getpid()}"
+        self.worker_runs_key = ext.keys.worker_runs(worker)
 
     # -- the run as a whole ------------------------------------------------------
 
     def run(self) -> None:
+        # The claim also files the run under this worker, in the same round
+        # trip, so that a live worker takes it over should this one die.
+        executing = {"worker": self.worker, "pid": os.getpid(), "attempt": self.state.attempt}
         try:
-            self._append(
-                EventType.WORKFLOW_EXECUTING,
-                {
-                    "worker": self.worker,
-                    "pid": os.getpid(),
-                    "attempt": self.state.attempt,
-                },
+            self._append_many(
+                [(EventType.WORKFLOW_EXECUTING, executing)],
+                meta={"owner": self.owner},
+                extra=lambda pipe: pipe.sadd(self.worker_runs_key, self.run_id),
             )
         except FencedOut:
             logger.info("run %s is executed elsewhere; this delivery stops", self.run_id)
+            self._release()
             return
         while True:
             outcome = self._call_workflow()
             if outcome is None:
+                if isinstance(self.stop, FencedOut):
+                    self._release()
                 return
             kind, result, error = outcome
             try:
@@ -181,9 +188,11 @@ class Execution:
                     error=error,
                     parent=self.parent,
                     workflow_name=self.definition.name,
+                    worker=self.worker,
                 )
             except (FencedOut, JournalConflictError) as exc:
                 logger.warning("run %s: %s; this execution stops", self.run_id, exc)
+                self._release()
             return
 
     def _call_workflow(self) -> tuple[EventType, Any, BaseException | None] | None:
@@ -472,7 +481,12 @@ class Execution:
         appended = self._append_many(events, meta=meta, inbox_len=inbox_len)
         if appended.cancel_requested:
             raise _Cancelled
-        self.ext.timers.schedule(self.run_id, wake_at=wake_at, deadline_at=self.deadline)
+        # Timers first, then off this worker's list: should the worker die in
+        # between, the takeover resumes the run, which sets its timers again.
+        pipe = self.ext.redis.pipeline(transaction=False)
+        self.ext.timers.schedule(self.run_id, wake_at=wake_at, deadline_at=self.deadline, pipe=pipe)
+        pipe.srem(self.worker_runs_key, self.run_id)
+        pipe.execute()
         self.stop = Suspended()
         raise self.stop
 
@@ -522,10 +536,11 @@ class Execution:
         *,
         meta: dict[str, str] | None = None,
         inbox_len: int | None = None,
+        extra: Callable[[Pipeline], object] | None = None,
     ) -> Appended:
         try:
             appended = self.journal.append(
-                self.run_id, self.position, events, meta=meta, inbox_len=inbox_len
+                self.run_id, self.position, events, meta=meta, inbox_len=inbox_len, extra=extra
             )
         except JournalConflictError as exc:
             logger.warning("%s; this execution stops", exc)
@@ -536,6 +551,10 @@ class Execution:
             self.state.apply(event)
         self.cancel_requested = self.cancel_requested or appended.cancel_requested
         return appended
+
+    def _release(self) -> None:
+        """Take the run off this worker's list: it is no longer ours to finish."""
+        self.ext.redis.srem(self.worker_runs_key, self.run_id)
 
 
 def deadline_of(definition: WorkflowDefinition, started: Event) -> float | None:

@@ -33,8 +33,13 @@ def finish(
     error: BaseException | None = None,
     parent: str | None = None,
     workflow_name: str = "",
+    worker: str | None = None,
 ) -> Appended:
-    """Append the final event `kind` at `expected`; raises JournalConflictError."""
+    """Append the final event `kind` at `expected`; raises JournalConflictError.
+
+    `worker` is the worker whose execution ends the run: the run leaves its
+    list of runs to take over.
+    """
     data: dict[str, Any] = (
         {"result": result} if error is None else {"error": failures.describe(error)}
     )
@@ -45,6 +50,8 @@ def finish(
     appended = ext.journal.append(run_id, expected, [(kind, data)], notify=notify)
     pipe = ext.redis.pipeline(transaction=False)
     ext.timers.drop(run_id, pipe=pipe)
+    if worker is not None:
+        pipe.srem(ext.keys.worker_runs(worker), run_id)
     summary = {"run_id": run_id, "workflow_name": workflow_name, "error": data.get("error")}
     ext.emit(kind, summary, pipe=pipe)
     pipe.execute()

@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import Any
 
+import redis
+
 from .. import failures
 from ..codec import check_encodable
 from ..errors import (
@@ -72,11 +74,14 @@ class RunHandle:
         if execution is not None:
             return execution.child_result(self.id, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        status = self.status()
+        if status in FINAL_STATUSES:  # the common case of a finished run: no pub/sub
+            return self._outcome(status)
         pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
         try:
+            pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
             while True:
-                status = self.status()
+                status = self.status()  # after subscribing: a finish between is not missed
                 if status in FINAL_STATUSES:
                     return self._outcome(status)
                 wait = 1.0
@@ -87,7 +92,13 @@ class RunHandle:
                             f"run {self.id} is still {status} after {timeout:g}s"
                         )
                     wait = min(wait, remaining)
-                pubsub.get_message(timeout=wait)
+                try:
+                    pubsub.get_message(timeout=wait)
+                except redis.ConnectionError:  # Redis restarting: poll until it is back
+                    time.sleep(min(wait, 0.5))
+                    pubsub.close()
+                    pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
         finally:
             pubsub.close()
 
@@ -144,18 +155,16 @@ def start(
         run_id = uuid.uuid4().hex
     else:
         run_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{name}\x00{idempotency_key}").hex
+    data = {"name": name, "args": list(args), "kwargs": kwargs, "idempotency_key": idempotency_key}
+    redispatch_at = ext.clock.now() + ext.settings.redispatch_after
     created = ext.journal.create(
         run_id,
         name,
-        {
-            "name": name,
-            "args": list(args),
-            "kwargs": kwargs,
-            "idempotency_key": idempotency_key,
-        },
+        data,
+        extra=lambda pipe: ext.timers.schedule(run_id, dispatch_at=redispatch_at, pipe=pipe),
     )
     if created is not None:
-        ext.dispatch(run_id)
+        ext.launch(run_id)
     return RunHandle(run_id, ext)
 
 

@@ -21,6 +21,21 @@ def packb(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True, datetime=True)
 
 
+def packb_lenient(value: Any) -> bytes:
+    """Encode data we do not control (message headers) without failing.
+
+    What msgpack cannot carry is kept as text: ISO 8601 for datetimes, repr
+    for the rest. Never used for values that must come back as they were.
+    """
+    return msgpack.packb(value, use_bin_type=True, default=_as_text)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, _dt.datetime | _dt.date):
+        return value.isoformat()
+    return repr(value)
+
+
 def unpackb(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False, timestamp=3)
 

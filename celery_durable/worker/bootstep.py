@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import bootsteps
+from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_failure, task_received
 
-from ..extension import extension_for
+from ..errors import JournalConflictError
+from ..extension import RUN_TASK_NAME, extension_for
+from ..journal.events import EventType, RunStatus
+from ..workflows.outcomes import finish
 from ..workflows.registry import registered
+from .monitor import WorkerMonitor
 from .poller import TimerPoller
 
 logger = logging.getLogger("celery_durable.worker")
 
 
 class DurableWorkerStep(bootsteps.StartStopStep):
-    """Check that Redis answers, announce the extension, run the timer poller."""
+    """Check Redis, announce the extension, run the timer poller and the monitor."""
 
     label = "celery_durable"
     requires = ("celery.worker.components:Pool",)
@@ -25,20 +33,91 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.extension = extension_for(worker.app)
         settings = self.extension.settings  # a bad setting stops the worker here
         self.poller = TimerPoller(self.extension, settings.timer_poll_interval)
+        self.monitor: WorkerMonitor | None = None
+        self.hostname = ""
 
     def start(self, worker: Any) -> None:
         ext = self.extension
         ext.redis.ping()
+        self.hostname = worker.hostname
+        self.monitor = WorkerMonitor(ext, worker.hostname)
+        self.monitor.start()
+        self.poller.start()
+        task_received.connect(self._on_received, weak=False)
+        task_failure.connect(self._on_failure, weak=False)
         logger.info(
             "celery_durable active: journal at %s (key prefix %r), %d workflow(s) registered",
             ext.safe_redis_url,
             ext.settings.key_prefix,
             len(registered()),
         )
-        self.poller.start()
 
     def stop(self, worker: Any) -> None:
+        task_received.disconnect(self._on_received)
+        task_failure.disconnect(self._on_failure)
         self.poller.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
 
-    def shutdown(self, worker: Any) -> None:
-        self.poller.stop()
+    terminate = shutdown = stop
+
+    def _on_received(self, sender: Any = None, request: Any = None, **kwargs: Any) -> None:
+        if self.monitor is not None and getattr(sender, "app", None) is self.extension.app:
+            self.monitor.touch()
+
+    def _on_failure(
+        self,
+        sender: Any = None,
+        exception: BaseException | None = None,
+        args: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """A pool child died under a run: take it over at once, from this process.
+
+        Fires in the main process (the child is gone) with the request's args.
+        """
+        if getattr(sender, "name", None) != RUN_TASK_NAME or sender.app is not self.extension.app:
+            return
+        if not isinstance(exception, WorkerLostError | TimeLimitExceeded) or not args:
+            return
+        run_id = args[0]
+        ext = self.extension
+        try:
+            meta = ext.journal.meta(run_id)
+            owner = meta.get("owner", "")
+            if meta.get("status") != RunStatus.RUNNING or not owner.startswith(f"{self.hostname}/"):
+                return
+            if _alive(int(owner.rsplit("/", 1)[1])):
+                return
+            if isinstance(exception, TimeLimitExceeded):
+                # Running it again would hit the same limit: the run fails.
+                finish(
+                    ext,
+                    run_id,
+                    int(meta["seq"]),
+                    EventType.WORKFLOW_FAILED,
+                    error=exception,
+                    parent=meta.get("parent"),
+                    workflow_name=meta.get("name", ""),
+                    worker=self.hostname,
+                )
+            else:
+                logger.warning(
+                    "run %s lost its pool process (%s); taking it over", run_id, exception
+                )
+                ext.dispatch(run_id, takeover=owner)
+        except JournalConflictError:
+            pass  # it moved on: someone else has it
+        except Exception as exc:
+            logger.error("could not recover run %s after %r: %r", run_id, exception, exc)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -60,7 +60,7 @@ def execute_run(
     except DurableError as exc:
         _fail(ext, run_id, meta, exc)
         return
-    Execution(ext, run_id, events, definition, worker=worker).run()
+    Execution(ext, run_id, events, definition, worker=worker, takeover=takeover).run()
 
 
 def _fail(ext: DurableExtension, run_id: str, meta: dict[str, str], exc: DurableError) -> None:

@@ -131,6 +131,7 @@ class Execution:
         events: list[Event],
         definition: WorkflowDefinition,
         worker: str = "",
+        takeover: str | None = None,
     ):
         self.ext = ext
         self.journal = ext.journal
@@ -148,6 +149,7 @@ class Execution:
         self.step_running = False
         self.owner = f"{worker}/{os.getpid()}"
         self.worker_runs_key = ext.keys.worker_runs(worker)
+        self.takeover = takeover  # the dead owner this execution replaces
 
     # -- the run as a whole ------------------------------------------------------
 
@@ -155,11 +157,20 @@ class Execution:
         # The claim also files the run under this worker, in the same round
         # trip, so that a live worker takes it over should this one die.
         executing = {"worker": self.worker, "pid": os.getpid(), "attempt": self.state.attempt}
+        if self.takeover:
+            executing["takeover"] = self.takeover
+
+        def file_under_worker(pipe: Pipeline) -> None:
+            if self.takeover:  # first: the dead owner may be this worker's lost child
+                dead_worker = self.takeover.rsplit("/", 1)[0]
+                pipe.srem(self.ext.keys.worker_runs(dead_worker), self.run_id)
+            pipe.sadd(self.worker_runs_key, self.run_id)
+
         try:
             self._append_many(
                 [(EventType.WORKFLOW_EXECUTING, executing)],
                 meta={"owner": self.owner},
-                extra=lambda pipe: pipe.sadd(self.worker_runs_key, self.run_id),
+                extra=file_under_worker,
             )
         except FencedOut:
             logger.info("run %s is executed elsewhere; this delivery stops", self.run_id)

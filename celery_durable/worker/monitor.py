@@ -1,0 +1,159 @@
+"""Heartbeats, and the recovery of workers that stopped beating.
+
+A thread in every worker's main process, every `durable_heartbeat_interval`:
+
+1. beats: scores this worker in the live-workers sorted set and replaces its
+   record of held plain tasks (also promptly after a message arrives, so a
+   task received just before a crash is on record);
+2. looks for workers whose last beat is older than `durable_worker_timeout`.
+   For each, one live worker wins a lock and recovers it: runs it was
+   executing are taken over (sent again with a message naming the dead
+   owner), suspended runs it had not finished suspending are resumed, its
+   plain tasks are reported as `task.orphaned`, and it is reported as
+   `worker.offline`.
+
+Redis state confirms a loss (pub/sub heartbeats can be missed), and recovery
+does not wait for the broker's visibility timeout to redeliver anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..extension import DurableExtension
+from ..journal.events import FINAL_STATUSES, RunStatus
+from .holdings import decode_record, snapshot
+
+logger = logging.getLogger("celery_durable.recovery")
+
+RECOVERY_LOCK_SECONDS = 60
+SNAPSHOT_DEBOUNCE = 0.05
+
+
+class WorkerMonitor:
+    def __init__(self, ext: DurableExtension, hostname: str):
+        self.ext = ext
+        self.hostname = hostname
+        self.interval = ext.settings.heartbeat_interval
+        self.timeout = ext.settings.worker_timeout
+        self._stopping = threading.Event()
+        self._touched = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.beat()  # on record before the first task arrives
+        self._thread = threading.Thread(
+            target=self._loop, name="celery_durable-monitor", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._touched.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:  # a clean stop is not a death: nothing to recover
+            pipe = self.ext.redis.pipeline(transaction=False)
+            pipe.zrem(self.ext.keys.workers(), self.hostname)
+            pipe.delete(self.ext.keys.worker_tasks(self.hostname))
+            pipe.execute()
+        except Exception as exc:
+            logger.warning("could not sign off worker %s: %r", self.hostname, exc)
+
+    def touch(self) -> None:
+        """A message arrived: write the record of held tasks soon."""
+        self._touched.set()
+
+    # -- one round ------------------------------------------------------------------
+
+    def beat(self) -> None:
+        keys = self.ext.keys
+        held = snapshot(self.hostname)
+        pipe = self.ext.redis.pipeline(transaction=True)
+        pipe.zadd(keys.workers(), {self.hostname: time.time()})
+        pipe.delete(keys.worker_tasks(self.hostname))
+        if held:
+            pipe.hset(keys.worker_tasks(self.hostname), mapping=held)
+        pipe.execute()
+
+    def find_dead(self) -> list[str]:
+        cutoff = time.time() - self.timeout
+        dead = self.ext.redis.zrangebyscore(self.ext.keys.workers(), "-inf", cutoff)
+        return [name.decode() for name in dead if name.decode() != self.hostname]
+
+    def recover(self, dead: str) -> bool:
+        """Recover `dead` unless another live worker is at it; True if we did."""
+        keys, client = self.ext.keys, self.ext.redis
+        lock = keys.recovery_lock(dead)
+        if not client.set(lock, self.hostname, nx=True, ex=RECOVERY_LOCK_SECONDS):
+            return False
+        score = client.zscore(keys.workers(), dead)
+        if score is None or score > time.time() - self.timeout:
+            client.delete(lock)
+            return False  # recovered meanwhile, or it came back
+        runs = sorted(m.decode() for m in client.smembers(keys.worker_runs(dead)))
+        resumed = [run_id for run_id in runs if self._resume(run_id, dead)]
+        tasks = [decode_record(raw) for raw in client.hvals(keys.worker_tasks(dead))]
+        for task in tasks:
+            self.ext.emit("task.orphaned", {**task, "recovered_by": self.hostname})
+        self.ext.emit(
+            "worker.offline",
+            {
+                "worker": dead,
+                "last_heartbeat": score,
+                "recovered_by": self.hostname,
+                "runs": resumed,
+                "tasks": [t["task_id"] for t in tasks],
+            },
+        )
+        pipe = client.pipeline(transaction=False)
+        pipe.zrem(keys.workers(), dead)
+        pipe.delete(keys.worker_runs(dead), keys.worker_tasks(dead), lock)
+        pipe.execute()
+        logger.warning(
+            "worker %s is offline (no heartbeat for %.0fs): resumed %d run(s), "
+            "reported %d orphaned task(s)",
+            dead,
+            time.time() - score,
+            len(resumed),
+            len(tasks),
+        )
+        return True
+
+    def _resume(self, run_id: str, dead: str) -> bool:
+        meta = self.ext.journal.meta(run_id)
+        status, owner = meta.get("status"), meta.get("owner", "")
+        if not meta or status in FINAL_STATUSES:
+            return False
+        if status == RunStatus.RUNNING:
+            if not owner.startswith(f"{dead}/"):
+                return False  # taken over already
+            self.ext.dispatch(run_id, takeover=owner)
+        else:
+            # Suspended, but maybe without its timers yet: a resume replays to
+            # the same wait and sets them again.
+            self.ext.dispatch(run_id)
+        return True
+
+    def _loop(self) -> None:
+        next_beat = time.monotonic() + self.interval
+        while not self._stopping.is_set():
+            touched = self._touched.wait(max(0.0, next_beat - time.monotonic()))
+            if self._stopping.is_set():
+                return
+            try:
+                if touched:
+                    self._touched.clear()
+                    self._stopping.wait(SNAPSHOT_DEBOUNCE)  # let a burst of messages land
+                self.beat()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.interval
+                    for dead in self.find_dead():
+                        self.recover(dead)
+            except Exception as exc:  # Redis away: try again next round
+                logger.warning("heartbeat or recovery failed: %r", exc)
+
+
+__all__ = ["WorkerMonitor"]

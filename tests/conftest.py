@@ -21,3 +21,27 @@ def counter(redis_client: redis_lib.Redis) -> Callable[[str], int]:
         return int(redis_client.get(f"test:count:{name}") or 0)
 
     return read
+
+
+@pytest.fixture
+def processed() -> Iterator[Callable[..., None]]:
+    """Wait until the in-process worker has finished a task with these args."""
+    import time
+
+    from celery.signals import task_postrun
+
+    seen: list[list] = []
+
+    def record(sender=None, args=None, **kwargs) -> None:
+        seen.append(list(args or ()))
+
+    task_postrun.connect(record, weak=False)
+
+    def wait(*args: object, times: int = 1, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while seen.count(list(args)) < times:
+            assert time.monotonic() < deadline, f"no task with args {args} finished in time"
+            time.sleep(0.02)
+
+    yield wait
+    task_postrun.disconnect(record)

@@ -105,6 +105,27 @@ def test_a_dead_workers_runs_are_taken_over_and_it_is_reported(durable_app, coun
     assert not ext.redis.exists(ext.keys.worker_runs(GHOST), ext.keys.worker_tasks(GHOST))
 
 
+def test_a_run_suspended_by_a_dead_worker_gets_its_timers_back(durable_app):
+    """The worker died after recording the sleep but before setting the timer."""
+    ext = extension_for(durable_app)
+    ext.journal.create("napper", "tests.nap", {"name": "tests.nap", "args": [60], "kwargs": {}})
+    ext.timers.dispatched("napper")
+    ext.journal.append(
+        "napper",
+        1,
+        [
+            ("workflow.executing", {"worker": GHOST, "pid": 4242, "attempt": 1}),
+            ("sleep.started", {"position": 0, "name": "sleep", "seconds": 60, "until": 1234.5}),
+            ("workflow.suspended", {"status": "sleeping", "until": 1234.5}),
+        ],
+        meta={"owner": f"{GHOST}/4242", "wake_at": "1234.5", "deadline_at": ""},
+    )
+    _leave_a_dead_worker(ext, "napper")
+    assert ext.timers.pending() == 0
+    assert WorkerMonitor(ext, "live@host").recover(GHOST) is True
+    assert ext.redis.zscore(ext.keys.timers(), "wake:napper") == 1234.5
+
+
 def test_exactly_one_live_worker_recovers_a_dead_one(durable_app):
     ext = extension_for(durable_app)
     _leave_a_dead_worker(ext)
@@ -123,23 +144,17 @@ def test_a_worker_that_came_back_is_not_recovered(durable_app):
     assert ext.redis.zscore(ext.keys.workers(), GHOST) is not None
 
 
-def test_a_stray_message_does_not_steal_a_running_run(durable_app, durable_worker):
+def test_a_stray_message_does_not_steal_a_running_run(durable_app, durable_worker, processed):
     ext = extension_for(durable_app)
     _run_left_running(ext, "owned")
     ext.redis.zadd(ext.keys.workers(), {GHOST: time.time() + 3600})  # owner alive
-    done = []
-    from celery.signals import task_postrun
-
-    handler = lambda sender=None, **kw: done.append(kw.get("args"))  # noqa: E731
-    task_postrun.connect(handler, weak=False)
-    try:
-        ext.dispatch("owned")  # a duplicate or late message, not a takeover
-        _wait(lambda: ["owned"] in done)
-    finally:
-        task_postrun.disconnect(handler)
-    assert celery_durable.get_run("owned").status() == "running"
+    run = celery_durable.get_run("owned")
+    before = run.events()
+    ext.dispatch("owned")  # a duplicate or late message, not a takeover
     ext.dispatch("owned", takeover="someone-else@host/1")  # names the wrong owner
-    assert celery_durable.get_run("owned").status() == "running"
+    processed("owned", times=2)
+    assert run.status() == "running"
+    assert run.events() == before
 
 
 def test_a_run_whose_dispatch_failed_is_sent_by_a_worker(durable_redis_url, counter):
@@ -157,10 +172,3 @@ def test_a_run_whose_dispatch_failed_is_sent_by_a_worker(durable_redis_url, coun
     with start_worker(worker_app, pool="solo", perform_ping_check=False):
         assert run.result(timeout=15)["total"] == 2
     assert counter("add") == 1
-
-
-def _wait(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)

@@ -80,6 +80,18 @@ def test_a_sleep_already_due_on_replay_returns_at_once(durable_app, durable_work
     assert counter("before_nap") == 0
 
 
+def test_a_stray_message_for_a_sleeping_run_is_dropped(
+    durable_app, durable_worker, durable_wait_for_status, processed
+):
+    run = celery_durable.start(nap, 3600)
+    durable_wait_for_status(run, "sleeping")
+    before = run.events()
+    extension_for(durable_app).dispatch(run.id)  # a duplicate, a late safety net
+    processed(run.id, times=2)
+    assert run.events() == before  # not replayed, nothing appended
+    assert run.status() == "sleeping"
+
+
 def test_timers_are_claimed_exactly_once_by_competing_pollers(redis_client):
     from celery_durable.keys import Keys
 
@@ -91,7 +103,7 @@ def test_timers_are_claimed_exactly_once_by_competing_pollers(redis_client):
 
     def poll(store: TimerStore) -> None:
         while True:
-            batch = store.claim(time.time(), lease=60, limit=7)
+            batch, _ = store.claim(time.time(), lease=60, limit=7)
             if not batch:
                 return
             with lock:
@@ -112,9 +124,10 @@ def test_a_lease_not_released_fires_again(redis_client):
 
     store = TimerStore(redis_client, Keys("tt"))
     store.schedule("r", wake_at=100.0)
-    assert len(store.claim(101.0, lease=30)) == 1
-    assert store.claim(120.0) == []  # leased
-    (again,) = store.claim(131.5)  # the claimer died: it fires again
+    claimed, next_due = store.claim(101.0, lease=30)
+    assert len(claimed) == 1 and next_due == 131.0  # leased until 101 + 30
+    assert store.claim(120.0) == ([], 131.0)
+    (again,), _ = store.claim(131.5)  # the claimer died: it fires again
     assert again.run_id == "r"
     store.schedule("r", wake_at=500.0)  # the run suspended anew meanwhile
     assert store.release([again]) == 0  # so the release leaves it alone

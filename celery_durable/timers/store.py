@@ -77,9 +77,13 @@ class TimerStore:
             self.key, f"{WAKE}:{run_id}", f"{DEADLINE}:{run_id}", f"{DISPATCH}:{run_id}"
         )
 
-    def claim(self, now: float, *, lease: float = 30.0, limit: int = 100) -> list[ClaimedTimer]:
-        flat = self._claim(keys=[self.key], args=[repr(now), lease, limit])
-        return [ClaimedTimer(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+    def claim(
+        self, now: float, *, lease: float = 30.0, limit: int = 100
+    ) -> tuple[list[ClaimedTimer], float | None]:
+        """Lease up to `limit` due timers; also say when the earliest one left is due."""
+        flat, earliest = self._claim(keys=[self.key], args=[repr(now), lease, limit])
+        claimed = [ClaimedTimer(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+        return claimed, float(earliest[1]) if earliest else None
 
     def release(self, claimed: list[ClaimedTimer]) -> int:
         if not claimed:

@@ -8,7 +8,7 @@ A thread in every worker's main process, every `durable_heartbeat_interval`:
 2. looks for workers whose last beat is older than `durable_worker_timeout`.
    For each, one live worker wins a lock and recovers it: runs it was
    executing are taken over (sent again with a message naming the dead
-   owner), suspended runs it had not finished suspending are resumed, its
+   owner), suspended runs it had not finished suspending get their timers, its
    plain tasks are reported as `task.orphaned`, and it is reported as
    `worker.offline`.
 
@@ -132,9 +132,12 @@ class WorkerMonitor:
                 return False  # taken over already
             self.ext.dispatch(run_id, takeover=owner)
         else:
-            # Suspended, but maybe without its timers yet: a resume replays to
-            # the same wait and sets them again.
-            self.ext.dispatch(run_id)
+            # Suspended, but the worker may have died before it set the timers.
+            self.ext.timers.schedule(
+                run_id,
+                wake_at=float(meta["wake_at"]) if meta.get("wake_at") else None,
+                deadline_at=float(meta["deadline_at"]) if meta.get("deadline_at") else None,
+            )
         return True
 
     def _loop(self) -> None:

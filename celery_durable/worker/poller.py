@@ -1,8 +1,9 @@
 """The timer poller: a thread in every worker's main process.
 
-Every `durable_timer_poll_interval` seconds it claims the due timers (one Lua
-call; a claim leases the timer so no other worker takes it) and sends the run
-task for each, then releases them. Its cost per poll is a range query on the
+At least every `durable_timer_poll_interval` seconds, and right when the
+earliest timer is due, it claims the due timers (one Lua call; a claim leases
+the timer so no other worker takes it) and sends the run task once per run,
+then releases them. Its cost per poll is a range query on the
 due end of a sorted set: it does not grow with the number of timers not yet
 due. A worker that dies between claim and dispatch leaves leases that fire
 again after `LEASE` seconds.
@@ -39,25 +40,33 @@ class TimerPoller:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def poll_once(self) -> int:
-        """Claim and dispatch what is due; how many runs were woken."""
+    def poll_once(self) -> tuple[int, float | None]:
+        """Claim and dispatch what is due: (runs woken, when the next timer is due)."""
         timers = self.ext.timers
-        claimed = timers.claim(self.ext.clock.now(), lease=LEASE, limit=BATCH)
-        for timer in claimed:
-            self.ext.dispatch(timer.run_id)
-        timers.release(claimed)
-        return len(claimed)
+        claimed, next_due = timers.claim(self.ext.clock.now(), lease=LEASE, limit=BATCH)
+        sent: set[str] = set()
+        try:
+            for timer in claimed:
+                if timer.run_id not in sent:  # its wake and deadline may fall together
+                    self.ext.dispatch(timer.run_id)
+                    sent.add(timer.run_id)
+        finally:  # what was sent is done; the rest fires again when its lease ends
+            timers.release([timer for timer in claimed if timer.run_id in sent])
+        return len(claimed), next_due
 
     def _loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            wait = self.interval
             try:
-                woken = self.poll_once()
+                claimed, next_due = self.poll_once()
                 failures = 0
+                if claimed >= BATCH:  # a full batch: more are due, go on at once
+                    continue
+                if next_due is not None:
+                    wait = min(wait, max(0.0, next_due - self.ext.clock.now()))
             except Exception as exc:  # Redis or broker away: keep trying, quietly
                 failures += 1
                 if failures == 1 or failures % 100 == 0:
                     logger.warning("timer poll failed (%d in a row): %r", failures, exc)
-                woken = 0
-            if woken < BATCH:  # a full batch means more are due: go on at once
-                self._stopping.wait(self.interval)
+            self._stopping.wait(wait)

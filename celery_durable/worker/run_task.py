@@ -51,6 +51,9 @@ def execute_run(
         # a message naming the dead owner, not by stray messages.
         logger.info("run %s is running elsewhere; message dropped", run_id)
         return
+    if status == RunStatus.SLEEPING and _not_yet_due(ext, meta):
+        logger.info("run %s sleeps until its timer; message dropped", run_id)
+        return
     try:
         if not events or events[0].type != EventType.WORKFLOW_STARTED:
             raise JournalCorruptError(
@@ -61,6 +64,15 @@ def execute_run(
         _fail(ext, run_id, meta, exc)
         return
     Execution(ext, run_id, events, definition, worker=worker, takeover=takeover).run()
+
+
+def _not_yet_due(ext: DurableExtension, meta: dict[str, str]) -> bool:
+    """A sleeping run with nothing due: neither its wake time nor its deadline."""
+    now = ext.clock.now()
+    wake_at, deadline_at = meta.get("wake_at"), meta.get("deadline_at")
+    if not wake_at or now >= float(wake_at):
+        return False
+    return not deadline_at or now < float(deadline_at)
 
 
 def _fail(ext: DurableExtension, run_id: str, meta: dict[str, str], exc: DurableError) -> None:

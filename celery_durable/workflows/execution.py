@@ -489,11 +489,14 @@ class Execution:
     ) -> None:
         """Record that the run waits, set its timers, and unwind."""
         events = [*events, (EventType.WORKFLOW_SUSPENDED, {"status": status, "until": wake_at})]
+        # The due times also go in the meta: they tell a stray message for a
+        # run not yet due to go away, and let a recovery set the timers again.
+        meta = {**(meta or {}), "wake_at": _text(wake_at), "deadline_at": _text(self.deadline)}
         appended = self._append_many(events, meta=meta, inbox_len=inbox_len)
         if appended.cancel_requested:
             raise _Cancelled
         # Timers first, then off this worker's list: should the worker die in
-        # between, the takeover resumes the run, which sets its timers again.
+        # between, its recovery sets the timers from the meta.
         pipe = self.ext.redis.pipeline(transaction=False)
         self.ext.timers.schedule(self.run_id, wake_at=wake_at, deadline_at=self.deadline, pipe=pipe)
         pipe.srem(self.worker_runs_key, self.run_id)
@@ -566,6 +569,10 @@ class Execution:
     def _release(self) -> None:
         """Take the run off this worker's list: it is no longer ours to finish."""
         self.ext.redis.srem(self.worker_runs_key, self.run_id)
+
+
+def _text(when: float | None) -> str:
+    return "" if when is None else repr(when)
 
 
 def deadline_of(definition: WorkflowDefinition, started: Event) -> float | None:

@@ -1,0 +1,308 @@
+"""Steps per second and single-run latency: celery_durable against plain Celery.
+
+One run starts a private redis-server (unless `--redis-url` is given) and a
+real `celery -A benchmarks.bench_app worker --pool prefork --concurrency 2`
+on it, then measures, on that same Redis and worker:
+
+- plain Celery: `--runs` chains of 10 trivial tasks (`noop`, x -> x + 1),
+  each task's result stored in the Redis result backend (Celery's default,
+  as each durable step is recorded in the journal), completion awaited with
+  `.get()` on each chain's last result;
+- celery_durable: `--runs` runs of a workflow of 10 inline steps (`inc`, x ->
+  x + 1), completion awaited with `RunHandle.result()`.
+
+For each side: steps/s = 10 * runs / (seconds from the first dispatch until
+every run has its result), all runs started back to back; and the median
+latency of one run started alone and awaited (`--latency-runs` times, one at a
+time). A few runs of each side are done first as a warm-up.
+
+    python benchmarks/throughput.py [--runs 200] [--latency-runs 20] [--json]
+        [--concurrency 2] [--timeout 120] [--redis-url redis://host:6379/0]
+
+Progress goes to stderr, the figures to stdout (a table, or JSON with --json).
+
+With `--redis-url` the worker uses that Redis, whose keys are left there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import IO, Any
+
+import celery
+import redis
+from celery import chain
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+from celery_durable import start
+from celery_durable.contrib.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `python benchmarks/throughput.py` from anywhere
+
+from benchmarks import bench_app  # noqa: E402
+
+WARMUP_BATCH = 10
+WARMUP_SINGLE = 3
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+
+# A dispatch starts run number i and returns a function that waits for its result.
+Waiter = Callable[[float], Any]
+Dispatch = Callable[[int], Waiter]
+
+
+class Deadline:
+    def __init__(self, seconds: float, what: str):
+        self.end = time.monotonic() + seconds
+        self.what = what
+        self.seconds = seconds
+
+    def remaining(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{self.what} took more than {self.seconds:g}s")
+        return left
+
+
+# -- the two sides -------------------------------------------------------------------
+
+
+def plain_dispatch(x: int) -> Waiter:
+    tasks = [bench_app.noop.s(x), *(bench_app.noop.s() for _ in range(bench_app.STEPS - 1))]
+    last = chain(*tasks).apply_async()
+    return lambda timeout: last.get(timeout=timeout)
+
+
+def durable_dispatch(x: int) -> Waiter:
+    return start(bench_app.ten_steps, x).result
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SideFigures:
+    seconds: float
+    steps_per_s: float
+    median_latency_ms: float
+
+
+def _expect(result: Any, x: int) -> None:
+    if result != x + bench_app.STEPS:
+        raise RuntimeError(f"run of {x} returned {result!r}, not {x + bench_app.STEPS}")
+
+
+def batch_seconds(dispatch: Dispatch, runs: int, deadline: Deadline) -> float:
+    """Start `runs` runs back to back, wait for all; seconds from first start to last result."""
+    began = time.perf_counter()
+    waiters = [dispatch(x) for x in range(runs)]
+    for x, wait in enumerate(waiters):
+        _expect(wait(deadline.remaining()), x)
+    return time.perf_counter() - began
+
+
+def single_latencies(dispatch: Dispatch, runs: int, deadline: Deadline) -> list[float]:
+    """Seconds for each of `runs` runs started alone and awaited, one after the other."""
+    latencies = []
+    for x in range(runs):
+        began = time.perf_counter()
+        _expect(dispatch(x)(deadline.remaining()), x)
+        latencies.append(time.perf_counter() - began)
+    return latencies
+
+
+def measure(name: str, dispatch: Dispatch, args: argparse.Namespace) -> SideFigures:
+    deadline = Deadline(args.timeout, f"the {name} side")
+    log(f"{name}: warm-up")
+    batch_seconds(dispatch, WARMUP_BATCH, deadline)
+    single_latencies(dispatch, WARMUP_SINGLE, deadline)
+    log(f"{name}: {args.runs} runs back to back")
+    seconds = batch_seconds(dispatch, args.runs, deadline)
+    log(f"{name}: {args.latency_runs} runs one at a time")
+    latency = statistics.median(single_latencies(dispatch, args.latency_runs, deadline))
+    return SideFigures(
+        seconds=seconds,
+        steps_per_s=args.runs * bench_app.STEPS / seconds,
+        median_latency_ms=latency * 1000,
+    )
+
+
+# -- the worker --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def celery_worker(redis_url: str, concurrency: int) -> Iterator[None]:
+    """A real prefork worker on `redis_url`, ready on entry, always stopped on exit."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "benchmarks.bench_app",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(concurrency),
+        "-l",
+        "warning",
+    ]
+    env = {**os.environ, bench_app.REDIS_URL_ENV: redis_url}
+    with tempfile.TemporaryFile() as output:
+        # Its own session, so that a kill can reach the pool processes too.
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        failed = True
+        try:
+            wait_until_ready(process, Deadline(READY_TIMEOUT, "the worker to start"))
+            yield
+            failed = False
+        finally:
+            stop_worker(process)
+            if failed:
+                log(f"worker output (last lines):\n{_tail(output)}")
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], deadline: Deadline) -> None:
+    """Wait until a pool process has answered a ping task."""
+    answer = bench_app.ping.delay()
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker exited with status {process.returncode}")
+        try:
+            answer.get(timeout=min(0.5, deadline.remaining()))
+            return
+        except CeleryTimeoutError:
+            continue
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown; past STOP_TIMEOUT, kill the worker and its pool processes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log("the worker did not stop in time; killing it")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the group is gone after a clean stop
+    process.wait(STOP_TIMEOUT)
+
+
+def _tail(output: IO[bytes], limit: int = 4000) -> str:
+    output.seek(0)
+    return output.read().decode(errors="replace")[-limit:]
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def environment(redis_url: str, concurrency: int) -> dict[str, Any]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        redis_version = client.info("server")["redis_version"]
+    finally:
+        client.close()
+    return {
+        "redis": redis_version,
+        "python": platform.python_version(),
+        "celery": celery.__version__,
+        "celery_durable": version("celery-durable"),
+        "pool": "prefork",
+        "concurrency": concurrency,
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    env, plain, durable = report["environment"], report["plain"], report["durable"]
+    ratios = report["durable_over_plain"]
+    print(
+        f"Redis {env['redis']}, Python {env['python']}, Celery {env['celery']}, "
+        f"celery_durable {env['celery_durable']}; worker --pool {env['pool']} "
+        f"--concurrency {env['concurrency']}"
+    )
+    print(
+        f"{report['runs']} runs of {report['steps_per_run']} steps back to back; "
+        f"latency: median of {report['latency_runs']} runs one at a time\n"
+    )
+    print(f"{'':<16}{'steps/s':>10}{'median latency (ms)':>22}")
+    print(f"{'plain chain':<16}{plain['steps_per_s']:>10.0f}{plain['median_latency_ms']:>22.1f}")
+    print(f"{'durable':<16}{durable['steps_per_s']:>10.0f}{durable['median_latency_ms']:>22.1f}")
+    print(f"{'durable/plain':<16}{ratios['throughput']:>9.2f}x{ratios['latency']:>21.2f}x")
+
+
+def benchmark(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    bench_app.use_redis(redis_url)
+    with celery_worker(redis_url, args.concurrency):
+        plain = measure("plain", plain_dispatch, args)
+        durable = measure("durable", durable_dispatch, args)
+    return {
+        "environment": environment(redis_url, args.concurrency),
+        "runs": args.runs,
+        "steps_per_run": bench_app.STEPS,
+        "latency_runs": args.latency_runs,
+        "plain": asdict(plain),
+        "durable": asdict(durable),
+        "durable_over_plain": {
+            "throughput": durable.steps_per_s / plain.steps_per_s,
+            "latency": durable.median_latency_ms / plain.median_latency_ms,
+        },
+    }
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `finally`, which stops the worker
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=200, help="runs started back to back")
+    parser.add_argument("--latency-runs", type=int, default=20, help="runs one at a time")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per side")
+    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if args.runs < 1 or args.latency_runs < 1 or args.concurrency < 1:
+        parser.error("--runs, --latency-runs and --concurrency must be at least 1")
+
+    if args.redis_url:
+        report = benchmark(args.redis_url, args)
+    else:
+        with RedisServer() as server:
+            report = benchmark(server.url, args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis as redis_lib
 
+pytest_plugins = ["tests.worker_processes"]
+
 
 @pytest.fixture
 def redis_client(durable_redis_url: str) -> Iterator[redis_lib.Redis]:

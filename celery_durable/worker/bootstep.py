@@ -9,7 +9,7 @@ from typing import Any
 from billiard.exceptions import WorkerLostError
 from celery import bootsteps
 from celery.exceptions import TimeLimitExceeded
-from celery.signals import task_failure, task_received
+from celery.signals import task_failure, task_received, worker_shutdown
 
 from ..errors import JournalConflictError
 from ..extension import RUN_TASK_NAME, extension_for
@@ -35,16 +35,19 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.poller = TimerPoller(self.extension, settings.timer_poll_interval)
         self.monitor: WorkerMonitor | None = None
         self.hostname = ""
+        self.worker: Any = None
 
     def start(self, worker: Any) -> None:
         ext = self.extension
         ext.redis.ping()
         self.hostname = worker.hostname
+        self.worker = worker
         self.monitor = WorkerMonitor(ext, worker.hostname)
         self.monitor.start()
         self.poller.start()
         task_received.connect(self._on_received, weak=False)
         task_failure.connect(self._on_failure, weak=False)
+        worker_shutdown.connect(self._on_worker_shutdown, weak=False)
         logger.info(
             "celery_durable active: journal at %s (key prefix %r), %d workflow(s) registered",
             ext.safe_redis_url,
@@ -53,14 +56,25 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         )
 
     def stop(self, worker: Any) -> None:
+        # This step stops before the pool drains (it requires the pool). The
+        # monitor keeps beating until the worker holds nothing, so that a
+        # worker killed during its warm shutdown is still recovered.
+        self.poller.stop()
+        if self.monitor is not None:
+            self.monitor.stop_when_idle()
+
+    terminate = shutdown = stop
+
+    def _on_worker_shutdown(self, sender: Any = None, **kwargs: Any) -> None:
+        """A warm stop is complete, the pool drained: sign off, nothing to recover."""
+        if sender is not self.worker:
+            return
         task_received.disconnect(self._on_received)
         task_failure.disconnect(self._on_failure)
-        self.poller.stop()
+        worker_shutdown.disconnect(self._on_worker_shutdown)
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
-
-    terminate = shutdown = stop
 
     def _on_received(self, sender: Any = None, request: Any = None, **kwargs: Any) -> None:
         if self.monitor is not None and getattr(sender, "app", None) is self.extension.app:

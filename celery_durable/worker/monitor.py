@@ -24,12 +24,13 @@ import time
 
 from ..extension import DurableExtension
 from ..journal.events import FINAL_STATUSES, RunStatus
-from .holdings import decode_record, snapshot
+from .holdings import decode_record, held_requests, snapshot
 
 logger = logging.getLogger("celery_durable.recovery")
 
 RECOVERY_LOCK_SECONDS = 60
 SNAPSHOT_DEBOUNCE = 0.05
+DRAIN_CHECK = 0.05
 
 
 class WorkerMonitor:
@@ -40,6 +41,7 @@ class WorkerMonitor:
         self.timeout = ext.settings.worker_timeout
         self._stopping = threading.Event()
         self._touched = threading.Event()
+        self._draining = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -50,10 +52,28 @@ class WorkerMonitor:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """The worker has stopped cleanly: sign off now."""
         self._stopping.set()
         self._touched.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        self._sign_off()
+
+    def stop_when_idle(self) -> None:
+        """The worker is shutting down: go on beating until it holds nothing.
+
+        A worker killed while it drains (a grace period that ran out) then
+        still looks dead and is recovered; one that drained signs off.
+        """
+        self._draining = True
+        self._touched.set()
+
+    def _idle(self) -> bool:
+        if held_requests():
+            return False
+        return not self.ext.redis.scard(self.ext.keys.worker_runs(self.hostname))
+
+    def _sign_off(self) -> None:
         try:  # a clean stop is not a death: nothing to recover
             pipe = self.ext.redis.pipeline(transaction=False)
             pipe.zrem(self.ext.keys.workers(), self.hostname)
@@ -143,10 +163,17 @@ class WorkerMonitor:
     def _loop(self) -> None:
         next_beat = time.monotonic() + self.interval
         while not self._stopping.is_set():
-            touched = self._touched.wait(max(0.0, next_beat - time.monotonic()))
+            wait = max(0.0, next_beat - time.monotonic())
+            if self._draining:
+                wait = min(wait, DRAIN_CHECK)
+            touched = self._touched.wait(wait)
             if self._stopping.is_set():
                 return
             try:
+                if self._draining and self._idle():
+                    self._stopping.set()
+                    self._sign_off()
+                    return
                 if touched:
                     self._touched.clear()
                     self._stopping.wait(SNAPSHOT_DEBOUNCE)  # let a burst of messages land

@@ -16,7 +16,11 @@ from .errors import (
     WorkflowNotFoundError,
     WorkflowTimedOutError,
 )
+from .hookspecs import hookimpl
 from .install import install
+from .rules.base import Action, Condition, Trigger
+from .rules.dry_run import dry_run, send_test_notification
+from .rules.loader import RulesError
 from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
@@ -25,6 +29,8 @@ from .workflows.steps import step
 from .workflows.waits import sleep, wait_for_event
 
 __all__ = [
+    "Action",
+    "Condition",
     "DurableError",
     "EncodingError",
     "EventTimeoutError",
@@ -33,19 +39,24 @@ __all__ = [
     "NonDeterminismError",
     "ResultTimeoutError",
     "RetryableError",
+    "RulesError",
     "RunContext",
     "RunFinishedError",
     "RunHandle",
     "RunNotFoundError",
+    "Trigger",
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowFailedError",
     "WorkflowNotFoundError",
     "WorkflowTimedOutError",
+    "dry_run",
     "get_context",
     "get_run",
+    "hookimpl",
     "install",
     "send_event",
+    "send_test_notification",
     "sleep",
     "start",
     "step",

@@ -7,10 +7,9 @@ it through `extension_for()`, so two apps in one process never share state.
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery, current_app
@@ -19,13 +18,17 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
 from redis.retry import Retry
 
+from .activity import Activity
 from .clock import Clock
-from .codec import packb
 from .errors import NotInstalledError
 from .journal import Journal
 from .keys import Keys
 from .settings import Settings
 from .timers import TimerStore
+
+if TYPE_CHECKING:
+    from .rules.action_queue import ActionQueue
+    from .rules.engine import RuleEngine
 
 _extensions: weakref.WeakKeyDictionary[Celery, DurableExtension] = weakref.WeakKeyDictionary()
 
@@ -37,6 +40,7 @@ logger = logging.getLogger("celery_durable")
 class DurableExtension:
     def __init__(self, app: Celery):
         self.app = app
+        self.rules_active = False  # set in workers: rules are evaluated where events happen
 
     @cached_property
     def settings(self) -> Settings:
@@ -74,12 +78,46 @@ class DurableExtension:
     def clock(self) -> Clock:
         return Clock()
 
-    def emit(self, kind: str, data: dict[str, Any], *, pipe: Pipeline | None = None) -> None:
-        """Record what happened in the global event stream that rules read."""
-        body = packb({"type": kind, "ts": time.time(), "data": data})
+    @cached_property
+    def rules(self) -> RuleEngine:
+        """The loaded rules and plugins; loading refuses bad rules with RulesError."""
+        from .rules.engine import RuleEngine
+
+        return RuleEngine(self)
+
+    @cached_property
+    def action_queue(self) -> ActionQueue:
+        from .rules.action_queue import ActionQueue
+
+        return ActionQueue(self.redis, self.keys)
+
+    def activate_rules(self) -> None:
+        """Load the rules now and evaluate them in this process (a worker) from now on."""
+        _ = self.rules
+        self.rules_active = True
+
+    def emit(self, kind: str, data: dict[str, Any], *, pipe: Pipeline | None = None) -> Activity:
+        """Something happened: journal it in the global stream, and react to it.
+
+        The event is written to the global stream (on `pipe` when given), the
+        `durable_event` plugin hook sees it, and in a worker the rules are
+        evaluated for it right here. Reacting never raises into the caller.
+        """
+        activity = Activity(type=kind, data=data)
         (pipe or self.redis).xadd(
-            self.keys.events(), {"e": body}, maxlen=self.settings.events_maxlen, approximate=True
+            self.keys.events(),
+            {"e": activity.encode()},
+            maxlen=self.settings.events_maxlen,
+            approximate=True,
         )
+        if self.rules_active:
+            try:
+                engine = self.rules
+                engine.pm.hook.durable_event(event=activity)
+                engine.handle(activity)
+            except Exception:
+                logger.exception("reacting to %s failed", kind)
+        return activity
 
     @property
     def safe_redis_url(self) -> str:

@@ -7,13 +7,15 @@ from celery import Celery
 from .extension import DurableExtension, installed, register
 from .worker.bootstep import DurableWorkerStep
 from .worker.run_task import register_run_task
+from .worker.task_events import connect_task_events
 
 
 def install(app: Celery) -> DurableExtension:
     """Enable celery_durable on `app` (and only on it); calling it again is a no-op.
 
     Adds the worker bootstep through `app.steps`, registers the internal task
-    that executes runs. The `durable_*` settings are read on first use (a
+    that executes runs, and reports the failures of this app's tasks to its
+    rules (in workers). The `durable_*` settings are read on first use (a
     worker reads them before it starts and refuses to start on a bad one), so
     the app may be configured before or after this call.
     """
@@ -24,4 +26,5 @@ def install(app: Celery) -> DurableExtension:
     register(app, extension)
     app.steps["worker"].add(DurableWorkerStep)
     register_run_task(app)
+    connect_task_events(app)
     return extension

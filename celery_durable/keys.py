@@ -67,3 +67,40 @@ class Keys:
     def recovery_lock(self, hostname: str) -> str:
         """Held by the one live worker that recovers a dead one."""
         return f"{self.prefix}:recovering:{hostname}"
+
+    # -- automation rules ------------------------------------------------------
+
+    def actions(self) -> str:
+        """The stream of accepted action jobs, read by a consumer group."""
+        return f"{self.prefix}:actions"
+
+    def rule_history(self, rule: str) -> str:
+        return f"{self.prefix}:rule:{rule}:history"
+
+    def rule_breaker(self, rule: str) -> str:
+        """A sorted set of the rule's executions in its breaker window."""
+        return f"{self.prefix}:rule:{rule}:breaker"
+
+    def rule_breaker_open(self, rule: str) -> str:
+        """Set while the rule's breaker is open (expires when it closes)."""
+        return f"{self.prefix}:rule:{rule}:breaker-open"
+
+    def rule_disabled(self, rule: str) -> str:
+        """Set while a rule is disabled at run time."""
+        return f"{self.prefix}:rule:{rule}:disabled"
+
+    def task_failures(self, task_name: str) -> str:
+        """A sorted set of a task's recent failures, for failure_count_threshold."""
+        return f"{self.prefix}:failures:{task_name}"
+
+    def retry_chain(self, root_task_id: str) -> str:
+        """The ids of a task and its retries by the rules, oldest first."""
+        return f"{self.prefix}:retries:{root_task_id}"
+
+    def retry_root(self, task_id: str) -> str:
+        """The first task of the retry chain a retried task belongs to."""
+        return f"{self.prefix}:retry-root:{task_id}"
+
+    def poll_lock(self, trigger: str) -> str:
+        """Held by the one worker that polls a polling trigger this interval."""
+        return f"{self.prefix}:poll:{trigger}"

@@ -28,6 +28,9 @@ class Settings:
     heartbeat_interval: float = 2.0
     worker_timeout: float = 10.0
     redispatch_after: float = 60.0
+    rule_history_maxlen: int = 1000
+    failure_window: float = 3600.0
+    action_claim_after: float = 300.0
 
     @classmethod
     def from_app(cls, app: Celery) -> Settings:
@@ -58,6 +61,9 @@ class Settings:
             heartbeat_interval=heartbeat,
             worker_timeout=worker_timeout,
             redispatch_after=_positive(conf, "durable_redispatch_after", 60.0),
+            rule_history_maxlen=int(_positive(conf, "durable_rule_history_maxlen", 1000)),
+            failure_window=_positive(conf, "durable_failure_window", 3600.0),
+            action_claim_after=_positive(conf, "durable_action_claim_after", 300.0),
         )
 
 

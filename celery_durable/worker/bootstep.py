@@ -14,10 +14,13 @@ from celery.signals import task_failure, task_received, worker_shutdown
 from ..errors import JournalConflictError
 from ..extension import RUN_TASK_NAME, extension_for
 from ..journal.events import EventType, RunStatus
+from ..rules.action_queue import ActionRunner
+from ..rules.polling import TriggerPolling
 from ..workflows.outcomes import finish
 from ..workflows.registry import registered
 from .monitor import WorkerMonitor
 from .poller import TimerPoller
+from .task_events import ExecutionTimeWatch
 
 logger = logging.getLogger("celery_durable.worker")
 
@@ -32,7 +35,10 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
         self.extension = extension_for(worker.app)
         settings = self.extension.settings  # a bad setting stops the worker here
+        # So do bad rules: loaded before the pool forks, inherited by its children.
+        self.extension.activate_rules()
         self.poller = TimerPoller(self.extension, settings.timer_poll_interval)
+        self.actions: ActionRunner | None = None
         self.monitor: WorkerMonitor | None = None
         self.hostname = ""
         self.worker: Any = None
@@ -45,6 +51,8 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.monitor = WorkerMonitor(ext, worker.hostname)
         self.monitor.start()
         self.poller.start()
+        self.actions = ActionRunner(ext, worker.hostname, tick=RulesTick(ext, worker.hostname))
+        self.actions.start()
         task_received.connect(self._on_received, weak=False)
         task_failure.connect(self._on_failure, weak=False)
         worker_shutdown.connect(self._on_worker_shutdown, weak=False)
@@ -60,6 +68,8 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         # monitor keeps beating until the worker holds nothing, so that a
         # worker killed during its warm shutdown is still recovered.
         self.poller.stop()
+        if self.actions is not None:
+            self.actions.stop()  # a job cut short stays queued for another worker
         if self.monitor is not None:
             self.monitor.stop_when_idle()
 
@@ -125,6 +135,18 @@ class DurableWorkerStep(bootsteps.StartStopStep):
             pass  # it moved on: someone else has it
         except Exception as exc:
             logger.error("could not recover run %s after %r: %r", run_id, exception, exc)
+
+
+class RulesTick:
+    """The rules' periodic chores, done from the action runner's thread."""
+
+    def __init__(self, ext: Any, hostname: str):
+        self.watch = ExecutionTimeWatch(ext, hostname)
+        self.polling = TriggerPolling(ext)
+
+    def __call__(self) -> None:
+        self.watch.check()
+        self.polling.check()
 
 
 def _alive(pid: int) -> bool:

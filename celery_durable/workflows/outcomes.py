@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import failures
+from .. import failures, signals
 from ..codec import packb
 from ..extension import DurableExtension
 from ..journal.events import STATUS_AFTER, EventType
@@ -55,6 +55,13 @@ def finish(
     summary = {"run_id": run_id, "workflow_name": workflow_name, "error": data.get("error")}
     ext.emit(kind, summary, pipe=pipe)
     pipe.execute()
+    signals.send(
+        signals.run_finished,
+        ext.app,
+        run_id=run_id,
+        status=str(STATUS_AFTER[kind]),
+        workflow_name=workflow_name,
+    )
     if parent and appended.parent_waiting:
         ext.dispatch(parent)
     return appended

@@ -1,0 +1,1 @@
+"""The built-in triggers, conditions and actions, registered as ordinary plugins."""

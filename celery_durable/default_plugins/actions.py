@@ -1,0 +1,234 @@
+"""Built-in actions: retry, slack, webhook, revoke.
+
+They run in a worker's action runner (never inside a task), so HTTP calls
+may take their time; each one is bounded by its `timeout`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..hookspecs import hookimpl
+from ..rules.action_queue import ActionSkipped
+from ..rules.base import Action
+from ..rules.task_message import resend
+
+CHAIN_TTL = 7 * 86400
+MAX_COUNTDOWN = 3600  # retries wait in the broker as countdown messages: keep them short
+
+
+class Retry(Action):
+    """Send the failed (or orphaned) task again, exactly as it was sent.
+
+    Same args and kwargs (the real objects), queue or exchange and routing
+    key, priority, headers, time limits and callbacks, under a new task id,
+    after `delay_seconds` (times `backoff_multiplier` per earlier retry when
+    `exponential_backoff`, capped by `max_delay_seconds`), up to
+    `max_attempts` retries along the chain original -> retry 1 -> retry 2.
+    """
+
+    name = "retry"
+
+    def __init__(
+        self,
+        delay_seconds: float = 0,
+        max_attempts: int = 3,
+        exponential_backoff: bool = False,
+        backoff_multiplier: float = 2.0,
+        max_delay_seconds: float = 300,
+        same_arguments: bool = True,
+    ):
+        if delay_seconds < 0:
+            raise ValueError(f"delay_seconds must be >= 0, got {delay_seconds!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
+        if backoff_multiplier < 1:
+            raise ValueError(f"backoff_multiplier must be >= 1, got {backoff_multiplier!r}")
+        if not 0 <= max_delay_seconds <= MAX_COUNTDOWN:
+            raise ValueError(
+                f"max_delay_seconds must be between 0 and {MAX_COUNTDOWN}, "
+                f"got {max_delay_seconds!r}"
+            )
+        if same_arguments is not True:
+            raise ValueError(
+                "only same_arguments: true is supported (a retry re-sends the task's own arguments)"
+            )
+        self.delay_seconds = float(delay_seconds)
+        self.max_attempts = max_attempts
+        self.exponential_backoff = exponential_backoff
+        self.backoff_multiplier = float(backoff_multiplier)
+        self.max_delay_seconds = float(max_delay_seconds)
+        self.same_arguments = same_arguments
+
+    def delay_for(self, attempt: int) -> float:
+        """The wait before retry number `attempt + 1`."""
+        delay = self.delay_seconds
+        if self.exponential_backoff:
+            delay *= self.backoff_multiplier**attempt
+        return min(delay, self.max_delay_seconds)
+
+    def run(self, event: Any, context: Any) -> Any:
+        message = _message(event)
+        attempt = int(message["retry"]["attempt"])
+        if attempt >= self.max_attempts:
+            raise ActionSkipped(
+                f"max_attempts ({self.max_attempts}) reached: "
+                f"{message['task_name']} was retried {attempt} time(s)"
+            )
+        delay = self.delay_for(attempt)
+        task_id = resend(context.app, message, countdown=delay)
+        root = message["retry"]["root"]
+        keys = context.ext.keys
+        pipe = context.redis.pipeline(transaction=True)
+        pipe.rpush(keys.retry_chain(root), task_id)
+        pipe.expire(keys.retry_chain(root), CHAIN_TTL)
+        pipe.set(keys.retry_root(task_id), root, ex=CHAIN_TTL)
+        pipe.execute()
+        return {
+            "task_id": task_id,
+            "retry_of": message["task_id"],
+            "root": root,
+            "attempt": attempt + 1,
+            "delay": delay,
+        }
+
+    def preview(self, event: Any, context: Any) -> dict[str, Any]:
+        message = event.data.get("message") or {}
+        attempt = int((message.get("retry") or {}).get("attempt", 0))
+        return {
+            "type": self.name,
+            "task_name": message.get("task_name"),
+            "options": message.get("options"),
+            "attempt": attempt + 1,
+            "delay_seconds": self.delay_for(attempt),
+            "would_send": attempt < self.max_attempts,
+        }
+
+
+class Slack(Action):
+    """Post the rendered `message` to a Slack incoming-webhook URL."""
+
+    name = "slack"
+    template_fields = ("message",)
+    notification = True
+
+    def __init__(
+        self,
+        webhook_url: str,
+        message: str = "{event}: {task_name}{workflow_name} on {worker}: {error_message}",
+        timeout: float = 10.0,
+    ):
+        _check_url(webhook_url)
+        self.webhook_url = webhook_url
+        self.message = message
+        self.timeout = float(timeout)
+
+    def run(self, event: Any, context: Any) -> Any:
+        text = context.render(self.message, event)
+        response = context.http.post(self.webhook_url, json={"text": text}, timeout=self.timeout)
+        response.raise_for_status()
+        return {"status": response.status_code, "text": text}
+
+
+class Webhook(Action):
+    """POST the event as JSON to `url`, with `headers`, retried on errors."""
+
+    name = "webhook"
+    notification = True
+
+    def __init__(
+        self, url: str, headers: dict | None = None, timeout: float = 10.0, retries: int = 2
+    ):
+        _check_url(url)
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in (headers or {}).items()):
+            raise ValueError("headers must map header names to string values")
+        self.url = url
+        self.headers = dict(headers or {})
+        self.timeout = float(timeout)
+        self.retries = retries
+
+    def payload(self, event: Any, context: Any) -> dict[str, Any]:
+        data = {k: v for k, v in event.data.items() if k != "message"}
+        return {
+            "rule": context.rule_name,
+            "execution_id": context.execution_id,
+            "event": {"type": event.type, "ts": event.ts, "data": _jsonable(data)},
+        }
+
+    def run(self, event: Any, context: Any) -> Any:
+        body = self.payload(event, context)
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 10.0))
+            try:
+                response = context.http.post(
+                    self.url, json=body, headers=self.headers, timeout=self.timeout
+                )
+            except Exception as exc:  # connection refused, timeout: try again
+                last = exc
+                continue
+            if response.status_code < 500:
+                response.raise_for_status()  # a 4xx will not get better: fail now
+                return {"status": response.status_code, "attempts": attempt + 1}
+            last = RuntimeError(f"{self.url} answered {response.status_code}")
+        raise RuntimeError(f"webhook failed after {self.retries + 1} attempt(s): {last}")
+
+    def preview(self, event: Any, context: Any) -> dict[str, Any]:
+        return {
+            "type": self.name,
+            "url": self.url,
+            "headers": sorted(self.headers),
+            "payload": self.payload(event, context),
+        }
+
+
+class Revoke(Action):
+    """Stop the task: revoke it, terminating it if it is already running."""
+
+    name = "revoke"
+
+    def __init__(self, terminate: bool = True, signal: str = "SIGTERM"):
+        if not isinstance(signal, str) or not signal.startswith("SIG"):
+            raise ValueError(f"signal must be a signal name such as SIGTERM, got {signal!r}")
+        self.terminate = terminate
+        self.signal = signal
+
+    def run(self, event: Any, context: Any) -> Any:
+        task_id = event.data.get("task_id")
+        if not task_id:
+            raise ValueError(f"a {event.type} event names no task to revoke")
+        context.app.control.revoke(task_id, terminate=self.terminate, signal=self.signal)
+        return {"revoked": task_id, "terminate": self.terminate, "signal": self.signal}
+
+
+def _message(event: Any) -> dict[str, Any]:
+    message = event.data.get("message")
+    if not message:
+        raise ValueError(f"a {event.type} event carries no task message to send again")
+    return message
+
+
+def _check_url(url: Any) -> None:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http(s) URL, got {url!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+@hookimpl
+def durable_actions() -> list[type[Action]]:
+    return [Retry, Slack, Webhook, Revoke]

@@ -1,0 +1,141 @@
+"""Built-in conditions; a rule fires only when all of its conditions hold."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any
+
+from .. import activity
+from ..hookspecs import hookimpl
+from ..rules.base import Condition
+
+TASK_EVENTS = frozenset(
+    {activity.TASK_FAILED, activity.TASK_ORPHANED, activity.TASK_EXECUTION_TIME_EXCEEDED}
+)
+WORKFLOW_EVENTS = frozenset({activity.WORKFLOW_FAILED, activity.WORKFLOW_TIMED_OUT})
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty {what}, got {value!r}")
+    return value
+
+
+class TaskNamePattern(Condition):
+    """The task's name matches a glob (`myapp.tasks.*`)."""
+
+    name = "task_name_pattern"
+    events = TASK_EVENTS
+
+    def __init__(self, value: Any):
+        super().__init__(_text(value, "glob pattern"))
+
+    def matches(self, event: Any, context: Any) -> bool:
+        return fnmatch.fnmatchcase(str(event.data.get("task_name") or ""), self.value)
+
+    def explain(self, event: Any, context: Any) -> str:
+        return f"task name {event.data.get('task_name')!r} against glob {self.value!r}"
+
+
+class Queue(Condition):
+    """The task came from this queue (or one of a list of queues)."""
+
+    name = "queue"
+    events = TASK_EVENTS
+
+    def __init__(self, value: Any):
+        queues = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(queues, list)
+            or not queues
+            or not all(isinstance(q, str) and q for q in queues)
+        ):
+            raise ValueError(f"expected a queue name or a list of them, got {value!r}")
+        super().__init__(value)
+        self.queues = frozenset(queues)
+
+    def matches(self, event: Any, context: Any) -> bool:
+        return event.data.get("queue") in self.queues
+
+    def explain(self, event: Any, context: Any) -> str:
+        return f"queue {event.data.get('queue')!r} in {sorted(self.queues)}"
+
+
+class ErrorPattern(Condition):
+    """A regex searched in "<exception type>: <message>"."""
+
+    name = "error_pattern"
+    events = frozenset({activity.TASK_FAILED, *WORKFLOW_EVENTS})
+
+    def __init__(self, value: Any):
+        super().__init__(_text(value, "regular expression"))
+        try:
+            self.regex = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+
+    def matches(self, event: Any, context: Any) -> bool:
+        return bool(self.regex.search(error_text(event)))
+
+    def explain(self, event: Any, context: Any) -> str:
+        return f"/{self.value}/ searched in {error_text(event)!r}"
+
+
+class FailureCountThreshold(Condition):
+    """Fire from the Nth failure of this task name within `durable_failure_window`."""
+
+    name = "failure_count_threshold"
+    events = frozenset({activity.TASK_FAILED})
+
+    def __init__(self, value: Any):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"expected an integer >= 1, got {value!r}")
+        super().__init__(value)
+
+    def matches(self, event: Any, context: Any) -> bool:
+        return self._count(event, context) >= self.value
+
+    def _count(self, event: Any, context: Any) -> int:
+        if "failure_count" in context.facts:
+            return int(context.facts["failure_count"])
+        # A dry run: count what is recorded, plus this event, without recording it.
+        ext = context.ext
+        key = ext.keys.task_failures(str(event.data.get("task_name")))
+        recorded = ext.redis.zcount(key, event.ts - ext.settings.failure_window, "+inf")
+        context.facts["failure_count"] = int(recorded) + 1
+        return int(context.facts["failure_count"])
+
+    def explain(self, event: Any, context: Any) -> str:
+        return (
+            f"failure {self._count(event, context)} of {event.data.get('task_name')!r} "
+            f"in the window, threshold {self.value}"
+        )
+
+
+class WorkflowNamePattern(Condition):
+    """The workflow's name matches a glob."""
+
+    name = "workflow_name_pattern"
+    events = WORKFLOW_EVENTS
+
+    def __init__(self, value: Any):
+        super().__init__(_text(value, "glob pattern"))
+
+    def matches(self, event: Any, context: Any) -> bool:
+        return fnmatch.fnmatchcase(str(event.data.get("workflow_name") or ""), self.value)
+
+
+def error_text(event: Any) -> str:
+    data = event.data
+    if data.get("error_type") or data.get("error_message"):
+        return f"{data.get('error_type', '')}: {data.get('error_message', '')}"
+    error = data.get("error") or {}
+    if isinstance(error, dict):
+        return f"{error.get('type', '')}: {error.get('message', '')}"
+    return str(error)
+
+
+@hookimpl
+def durable_conditions() -> list[type[Condition]]:
+    return [TaskNamePattern, Queue, ErrorPattern, FailureCountThreshold, WorkflowNamePattern]

@@ -1,0 +1,64 @@
+"""Built-in triggers: what happens to tasks, workers and workflow runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import activity
+from ..hookspecs import hookimpl
+from ..rules.base import Trigger
+
+
+class TaskFailed(Trigger):
+    """A task raised; reported by the worker that ran it, with the real request."""
+
+    name = activity.TASK_FAILED
+
+
+class TaskOrphaned(Trigger):
+    """A task was held (running or prefetched) by a worker that died."""
+
+    name = activity.TASK_ORPHANED
+
+
+class TaskExecutionTimeExceeded(Trigger):
+    """A task still runs `threshold_seconds` after it started; reported once, while it runs."""
+
+    name = activity.TASK_EXECUTION_TIME_EXCEEDED
+
+    def __init__(self, threshold_seconds: float):
+        if threshold_seconds <= 0:
+            raise ValueError(f"threshold_seconds must be > 0, got {threshold_seconds!r}")
+        self.threshold_seconds = float(threshold_seconds)
+
+    def matches(self, event: Any) -> bool:
+        return (
+            event.type == self.name
+            and event.data.get("threshold_seconds") == self.threshold_seconds
+        )
+
+
+class WorkerOffline(Trigger):
+    """A worker stopped heart-beating and was recovered by a live one."""
+
+    name = activity.WORKER_OFFLINE
+
+
+class WorkflowFailed(Trigger):
+    name = activity.WORKFLOW_FAILED
+
+
+class WorkflowTimedOut(Trigger):
+    name = activity.WORKFLOW_TIMED_OUT
+
+
+@hookimpl
+def durable_triggers() -> list[type[Trigger]]:
+    return [
+        TaskFailed,
+        TaskOrphaned,
+        TaskExecutionTimeExceeded,
+        WorkerOffline,
+        WorkflowFailed,
+        WorkflowTimedOut,
+    ]

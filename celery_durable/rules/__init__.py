@@ -1,0 +1,1 @@
+"""Automation rules: triggers, conditions and actions that react to events."""

@@ -1,0 +1,47 @@
+"""What conditions and actions get besides the event: the app and helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from ..activity import Activity
+from .render import render
+
+if TYPE_CHECKING:
+    import httpx
+    import redis
+    from celery import Celery
+
+    from ..extension import DurableExtension
+
+
+@dataclass
+class RuleContext:
+    ext: DurableExtension
+    rule_name: str = ""
+    execution_id: str = ""
+    dry_run: bool = False
+    # Facts computed once per event and shared by the rules evaluating it.
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def app(self) -> Celery:
+        return self.ext.app
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.ext.redis
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        import httpx
+
+        return httpx.Client(follow_redirects=False, headers={"User-Agent": "celery-durable"})
+
+    def render(self, template: str, event: Activity) -> str:
+        return render(template, event, self.rule_name)
+
+    def for_rule(self, rule_name: str, execution_id: str = "") -> RuleContext:
+        return RuleContext(self.ext, rule_name, execution_id, self.dry_run, self.facts)

@@ -1,0 +1,189 @@
+"""Evaluating rules where events happen, and queueing what they should do.
+
+`handle(event)` runs in the process where the event happened (a pool child
+for a failed task, the main process for an orphaned task). It checks each
+rule of that event type against its conditions (no Redis access unless a
+condition needs it) and, for a match, passes the rule's circuit breaker and
+adds one job to the Redis action queue. Actions never run here: a worker's
+action runner takes the job, so an HTTP call never delays a task, and an
+accepted job survives the death of the worker that queued it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from .. import signals
+from ..activity import TASK_FAILED, Activity
+from ..plugins import make_plugin_manager
+from .breaker import Breakers, BreakerState
+from .context import RuleContext
+from .history import SKIPPED, RuleHistory
+from .loader import load_rules
+from .model import Rule
+from .registry import PartRegistry
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from ..extension import DurableExtension
+
+logger = logging.getLogger("celery_durable.rules")
+
+DISABLED_CACHE_SECONDS = 1.0
+
+
+class RuleEngine:
+    def __init__(self, ext: DurableExtension):
+        self.ext = ext
+        settings = ext.settings
+        self.pm: pluggy.PluginManager = make_plugin_manager(settings.plugins)
+        self.registry = PartRegistry.collect(self.pm)
+        self.rules: list[Rule] = load_rules(settings.rules, self.registry)
+        self.by_name = {rule.name: rule for rule in self.rules}
+        self.by_event: dict[str, list[Rule]] = defaultdict(list)
+        for rule in self.rules:
+            self.by_event[rule.event].append(rule)
+        self.counts_failures = any(
+            c.name == "failure_count_threshold" for r in self.rules for c in r.conditions
+        )
+        self.breakers = Breakers(ext.redis, ext.keys)
+        self.history = RuleHistory(ext.redis, ext.keys, settings.rule_history_maxlen)
+        self._disabled: dict[str, tuple[float, bool]] = {}
+
+    # -- evaluation ------------------------------------------------------------------
+
+    def handle(self, event: Activity) -> list[str]:
+        """Evaluate the rules for `event`; return the ids of the executions queued."""
+        candidates = [r for r in self.by_event.get(event.type, ()) if r.trigger.matches(event)]
+        if not candidates:
+            return []
+        context = RuleContext(self.ext)
+        if self.counts_failures and event.type == TASK_FAILED:
+            context.facts["failure_count"] = self._count_failure(event)
+        queued = []
+        for rule in candidates:
+            try:
+                if not self.is_enabled(rule):
+                    continue
+                if all(c.matches(event, context.for_rule(rule.name)) for c in rule.conditions):
+                    queued.append(self.fire(rule, event, context))
+            except Exception:
+                logger.exception("rule %r failed on %s; other rules go on", rule.name, event.type)
+        return [q for q in queued if q]
+
+    def fire(self, rule: Rule, event: Activity, context: RuleContext) -> str:
+        execution_id = uuid.uuid4().hex
+        breaker = self.breakers.pass_through(rule)
+        conditions = self.explain(rule, event, context)
+        if not breaker.closed:
+            self._breaker_open(rule, event, breaker, execution_id, conditions)
+            return ""
+        self.ext.action_queue.enqueue(
+            {
+                "execution_id": execution_id,
+                "rule": rule.name,
+                "event": event.as_dict(),
+                "conditions": conditions,
+                "breaker": breaker.as_dict(),
+                "queued_at": time.time(),
+            }
+        )
+        signals.send(signals.rule_fired, rule.name, event=event, execution_id=execution_id)
+        return execution_id
+
+    def explain(self, rule: Rule, event: Activity, context: RuleContext) -> list[dict[str, Any]]:
+        ctx = context.for_rule(rule.name)
+        return [
+            {
+                "condition": c.name,
+                "value": c.value,
+                "holds": c.matches(event, ctx),
+                "why": c.explain(event, ctx),
+            }
+            for c in rule.conditions
+        ]
+
+    def is_enabled(self, rule: Rule) -> bool:
+        """The rule's own `enabled`, and no run-time switch turned it off."""
+        if not rule.enabled:
+            return False
+        cached = self._disabled.get(rule.name)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > DISABLED_CACHE_SECONDS:
+            disabled = bool(self.ext.redis.exists(self.ext.keys.rule_disabled(rule.name)))
+            cached = (now, disabled)
+            self._disabled[rule.name] = cached
+        return not cached[1]
+
+    def set_enabled(self, rule_name: str, enabled: bool) -> None:
+        key = self.ext.keys.rule_disabled(rule_name)
+        if enabled:
+            self.ext.redis.delete(key)
+        else:
+            self.ext.redis.set(key, "1")
+        self._disabled.pop(rule_name, None)
+
+    def _count_failure(self, event: Activity) -> int:
+        """Record a failure of this task name; how many there were in the window."""
+        window = self.ext.settings.failure_window
+        key = self.ext.keys.task_failures(str(event.data.get("task_name")))
+        pipe = self.ext.redis.pipeline(transaction=True)
+        pipe.zadd(key, {str(event.data.get("task_id") or uuid.uuid4().hex): event.ts})
+        pipe.zremrangebyscore(key, "-inf", event.ts - window)
+        pipe.zcard(key)
+        pipe.expire(key, int(window) + 60)
+        return int(pipe.execute()[2])
+
+    def _breaker_open(
+        self,
+        rule: Rule,
+        event: Activity,
+        breaker: BreakerState,
+        execution_id: str,
+        conditions: list[dict[str, Any]],
+    ) -> None:
+        entry = {
+            "execution_id": execution_id,
+            "ts": time.time(),
+            "event": event.as_dict(),
+            "conditions": conditions,
+            "breaker": breaker.as_dict(),
+            "actions": [],
+            "outcome": SKIPPED,
+            "reason": "circuit breaker open",
+        }
+        if breaker.just_opened:
+            logger.warning(
+                "circuit breaker of rule %r opened: %d executions in %gs; "
+                "its actions are skipped until %s",
+                rule.name,
+                breaker.executions,
+                breaker.window_seconds,
+                breaker.closes_at,
+            )
+            signals.send(
+                signals.breaker_opened,
+                rule.name,
+                executions=breaker.executions,
+                window_seconds=breaker.window_seconds,
+                closes_at=breaker.closes_at,
+            )
+            if rule.breaker.notify is not None:
+                self.ext.action_queue.enqueue(
+                    {
+                        "execution_id": execution_id,
+                        "rule": rule.name,
+                        "event": event.as_dict(),
+                        "conditions": conditions,
+                        "breaker": breaker.as_dict(),
+                        "queued_at": time.time(),
+                        "notify_breaker": True,
+                    }
+                )
+                return
+        self.history.record(rule.name, entry)

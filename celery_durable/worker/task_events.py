@@ -1,0 +1,159 @@
+"""Events about plain Celery tasks, seen from inside the worker.
+
+`task.failed` comes from the `task_failure` signal where the task ran (a pool
+child under prefork), with the real request: the event carries the task's
+message as it was sent, so a `retry` action re-sends it exactly. When the
+pool child itself died (`WorkerLostError`, a hard time limit), the signal
+fires in the main process, where the worker's own record of the request
+fills in what the signal lacks.
+
+`task.execution_time_exceeded` comes from a periodic look at the requests a
+worker is running, against the thresholds of the loaded rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback as tb
+from typing import Any
+
+from celery import Celery
+from celery.signals import task_failure
+from celery.utils.saferepr import saferepr
+
+from .. import activity
+from ..extension import RUN_TASK_NAME, DurableExtension, installed
+from ..rules import task_message
+from .holdings import held_requests, record_of
+
+logger = logging.getLogger("celery_durable.tasks")
+
+REPR_LIMIT = 1024
+
+
+def connect_task_events(app: Celery) -> None:
+    """Report the failures of `app`'s tasks (and only its tasks) to the rules."""
+
+    def on_failure(
+        sender: Any = None,
+        task_id: str | None = None,
+        exception: BaseException | None = None,
+        args: Any = None,
+        kwargs: Any = None,
+        einfo: Any = None,
+        **_: Any,
+    ) -> None:
+        if sender is None or getattr(sender, "app", None) is not app:
+            return
+        if sender.name == RUN_TASK_NAME:
+            return  # a workflow's own failures are workflow.failed
+        ext = installed(app)
+        if ext is None or not ext.rules_active:
+            return
+        try:
+            data = failure_data(ext, sender, task_id, exception, args, kwargs, einfo)
+            ext.emit(activity.TASK_FAILED, data)
+        except Exception:
+            logger.exception("could not report the failure of task %s", task_id)
+
+    task_failure.connect(on_failure, weak=False)
+
+
+def failure_data(
+    ext: DurableExtension,
+    task: Any,
+    task_id: str | None,
+    exception: BaseException | None,
+    args: Any,
+    kwargs: Any,
+    einfo: Any,
+) -> dict[str, Any]:
+    request = task.request
+    held = next((r for r in held_requests() if r.id == task_id), None)
+    if getattr(request, "id", None) == task_id and getattr(request, "delivery_info", None):
+        message = task_message.from_request(task, request)
+    elif held is not None:  # the pool child is gone; the main process kept the request
+        message = task_message.from_record(record_of(held, ext_hostname(held)))
+    else:
+        message = None
+    delivery = (message or {}).get("options", {})
+    return {
+        "task_id": task_id,
+        "task_name": task.name,
+        "worker": getattr(request, "hostname", None) or (held and ext_hostname(held)),
+        "queue": delivery.get("queue") or delivery.get("routing_key"),
+        "exchange": delivery.get("exchange"),
+        "priority": delivery.get("priority"),
+        "args_repr": saferepr(args, REPR_LIMIT) if args is not None else "",
+        "kwargs_repr": saferepr(kwargs, REPR_LIMIT) if kwargs else "",
+        "error_type": type(exception).__name__ if exception else "",
+        "error_message": str(exception) if exception else "",
+        "traceback": _traceback(exception, einfo),
+        "retry": (message or {}).get("retry") or {"attempt": 0, "root": task_id},
+        "message": message,
+    }
+
+
+def ext_hostname(request: Any) -> str:
+    return getattr(request, "hostname", "") or ""
+
+
+def _traceback(exception: BaseException | None, einfo: Any) -> str:
+    text = getattr(einfo, "traceback", None)
+    if not text and exception is not None:
+        text = "".join(tb.format_exception(exception))
+    return (text or "")[-8000:]
+
+
+class ExecutionTimeWatch:
+    """Reports each running task once per threshold it has run past."""
+
+    def __init__(self, ext: DurableExtension, hostname: str):
+        self.ext = ext
+        self.hostname = hostname
+        self.thresholds = sorted(
+            {
+                rule.trigger.threshold_seconds
+                for rule in ext.rules.rules
+                if rule.event == activity.TASK_EXECUTION_TIME_EXCEEDED
+            }
+        )
+        self._reported: set[tuple[str, float]] = set()
+
+    def check(self) -> int:
+        if not self.thresholds:
+            return 0
+        now = time.time()
+        running = {}
+        for request in held_requests():
+            if request.time_start and request.name != RUN_TASK_NAME:
+                running[request.id] = request
+        self._reported = {(tid, th) for tid, th in self._reported if tid in running}
+        emitted = 0
+        for request in running.values():
+            runtime = now - request.time_start
+            for threshold in self.thresholds:
+                if runtime >= threshold and (request.id, threshold) not in self._reported:
+                    self._reported.add((request.id, threshold))
+                    self.ext.emit(
+                        activity.TASK_EXECUTION_TIME_EXCEEDED,
+                        self._data(request, runtime, threshold),
+                    )
+                    emitted += 1
+        return emitted
+
+    def _data(self, request: Any, runtime: float, threshold: float) -> dict[str, Any]:
+        message = task_message.from_record(record_of(request, self.hostname))
+        options = message["options"]
+        return {
+            "task_id": request.id,
+            "task_name": request.name,
+            "worker": self.hostname,
+            "queue": options.get("queue") or options.get("routing_key"),
+            "runtime": runtime,
+            "threshold_seconds": threshold,
+            "args_repr": saferepr(getattr(request, "argsrepr", "") or "", REPR_LIMIT),
+            "retry": message["retry"],
+            "message": message,
+        }

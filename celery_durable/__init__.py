@@ -18,6 +18,14 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .install import install
+from .rules.api import (
+    breaker_state,
+    list_rules,
+    reset_breaker,
+    retry_chain,
+    rule_history,
+    set_rule_enabled,
+)
 from .rules.base import Action, Condition, Trigger
 from .rules.dry_run import dry_run, send_test_notification
 from .rules.loader import RulesError
@@ -50,13 +58,19 @@ __all__ = [
     "WorkflowFailedError",
     "WorkflowNotFoundError",
     "WorkflowTimedOutError",
+    "breaker_state",
     "dry_run",
     "get_context",
     "get_run",
     "hookimpl",
     "install",
+    "list_rules",
+    "reset_breaker",
+    "retry_chain",
+    "rule_history",
     "send_event",
     "send_test_notification",
+    "set_rule_enabled",
     "sleep",
     "start",
     "step",

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis as redis_lib
 
-pytest_plugins = ["tests.worker_processes"]
+pytest_plugins = ["tests.worker_processes", "tests.http_receiver"]
 
 
 @pytest.fixture

@@ -19,9 +19,6 @@ from celery_durable import RunHandle
 from celery_durable.extension import extension_for
 from tests.apps import sleepy
 
-# Where the `durable_worker_processes` fixture comes from (also when conftest.py loads it).
-pytest_plugins = ["tests.worker_processes"]
-
 pytestmark = pytest.mark.slow
 
 

@@ -1,0 +1,155 @@
+"""A Celery app for the fault tests, for `celery -A tests.apps.faulty worker`.
+
+Detection is quick here (`HEARTBEAT_INTERVAL`, `WORKER_TIMEOUT`,
+`REDISPATCH_AFTER`), so that a killed worker is recovered within about four
+seconds and the suite stays fast.
+
+Every step body counts its executions per run and position with INCR on
+`test:count:<run id>:<position>` (`count_key`) *before* it does its work: a
+step killed in the middle has counted itself, and when it runs again after a
+takeover its counter reads 2. A test reads all of a run's counters with
+`step_counts`.
+
+Runs of `held` stop once in the pool process *before* their execution
+claims them (a `task_prerun` hook, see `_hold_before_claim`) until the test
+releases them: a worker or pool process killed there dies holding a run it
+has received but not claimed.
+
+The test process builds its own client app with `make_app(url)` and starts
+runs from it; the workflows are registered by name in the process-wide
+registry, so importing this module is enough for that.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.signals import task_prerun
+
+import celery_durable
+from celery_durable import get_context, sleep, step, workflow
+from celery_durable.extension import RUN_TASK_NAME, extension_for
+
+from . import NOWHERE_URL, REDIS_URL_ENV
+
+HEARTBEAT_INTERVAL = 0.5
+WORKER_TIMEOUT = 3.0
+REDISPATCH_AFTER = 1.0
+
+
+def make_app(redis_url: str, main: str = "tests.apps.faulty", **conf: Any) -> Celery:
+    """A Celery app on `redis_url` (broker and journal) with celery_durable installed."""
+    app = Celery(main, broker=redis_url, set_as_current=False)
+    app.conf.update(
+        durable_redis_url=redis_url,
+        durable_heartbeat_interval=HEARTBEAT_INTERVAL,
+        durable_worker_timeout=WORKER_TIMEOUT,
+        durable_redispatch_after=REDISPATCH_AFTER,
+        # One message per pool process: with acks_late a busy worker holds no
+        # run it has not started, so the runs a killed worker held are exactly
+        # the ones it was executing.
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        **conf,
+    )
+    celery_durable.install(app)
+    return app
+
+
+app = make_app(os.environ.get(REDIS_URL_ENV) or NOWHERE_URL)
+
+
+def count_key(run_id: str, position: int) -> str:
+    return f"test:count:{run_id}:{position}"
+
+
+def gate_key(run_id: str) -> str:
+    """The list that opens a run's `gate` step: RPUSH anything onto it."""
+    return f"test:gate:{run_id}"
+
+
+def held_key(run_id: str) -> str:
+    """Set (to the pool process's pid) once a `held` run stopped before its claim."""
+    return f"test:held:{run_id}"
+
+
+def release_key(run_id: str) -> str:
+    """The list that lets a `held` run go on to its claim: RPUSH anything onto it."""
+    return f"test:release:{run_id}"
+
+
+def step_counts(client: redis.Redis, run_id: str, steps: int) -> list[int]:
+    """How often the body of each of a run's first `steps` positions ran."""
+    values = client.mget([count_key(run_id, position) for position in range(steps)])
+    return [int(v or 0) for v in values]
+
+
+def _count(position: int) -> int:
+    key = count_key(get_context().run_id, position)
+    return int(extension_for().redis.incr(key))
+
+
+@step(name="faulty.work")
+def work(position: int, delay: float) -> int:
+    """Count, then take `delay` seconds: a step a kill can land in."""
+    entered = _count(position)
+    if delay > 0:
+        time.sleep(delay)
+    return entered
+
+
+@step(name="faulty.gate")
+def gate(position: int, timeout: float) -> int:
+    """Count, then block until the test opens the gate (see `gate_key`)."""
+    entered = _count(position)
+    run_id = get_context().run_id
+    if extension_for().redis.blpop([gate_key(run_id)], timeout=timeout) is None:
+        raise TimeoutError(f"the gate of run {run_id} was not opened within {timeout}s")
+    return entered
+
+
+@workflow(name="faulty.steps")
+def steps(count: int = 10, delay: float = 0.03) -> list[int]:
+    """`count` steps of `delay` seconds; each returns how often its body was entered."""
+    return [work(position, delay) for position in range(count)]
+
+
+@workflow(name="faulty.gated")
+def gated(timeout: float = 30.0) -> list[int]:
+    """A step, a step that blocks until its gate opens, a step (positions 0, 1, 2)."""
+    return [work(0, 0.0), gate(1, timeout), work(2, 0.0)]
+
+
+@workflow(name="faulty.nap")
+def nap(seconds: float) -> list[int]:
+    """A step, a durable sleep of `seconds` (position 1), a step (position 2)."""
+    first = work(0, 0.0)
+    sleep(seconds)
+    return [first, work(2, 0.0)]
+
+
+@workflow(name="faulty.held")
+def held(count: int = 3) -> list[int]:
+    """Like `steps` (no delay), but its first delivery stops before the claim."""
+    return [work(position, 0.0) for position in range(count)]
+
+
+@task_prerun.connect(weak=False)
+def _hold_before_claim(sender: Any = None, args: Any = None, **_: Any) -> None:
+    """Fault injection, in the pool process: hold the first delivery of a `held` run.
+
+    Runs before the task body, so before `execute_run` claims the run: the
+    run is received (prefetched, then started) but still `pending`.
+    """
+    if getattr(sender, "name", None) != RUN_TASK_NAME or not args:
+        return
+    ext = extension_for(sender.app)
+    run_id = args[0]
+    if ext.journal.meta(run_id).get("name") != held.definition.name:
+        return
+    if ext.redis.set(held_key(run_id), os.getpid(), nx=True):  # the first delivery only
+        ext.redis.blpop([release_key(run_id)], timeout=60)

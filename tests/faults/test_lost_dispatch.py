@@ -1,0 +1,54 @@
+"""start() records a run but cannot send its message: a worker sends it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery, current_app
+
+import celery_durable
+from celery_durable.extension import extension_for
+from tests.apps import NOWHERE_URL, faulty
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cut_off_client(durable_redis_url: str) -> Iterator[Celery]:
+    """A client whose journal is reachable but whose broker is not."""
+    previous = current_app._get_current_object()
+    app = faulty.make_app(durable_redis_url, main="faults-cut-off-client")
+    app.conf.update(
+        broker_url=NOWHERE_URL,
+        task_publish_retry=False,
+        # Else kombu tries to connect for about six seconds before it gives up.
+        broker_transport_options={"max_retries": 0},
+    )
+    app.set_current()
+    yield app
+    extension_for(app).redis.close()
+    app.close()
+    previous.set_current()
+
+
+def test_a_run_whose_dispatch_failed_is_sent_by_a_worker_process(
+    cut_off_client, workers, redis_client, caplog
+):
+    (worker,) = workers.start_many(1, concurrency=1)
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="celery_durable"):
+        run = celery_durable.start(faulty.steps, 3, 0.0)
+    assert time.monotonic() - began < faulty.REDISPATCH_AFTER
+    assert "could not send run" in caplog.text
+    assert run.status() == "pending"
+
+    assert run.result(timeout=faulty.REDISPATCH_AFTER + 8) == [1, 1, 1]
+    took = time.monotonic() - began
+    # Sent by the worker's timer poller once `durable_redispatch_after` passed.
+    assert faulty.REDISPATCH_AFTER <= took < faulty.REDISPATCH_AFTER + 5, took
+    assert faulty.step_counts(redis_client, run.id, 3) == [1, 1, 1]
+    assert extension_for(cut_off_client).timers.pending() == 0
+    assert worker.log_text().count(f"run {run.id}") == 0  # nothing dropped or failed

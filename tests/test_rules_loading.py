@@ -1,0 +1,261 @@
+"""Rules are checked when they load; a bad rule names itself and its field."""
+
+from __future__ import annotations
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+import celery_durable
+from celery_durable import RulesError
+from celery_durable.plugins import make_plugin_manager
+from celery_durable.rules.loader import load_rules
+from celery_durable.rules.registry import PartRegistry
+
+
+@pytest.fixture(scope="module")
+def registry() -> PartRegistry:
+    return PartRegistry.collect(make_plugin_manager())
+
+
+def rule(**overrides):
+    base = {
+        "name": "Auto-retry network errors",
+        "trigger": {
+            "event": "task.failed",
+            "conditions": {
+                "task_name_pattern": "myapp.tasks.*",
+                "queue": "email",
+                "error_pattern": "ConnectionError|Timeout",
+                "failure_count_threshold": 3,
+            },
+        },
+        "actions": [
+            {
+                "type": "retry",
+                "delay_seconds": 10,
+                "max_attempts": 5,
+                "exponential_backoff": True,
+                "backoff_multiplier": 2,
+                "max_delay_seconds": 300,
+                "same_arguments": True,
+            },
+            {
+                "type": "slack",
+                "webhook_url": "https://hooks.example/x",
+                "message": "Task {task_name} failed on {worker}: {error_message}",
+            },
+        ],
+        "circuit_breaker": {"max_executions": 100, "time_window_hours": 1},
+    }
+    base.update(overrides)
+    return base
+
+
+def problems(specs, registry) -> str:
+    with pytest.raises(RulesError) as info:
+        load_rules(specs, registry)
+    return str(info.value)
+
+
+def test_the_design_example_loads(registry):
+    (loaded,) = load_rules([rule()], registry)
+    assert loaded.event == "task.failed"
+    assert [c.name for c in loaded.conditions] == [
+        "task_name_pattern",
+        "queue",
+        "error_pattern",
+        "failure_count_threshold",
+    ]
+    assert [a.name for a in loaded.actions] == ["retry", "slack"]
+    assert (loaded.breaker.max_executions, loaded.breaker.window_seconds) == (100, 3600)
+
+
+def test_defaults_single_action_and_disabled(registry):
+    (loaded,) = load_rules(
+        [
+            {
+                "name": "r",
+                "enabled": False,
+                "trigger": {"event": "worker.offline"},
+                "action": {"type": "webhook", "url": "http://127.0.0.1:9/x"},
+            }
+        ],
+        registry,
+    )
+    assert loaded.enabled is False
+    assert (loaded.breaker.max_executions, loaded.breaker.window_seconds) == (100, 3600)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"trigger": {"event": "task.exploded"}},
+            "rule 'Auto-retry network errors' (#1): trigger.event: unknown trigger 'task.exploded'",
+        ),
+        (
+            {"trigger": {"event": "task.failed", "conditions": {"colour": "red"}}},
+            "trigger.conditions.colour: unknown condition",
+        ),
+        (
+            {"trigger": {"event": "task.failed", "conditions": {"error_pattern": "(unclosed"}}},
+            "trigger.conditions.error_pattern: invalid regular expression '(unclosed'",
+        ),
+        (
+            {"trigger": {"event": "worker.offline", "conditions": {"queue": "email"}}},
+            "trigger.conditions.queue: does not apply to worker.offline events",
+        ),
+        (
+            {"trigger": {"event": "task.execution_time_exceeded"}},
+            "trigger: missing parameter(s) 'threshold_seconds'",
+        ),
+        ({"actions": [{"type": "teleport"}]}, "actions[0].type: unknown action 'teleport'"),
+        (
+            {"actions": [{"type": "slack"}]},
+            "actions[0] (slack): missing parameter(s) 'webhook_url'",
+        ),
+        (
+            {"actions": [{"type": "retry", "delay": 5}]},
+            "actions[0] (retry): unknown parameter(s) 'delay'",
+        ),
+        (
+            {"actions": [{"type": "retry", "max_attempts": "five"}]},
+            "actions[0] (retry).max_attempts: expected int, got 'five'",
+        ),
+        (
+            {"actions": [{"type": "retry", "same_arguments": False}]},
+            "only same_arguments: true is supported",
+        ),
+        (
+            {
+                "actions": [
+                    {
+                        "type": "slack",
+                        "webhook_url": "https://h/x",
+                        "message": "{task_args.__class__}",
+                    }
+                ]
+            },
+            "actions[0].message: template field {task_args.__class__} is not allowed",
+        ),
+        (
+            {
+                "actions": [
+                    {"type": "slack", "webhook_url": "https://h/x", "message": "{error_message[0]}"}
+                ]
+            },
+            "actions[0].message: template field {error_message[0]} is not allowed",
+        ),
+        (
+            {"actions": [{"type": "slack", "webhook_url": "https://h/x", "message": "{secret}"}]},
+            "unknown template variable {secret}",
+        ),
+        (
+            {"circuit_breaker": {"max_executions": 0}},
+            "circuit_breaker.max_executions: expected an integer >= 1",
+        ),
+        ({"colour": "red"}, "unknown field(s) colour"),
+        ({"action": {"type": "revoke"}}, "give either `action:` or `actions:`, not both"),
+        ({"template": "no-such-template"}, "template: unknown template 'no-such-template'"),
+    ],
+)
+def test_a_bad_rule_is_refused_naming_the_rule_and_the_field(registry, overrides, expected):
+    assert expected in problems([rule(**overrides)], registry)
+
+
+def test_every_problem_is_reported_at_once(registry):
+    message = problems(
+        [
+            rule(name="a", trigger={"event": "nope"}),
+            rule(name="b", actions=[{"type": "nope"}]),
+            rule(name="a"),
+        ],
+        registry,
+    )
+    assert "has 2 problem(s)" in message
+    assert "rule 'a' (#1)" in message and "rule 'b' (#2)" in message
+
+
+def test_duplicate_names_are_refused(registry):
+    assert "is also the name of rule #1" in problems([rule(), rule()], registry)
+
+
+def test_rules_from_a_yaml_file(registry, tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("""
+- name: Auto-retry network errors
+  trigger:
+    event: task.failed
+    conditions:
+      task_name_pattern: "myapp.tasks.*"
+      error_pattern: "ConnectionError|Timeout"
+  actions:
+    - type: retry
+      delay_seconds: 10
+      max_attempts: 5
+""")
+    (loaded,) = load_rules(str(path), registry)
+    assert loaded.name == "Auto-retry network errors"
+    path.write_text("- name: [unclosed")
+    assert "is not valid YAML" in problems(str(path), registry)
+    assert "cannot read it" in problems(str(tmp_path / "missing.yaml"), registry)
+
+
+def test_templates_are_used_by_name_and_overridden_field_by_field(registry):
+    (loaded,) = load_rules(
+        [
+            {
+                "name": "retry email",
+                "template": "auto-retry-network",
+                "trigger": {"conditions": {"queue": "email"}},
+                "actions": [{"max_attempts": 2}],
+            }
+        ],
+        registry,
+    )
+    names = [c.name for c in loaded.conditions]
+    assert names == ["error_pattern", "queue"]  # the template's, plus ours
+    (retry,) = loaded.actions
+    assert (retry.max_attempts, retry.delay_seconds, retry.exponential_backoff) == (2, 10, True)
+
+
+def test_a_template_needs_what_only_the_user_knows(registry):
+    message = problems([{"name": "alert", "template": "critical-task-alert"}], registry)
+    assert "actions[0] (slack): missing parameter(s) 'webhook_url'" in message
+    (loaded,) = load_rules(
+        [
+            {
+                "name": "alert",
+                "template": "critical-task-alert",
+                "actions": [{"webhook_url": "https://hooks.example/a"}],
+            }
+        ],
+        registry,
+    )
+    assert loaded.actions[0].webhook_url == "https://hooks.example/a"
+
+
+def test_every_template_loads_once_completed(registry):
+    from celery_durable.rules.templates import TEMPLATES
+
+    completions = {
+        "critical-task-alert": {"actions": [{"webhook_url": "https://h/x"}]},
+        "escalate-repeated-failures": {"actions": [{"url": "https://h/x"}]},
+    }
+    specs = [{"name": name, "template": name, **completions.get(name, {})} for name in TEMPLATES]
+    assert len(load_rules(specs, registry)) == len(TEMPLATES)
+
+
+def test_a_worker_refuses_to_start_with_bad_rules(durable_redis_url):
+    app = Celery("bad-rules", broker=durable_redis_url, set_as_current=False)
+    app.conf.update(
+        durable_redis_url=durable_redis_url,
+        durable_rules=[rule(trigger={"event": "task.exploded"})],
+    )
+    celery_durable.install(app)
+    with (
+        pytest.raises(RulesError, match=r"trigger\.event: unknown trigger 'task\.exploded'"),
+        start_worker(app, pool="solo", perform_ping_check=False),
+    ):
+        pass

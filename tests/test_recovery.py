@@ -98,8 +98,9 @@ def test_a_dead_workers_runs_are_taken_over_and_it_is_reported(durable_app, coun
     events = _global_events(ext)
     (orphaned,) = [e for e in events if e["type"] == "task.orphaned"]
     assert orphaned["data"]["task_id"] == "t-1"
-    assert orphaned["data"]["body"] == b'[["a@b.c"], {}, {}]'
-    assert orphaned["data"]["delivery_info"]["routing_key"] == "email"
+    assert orphaned["data"]["message"]["body"] == b'[["a@b.c"], {}, {}]'
+    assert orphaned["data"]["queue"] == "email"
+    assert orphaned["data"]["args_repr"] == "['a@b.c']"
     (offline,) = [e for e in events if e["type"] == "worker.offline"]
     assert offline["data"]["worker"] == GHOST
     assert offline["data"]["recovered_by"] == worker.hostname

@@ -26,14 +26,18 @@ def list_rules(app: Celery | None = None) -> list[dict[str, Any]]:
     listed = []
     for rule in engine.rules:
         last = engine.history.last(rule.name)
-        listed.append({
-            "name": rule.name, "event": rule.event, "enabled": engine.is_enabled(rule),
-            "conditions": [c.name for c in rule.conditions],
-            "actions": [a.name for a in rule.actions],
-            "breaker": engine.breakers.peek(rule).as_dict(),
-            "last_fired": last["ts"] if last else None,
-            "last_outcome": last["outcome"] if last else None,
-        })
+        listed.append(
+            {
+                "name": rule.name,
+                "event": rule.event,
+                "enabled": engine.is_enabled(rule),
+                "conditions": [c.name for c in rule.conditions],
+                "actions": [a.name for a in rule.actions],
+                "breaker": engine.breakers.peek(rule).as_dict(),
+                "last_fired": last["ts"] if last else None,
+                "last_outcome": last["outcome"] if last else None,
+            }
+        )
     return listed
 
 
@@ -47,8 +51,9 @@ def set_rule_enabled(name: str, enabled: bool, app: Celery | None = None) -> Non
     engine.set_enabled(name, enabled)
 
 
-def rule_history(name: str, *, limit: int = 50, before: str | None = None,
-                 app: Celery | None = None) -> list[dict[str, Any]]:
+def rule_history(
+    name: str, *, limit: int = 50, before: str | None = None, app: Celery | None = None
+) -> list[dict[str, Any]]:
     """The rule's matched evaluations, newest first, paged by entry id."""
     engine = _engine(app)
     _known(engine, name)

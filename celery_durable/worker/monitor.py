@@ -22,9 +22,11 @@ import logging
 import threading
 import time
 
+from ..activity import TASK_ORPHANED, WORKER_OFFLINE
 from ..extension import DurableExtension
 from ..journal.events import FINAL_STATUSES, RunStatus
 from .holdings import decode_record, held_requests, snapshot
+from .task_events import orphaned_data
 
 logger = logging.getLogger("celery_durable.recovery")
 
@@ -117,9 +119,9 @@ class WorkerMonitor:
         resumed = [run_id for run_id in runs if self._resume(run_id, dead)]
         tasks = [decode_record(raw) for raw in client.hvals(keys.worker_tasks(dead))]
         for task in tasks:
-            self.ext.emit("task.orphaned", {**task, "recovered_by": self.hostname})
+            self.ext.emit(TASK_ORPHANED, orphaned_data(task, self.hostname))
         self.ext.emit(
-            "worker.offline",
+            WORKER_OFFLINE,
             {
                 "worker": dead,
                 "last_heartbeat": score,

@@ -95,6 +95,30 @@ def failure_data(
     }
 
 
+def orphaned_data(record: dict[str, Any], recovered_by: str) -> dict[str, Any]:
+    """A task.orphaned event from a dead worker's record of a held request."""
+    message = task_message.from_record(record)
+    options = message["options"]
+    try:
+        args, kwargs, _ = task_message.arguments(message)
+    except Exception:  # an undecodable body is still reported, without its args
+        args, kwargs = None, None
+    return {
+        "task_id": record["task_id"],
+        "task_name": record["task_name"],
+        "worker": record.get("worker"),
+        "recovered_by": recovered_by,
+        "queue": options.get("queue") or options.get("routing_key"),
+        "exchange": options.get("exchange"),
+        "priority": options.get("priority"),
+        "was_running": bool(record.get("time_start")),
+        "args_repr": saferepr(args, REPR_LIMIT) if args is not None else "",
+        "kwargs_repr": saferepr(kwargs, REPR_LIMIT) if kwargs else "",
+        "retry": message["retry"],
+        "message": message,
+    }
+
+
 def ext_hostname(request: Any) -> str:
     return getattr(request, "hostname", "") or ""
 

@@ -17,6 +17,7 @@ import pytest
 import redis as redis_lib
 from celery import Celery, current_app
 
+from celery_durable.codec import unpackb
 from celery_durable.contrib.redis_server import RedisServer
 from celery_durable.extension import extension_for
 from tests.apps import faulty
@@ -104,14 +105,17 @@ def test_workers_carry_on_after_redis_restarts(own_redis, own_client, own_worker
     finally:
         client.close()
     # The restart did happen while runs were under way, and steps that were
-    # running then had their results recorded once Redis was back.
+    # running then had their results recorded once Redis was back (the stream
+    # entry's id is the server's time of the write; an event's `ts` is the
+    # writer's time before its first try).
     ends = [run.events()[-1]["ts"] for run in runs]
     assert min(ends) < stopped_at < back_at < max(ends)
     straddling = [
-        e
+        (run.id, entry_id)
         for run in runs
-        for e in run.events()
-        if e["type"] == "step.completed"
-        and e["data"]["started_at"] < stopped_at < back_at < e["ts"]
+        for entry_id, fields in ext.redis.xrange(ext.keys.run_events(run.id))
+        if (event := unpackb(fields[b"e"]))["type"] == "step.completed"
+        and event["data"]["started_at"] < stopped_at
+        and int(entry_id.split(b"-")[0]) > back_at * 1000
     ]
     assert straddling, "no step was running when Redis stopped"

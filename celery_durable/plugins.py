@@ -48,7 +48,8 @@ def make_plugin_manager(extra: Iterable[str] = ()) -> pluggy.PluginManager:
             raise ConfigurationError(
                 f"durable_plugins: cannot import plugin module {name!r}: {exc}"
             ) from None
-        pm.register(module, name=name)
+        if not pm.is_registered(module):  # also installed as an entry point: once is enough
+            pm.register(module, name=name)
     if os.environ.get("DURABLE_PLUGINS_TRACE"):
         pm.trace.root.setwriter(logger.info)
         pm.enable_tracing()

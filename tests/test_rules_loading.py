@@ -259,3 +259,59 @@ def test_a_worker_refuses_to_start_with_bad_rules(durable_redis_url):
         start_worker(app, pool="solo", perform_ping_check=False),
     ):
         pass
+
+
+def test_an_installed_plugin_is_used_from_a_yaml_rule(tmp_path):
+    """celery-durable-pagerduty (plugins/) is installed: its entry point is found."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("""
+- name: Page on payment failures
+  trigger:
+    event: task.failed
+    conditions: {task_name_pattern: "shop.payments.*"}
+  action:
+    type: pagerduty
+    routing_key: R0UT1NGK3Y
+    severity: critical
+""")
+    registry = PartRegistry.collect(make_plugin_manager())
+    (loaded,) = load_rules(str(path), registry)
+    assert type(loaded.actions[0]).__module__ == "celery_durable_pagerduty"
+    path.write_text(path.read_text().replace("critical", "apocalyptic"))
+    assert "action (pagerduty): severity must be one of" in problems(str(path), registry)
+
+
+def test_a_plugin_named_in_durable_plugins_is_registered_once():
+    pm = make_plugin_manager(["tests.plugin_for_tests", "celery_durable_pagerduty"])
+    registry = PartRegistry.collect(pm)
+    assert "weekday" in registry.conditions and "remember" in registry.actions
+    (loaded,) = load_rules(
+        [
+            {
+                "name": "weekend failures",
+                "trigger": {"event": "task.failed", "conditions": {"weekday": ["sat", "sun"]}},
+                "action": {"type": "remember", "key": "k", "note": "{task_name} on a weekend"},
+            }
+        ],
+        registry,
+    )
+    assert loaded.conditions[0].value == ["sat", "sun"]
+    message = problems(
+        [
+            {
+                "name": "bad",
+                "trigger": {"event": "task.failed", "conditions": {"weekday": "sat"}},
+                "action": {"type": "remember", "key": "k"},
+            }
+        ],
+        registry,
+    )
+    assert "trigger.conditions.weekday: expected a list of day names" in message
+
+
+def test_an_unimportable_plugin_module_is_a_clear_error():
+    with pytest.raises(
+        celery_durable.errors.ConfigurationError,
+        match="durable_plugins: cannot import plugin module 'no_such_mod'",
+    ):
+        make_plugin_manager(["no_such_mod"])

@@ -23,11 +23,15 @@ class Trigger:
     Parameters other than `event` and `conditions` in a rule's `trigger:`
     mapping go to the constructor. A trigger that polls sets `poll_interval`
     (seconds) and implements `poll()`, which one worker at a time calls to
-    emit events of this trigger's type.
+    emit events of this trigger's type. `variables` names the fields of its
+    events that message templates may show (`{length}`).
     """
 
     name: ClassVar[str] = ""
-    poll_interval: ClassVar[float | None] = None
+    #: Seconds between polls; a class default a constructor may override per rule.
+    poll_interval: float | None = None
+    #: Names in this trigger's event data that message templates may use too.
+    variables: ClassVar[tuple[str, ...]] = ()
 
     def matches(self, event: Activity) -> bool:
         """Does this event concern the rule? By default: it has our type."""

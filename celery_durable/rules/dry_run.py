@@ -61,7 +61,9 @@ def dry_run(
         rule=rule.name, would_fire=False, enabled=rule.enabled, event=activity.as_dict()
     )
     if not rule.trigger.matches(activity):
-        report.reason = f"the rule's trigger is {rule.event}, not this {activity.type} event"
+        report.reason = (
+            f"the rule's trigger ({rule.event}) does not match this {activity.type} event"
+        )
         return report
     report.conditions = ext.rules.explain(rule, activity, context)
     report.breaker = ext.rules.breakers.peek(rule).as_dict()

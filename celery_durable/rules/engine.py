@@ -59,7 +59,11 @@ class RuleEngine:
 
     def handle(self, event: Activity) -> list[str]:
         """Evaluate the rules for `event`; return the ids of the executions queued."""
-        candidates = [r for r in self.by_event.get(event.type, ()) if r.trigger.matches(event)]
+        rules = self.by_event.get(event.type, ())
+        polled_by = event.data.get("polled_by")
+        if polled_by:  # a polling trigger's event is for the rule that polled
+            rules = [r for r in rules if r.name == polled_by]
+        candidates = [r for r in rules if r.trigger.matches(event)]
         if not candidates:
             return []
         context = RuleContext(self.ext)

@@ -124,8 +124,9 @@ def build_rule(spec: Any, registry: PartRegistry, label: str = "rule") -> Rule:
     if not isinstance(enabled, bool):
         raise _Problem(f"enabled: expected true or false, got {enabled!r}")
     event, trigger, conditions = _trigger(spec.get("trigger"), registry)
-    actions = _actions(spec, registry)
-    breaker = _breaker(spec.get("circuit_breaker"), registry)
+    extra = tuple(type(trigger).variables)
+    actions = _actions(spec, registry, extra)
+    breaker = _breaker(spec.get("circuit_breaker"), registry, extra)
     return Rule(
         name=name,
         event=event,
@@ -178,7 +179,9 @@ def _trigger(raw: Any, registry: PartRegistry) -> tuple[str, Trigger, tuple[Cond
     return event, trigger, tuple(conditions)
 
 
-def _actions(spec: dict[str, Any], registry: PartRegistry) -> tuple[Action, ...]:
+def _actions(
+    spec: dict[str, Any], registry: PartRegistry, variables: tuple[str, ...] = ()
+) -> tuple[Action, ...]:
     if "action" in spec and "actions" in spec:
         raise _Problem("give either `action:` or `actions:`, not both")
     if "action" in spec:
@@ -190,11 +193,13 @@ def _actions(spec: dict[str, Any], registry: PartRegistry) -> tuple[Action, ...]
     actions = []
     for index, item in enumerate(raw):
         where = prefix if prefix == "action" else f"actions[{index}]"
-        actions.append(build_action(item, registry, where))
+        actions.append(build_action(item, registry, where, variables))
     return tuple(actions)
 
 
-def build_action(raw: Any, registry: PartRegistry, where: str) -> Action:
+def build_action(
+    raw: Any, registry: PartRegistry, where: str, variables: tuple[str, ...] = ()
+) -> Action:
     if not isinstance(raw, dict) or "type" not in raw:
         raise _Problem(f"{where}: expected a mapping with a `type:`")
     kind = raw["type"]
@@ -209,13 +214,13 @@ def build_action(raw: Any, registry: PartRegistry, where: str) -> Action:
         value = params.get(field)
         if isinstance(value, str):
             try:
-                check_template(value)
+                check_template(value, variables)
             except ValueError as exc:
                 raise _Problem(f"{where}.{field}: {exc}") from None
     return action
 
 
-def _breaker(raw: Any, registry: PartRegistry) -> BreakerPolicy:
+def _breaker(raw: Any, registry: PartRegistry, variables: tuple[str, ...] = ()) -> BreakerPolicy:
     if raw is None:
         return BreakerPolicy()
     if not isinstance(raw, dict):
@@ -237,7 +242,7 @@ def _breaker(raw: Any, registry: PartRegistry) -> BreakerPolicy:
         raise _Problem(f"circuit_breaker.time_window_hours: expected a number > 0, got {hours!r}")
     notify = None
     if raw.get("notify") is not None:
-        notify = build_action(raw["notify"], registry, "circuit_breaker.notify")
+        notify = build_action(raw["notify"], registry, "circuit_breaker.notify", variables)
     return BreakerPolicy(max_executions, float(hours) * 3600, notify)
 
 

@@ -1,4 +1,9 @@
-"""Triggers that poll: one worker at a time calls `poll()` every interval."""
+"""Triggers that poll: each rule's trigger is polled by one worker at a time.
+
+Every rule with a polling trigger is polled on its own (its own parameters,
+its own interval, its own lock), and the events a poll yields carry the
+rule's name in `polled_by`, so they are evaluated by that rule only.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .base import Trigger
 from .context import RuleContext
+from .model import Rule
 
 if TYPE_CHECKING:
     from ..extension import DurableExtension
@@ -18,28 +23,24 @@ logger = logging.getLogger("celery_durable.rules")
 class TriggerPolling:
     def __init__(self, ext: DurableExtension):
         self.ext = ext
-        triggers: dict[str, Trigger] = {}
-        for rule in ext.rules.rules:
-            if rule.trigger.poll_interval and rule.event not in triggers:
-                triggers[rule.event] = rule.trigger
-        self.triggers = triggers
+        self.rules: list[Rule] = [r for r in ext.rules.rules if r.trigger.poll_interval]
         self._next: dict[str, float] = {}
 
     def check(self) -> int:
         emitted = 0
         now = time.monotonic()
-        for name, trigger in self.triggers.items():
-            if now < self._next.get(name, 0.0):
+        for rule in self.rules:
+            if now < self._next.get(rule.name, 0.0) or not self.ext.rules.is_enabled(rule):
                 continue
-            interval = float(trigger.poll_interval or 0)
-            self._next[name] = now + interval
-            lock = self.ext.keys.poll_lock(name)
+            interval = float(rule.trigger.poll_interval or 0)
+            self._next[rule.name] = now + interval
+            lock = self.ext.keys.poll_lock(rule.name)
             if not self.ext.redis.set(lock, "1", nx=True, px=max(1, int(interval * 1000))):
-                continue  # another worker polls this interval
+                continue  # another worker polls this rule this interval
             try:
-                for data in trigger.poll(RuleContext(self.ext)):
-                    self.ext.emit(name, dict(data))
+                for data in rule.trigger.poll(RuleContext(self.ext, rule.name)):
+                    self.ext.emit(rule.event, {**dict(data), "polled_by": rule.name})
                     emitted += 1
             except Exception:
-                logger.exception("trigger %s failed to poll", name)
+                logger.exception("the trigger of rule %r failed to poll", rule.name)
         return emitted

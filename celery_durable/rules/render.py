@@ -31,8 +31,12 @@ VARIABLES = (
 _formatter = string.Formatter()
 
 
-def check_template(template: str) -> None:
-    """Raise ValueError naming the first field that is not a plain variable."""
+def check_template(template: str, extra: tuple[str, ...] = ()) -> None:
+    """Raise ValueError naming the first field that is not a plain variable.
+
+    `extra` are the variables the rule's trigger adds (see `Trigger.variables`).
+    """
+    known = (*VARIABLES, *extra)
     try:
         parsed = list(_formatter.parse(template))
     except ValueError as exc:
@@ -40,15 +44,13 @@ def check_template(template: str) -> None:
     for _, field, spec, conversion in parsed:
         if field is None:
             continue
-        if field not in VARIABLES:
+        if field not in known:
             if any(c in field for c in ".[]") or not field:
                 raise ValueError(
                     f"template field {{{field}}} is not allowed: only plain variable names, "
-                    f"no attribute or index access ({', '.join(VARIABLES)})"
+                    f"no attribute or index access ({', '.join(known)})"
                 )
-            raise ValueError(
-                f"unknown template variable {{{field}}}; known: {', '.join(VARIABLES)}"
-            )
+            raise ValueError(f"unknown template variable {{{field}}}; known: {', '.join(known)}")
         if conversion or (spec and "{" in spec):
             raise ValueError(
                 f"template field {{{field}}}: conversions and nested fields are not allowed"
@@ -87,6 +89,8 @@ def render(template: str, event: Activity, rule_name: str) -> str:
     for literal, field, spec, _ in _formatter.parse(template):
         out.append(literal)
         if field is not None:
-            value: Any = values.get(field, "")
+            # A trigger's own variable (checked at load) comes from the event's data.
+            value: Any = values.get(field, event.data.get(field, ""))
+            value = "" if value is None else str(value)
             out.append(format(value, spec or ""))
     return "".join(out)

@@ -1,0 +1,419 @@
+"""`celery -A app durable ...`: runs, rules and workers from the command line.
+
+Registered through the `celery.commands` entry point, so Celery's own `-A`
+names the app. Tables for people by default, `--json` for scripts; an unknown
+id or name exits non-zero with a one-line error; listings are paged with
+`--limit` and `--cursor`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Sequence
+from functools import wraps
+from typing import Any
+
+import click
+
+from .errors import DurableError
+
+
+def _app(ctx: click.Context) -> Any:
+    obj = ctx.find_root().obj
+    app = getattr(obj, "app", None)
+    if app is None:
+        raise click.ClickException("no Celery app: run it as `celery -A yourapp durable ...`")
+    return app
+
+
+def _errors_as_one_line(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DurableError, ValueError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0]) from None
+
+    return wrapper
+
+
+def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=_jsonable, sort_keys=False))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return repr(value)
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    rows = [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    click.echo("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _next_page(cursor: str | None) -> None:
+    if cursor:
+        click.echo(f"\nmore: --cursor {cursor}")
+
+
+@click.group(name="durable")
+@click.pass_context
+def durable(ctx: click.Context) -> None:
+    """celery_durable: durable workflow runs, automation rules, workers."""
+    _app(ctx)  # fail early and clearly without -A
+
+
+# -- runs ---------------------------------------------------------------------------
+
+
+@durable.group()
+def runs() -> None:
+    """List, inspect, cancel runs and send them events."""
+
+
+@runs.command("list")
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--status", help="Only runs with this status (running, sleeping, ...).")
+@click.option("--limit", default=50, show_default=True, help="At most this many runs.")
+@click.option("--cursor", help="Continue a previous listing.")
+@_json_option
+@click.pass_context
+@_errors_as_one_line
+def runs_list(
+    ctx: click.Context,
+    workflow: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Runs, newest first."""
+    from .workflows.listing import list_runs
+
+    found, next_cursor = list_runs(
+        workflow=workflow, status=status, limit=limit, cursor=cursor, app=_app(ctx)
+    )
+    if as_json:
+        _print_json({"runs": found, "next_cursor": next_cursor})
+        return
+    _table(
+        ["run", "workflow", "status", "created", "updated"],
+        [
+            [r["id"], r["workflow"], r["status"], _when(r["created_at"]), _when(r["updated_at"])]
+            for r in found
+        ],
+    )
+    _next_page(next_cursor)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@_json_option
+@click.pass_context
+@_errors_as_one_line
+def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """A run's status, timeline of events, and result or error."""
+    from .workflows.listing import describe_run
+
+    run = describe_run(run_id, app=_app(ctx))
+    if as_json:
+        _print_json(run)
+        return
+    click.echo(f"run       {run['id']}")
+    click.echo(f"workflow  {run['workflow']}")
+    click.echo(f"status    {run['status']}")
+    click.echo(f"created   {_when(run['created_at'])}")
+    if run.get("idempotency_key"):
+        click.echo(f"key       {run['idempotency_key']}")
+    if run.get("parent"):
+        click.echo(f"parent    {run['parent']}")
+    click.echo(
+        f"args      {json.dumps(run['args'], default=_jsonable)} "
+        f"{json.dumps(run['kwargs'], default=_jsonable)}"
+    )
+    if "result" in run:
+        click.echo(f"result    {json.dumps(run['result'], default=_jsonable)}")
+    if "error" in run:
+        click.echo(f"error     {run['error']}")
+    click.echo("timeline")
+    rows = []
+    for item in run["timeline"]:
+        detail = []
+        if item.get("attempt"):
+            detail.append(f"attempt {item['attempt']}")
+        if item.get("duration") is not None:
+            detail.append(f"took {item['duration'] * 1000:.1f} ms")
+        if item.get("delay") is not None:
+            detail.append(f"retry in {item['delay']:g}s")
+        if item.get("until"):
+            detail.append(f"until {_when(item['until'])}")
+        if item.get("worker"):
+            detail.append(f"on {item['worker']}")
+        if item.get("error"):
+            detail.append(item["error"])
+        rows.append(
+            [
+                f"+{item['offset'] * 1000:.0f} ms",
+                item["type"],
+                item.get("name", ""),
+                ", ".join(detail),
+            ]
+        )
+    _table(["time", "event", "name", "detail"], rows)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.pass_context
+@_errors_as_one_line
+def runs_cancel(ctx: click.Context, run_id: str) -> None:
+    """Cancel a run (a running one stops at its next step)."""
+    from .extension import extension_for
+    from .workflows.control import cancel_run
+
+    if cancel_run(extension_for(_app(ctx)), run_id):
+        click.echo(f"run {run_id}: cancelled (a running run stops at its next step)")
+    else:
+        click.echo(f"run {run_id}: already finished, nothing to cancel")
+
+
+@runs.command("send-event")
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--data", default="null", help="The event's payload, as JSON.")
+@click.pass_context
+@_errors_as_one_line
+def runs_send_event(ctx: click.Context, run_id: str, name: str, data: str) -> None:
+    """Deliver an event to a run (kept until the run waits for it)."""
+    from .workflows.control import send_event
+
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"--data is not valid JSON: {exc}") from None
+    _app(ctx).set_current()
+    send_event(run_id, name, payload)
+    click.echo(f"run {run_id}: event {name!r} delivered")
+
+
+# -- rules ------------------------------------------------------------------------------
+
+
+@durable.group()
+def rules() -> None:
+    """List, test and operate automation rules."""
+
+
+@rules.command("list")
+@_json_option
+@click.pass_context
+@_errors_as_one_line
+def rules_list(ctx: click.Context, as_json: bool) -> None:
+    """Loaded rules: enabled state, breaker state, last fired."""
+    from .rules.api import list_rules
+
+    listed = list_rules(_app(ctx))
+    if as_json:
+        _print_json(listed)
+        return
+    _table(
+        ["rule", "trigger", "enabled", "breaker", "last fired", "outcome"],
+        [
+            [
+                r["name"],
+                r["event"],
+                "yes" if r["enabled"] else "no",
+                f"{r['breaker']['state']} ({r['breaker']['executions']}/"
+                f"{r['breaker']['max_executions']})",
+                _when(r["last_fired"]),
+                r["last_outcome"],
+            ]
+            for r in listed
+        ],
+    )
+
+
+@rules.command("test")
+@click.argument("name")
+@click.option("--event", "event_json", help='The event as JSON: {"type": ..., "data": {...}}.')
+@click.option("--task-id", help="Use the last event about this task from the journal.")
+@_json_option
+@click.pass_context
+@_errors_as_one_line
+def rules_test(
+    ctx: click.Context, name: str, event_json: str | None, task_id: str | None, as_json: bool
+) -> None:
+    """Dry run: would the rule fire, and what would it do? Sends nothing."""
+    from .rules.dry_run import dry_run
+
+    if (event_json is None) == (task_id is None):
+        raise click.ClickException("give either --event JSON or --task-id ID")
+    event = None
+    if event_json is not None:
+        try:
+            event = json.loads(event_json)
+        except json.JSONDecodeError as exc:
+            raise click.ClickException(f"--event is not valid JSON: {exc}") from None
+    report = dry_run(name, event, task_id=task_id, app=_app(ctx))
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    click.echo(f"rule      {report.rule}")
+    click.echo(
+        f"would fire  {'yes' if report.would_fire else 'no'}"
+        + (f"  ({report.reason})" if report.reason else "")
+    )
+    if report.breaker:
+        b = report.breaker
+        click.echo(
+            f"breaker   {b['state']} ({b['executions']}/{b['max_executions']} in "
+            f"{b['window_seconds']:g}s)"
+        )
+    for condition in report.conditions:
+        mark = "ok " if condition["holds"] else "NO "
+        click.echo(f"  {mark} {condition['condition']}: {condition['why']}")
+    for index, action in enumerate(report.actions, start=1):
+        click.echo(f"action {index}: {json.dumps(action, default=_jsonable)}")
+
+
+@rules.command("history")
+@click.argument("name")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--cursor", help="Continue a previous listing.")
+@_json_option
+@click.pass_context
+@_errors_as_one_line
+def rules_history(
+    ctx: click.Context, name: str, limit: int, cursor: str | None, as_json: bool
+) -> None:
+    """The rule's matched evaluations, newest first."""
+    from .rules.api import rule_history
+
+    if not 1 <= limit <= 1000:
+        raise click.ClickException("--limit must be between 1 and 1000")
+    entries = rule_history(name, limit=limit, before=cursor, app=_app(ctx))
+    next_cursor = entries[-1]["id"] if len(entries) == limit else None
+    if as_json:
+        _print_json({"history": entries, "next_cursor": next_cursor})
+        return
+    rows = []
+    for entry in entries:
+        actions = ", ".join(
+            f"{a['type']}:{'skipped' if a.get('skipped') else 'ok' if a['ok'] else 'failed'}"
+            for a in entry.get("actions", [])
+        )
+        data = entry["event"].get("data", {})
+        subject = data.get("task_name") or data.get("workflow_name") or data.get("worker")
+        rows.append(
+            [
+                _when(entry["ts"]),
+                entry["event"]["type"],
+                subject,
+                entry["outcome"],
+                entry.get("breaker", {}).get("state"),
+                actions or entry.get("reason"),
+            ]
+        )
+    _table(["time", "event", "subject", "outcome", "breaker", "actions"], rows)
+    _next_page(next_cursor)
+
+
+@rules.command("reset-breaker")
+@click.argument("name")
+@click.pass_context
+@_errors_as_one_line
+def rules_reset_breaker(ctx: click.Context, name: str) -> None:
+    """Close the rule's circuit breaker now."""
+    from .rules.api import reset_breaker
+
+    reset_breaker(name, app=_app(ctx))
+    click.echo(f"rule {name!r}: breaker closed")
+
+
+@rules.command("enable")
+@click.argument("name")
+@click.pass_context
+@_errors_as_one_line
+def rules_enable(ctx: click.Context, name: str) -> None:
+    """Switch a rule on in every worker."""
+    from .rules.api import set_rule_enabled
+
+    set_rule_enabled(name, True, app=_app(ctx))
+    click.echo(f"rule {name!r}: enabled")
+
+
+@rules.command("disable")
+@click.argument("name")
+@click.pass_context
+@_errors_as_one_line
+def rules_disable(ctx: click.Context, name: str) -> None:
+    """Switch a rule off in every worker."""
+    from .rules.api import set_rule_enabled
+
+    set_rule_enabled(name, False, app=_app(ctx))
+    click.echo(f"rule {name!r}: disabled")
+
+
+@rules.command("notify-test")
+@click.argument("name")
+@click.pass_context
+@_errors_as_one_line
+def rules_notify_test(ctx: click.Context, name: str) -> None:
+    """Send the rule's notifications once, now, with sample data."""
+    from .rules.dry_run import send_test_notification
+
+    results = send_test_notification(name, app=_app(ctx))
+    for result in results:
+        state = "sent" if result["ok"] else f"FAILED: {result['error']}"
+        click.echo(f"{result['type']}: {state}")
+    if not all(r["ok"] for r in results):
+        raise click.exceptions.Exit(1)
+
+
+# -- workers ------------------------------------------------------------------------------
+
+
+@durable.command("workers")
+@_json_option
+@click.pass_context
+@_errors_as_one_line
+def workers(ctx: click.Context, as_json: bool) -> None:
+    """Live workers: heartbeat age and what each is running."""
+    from .workflows.listing import list_workers
+
+    listed = list_workers(app=_app(ctx))
+    if as_json:
+        _print_json(listed)
+        return
+    _table(
+        ["worker", "heartbeat", "state", "runs", "tasks"],
+        [
+            [
+                w["worker"],
+                f"{w['heartbeat_age']:.1f}s ago",
+                "alive" if w["alive"] else "silent",
+                " ".join(w["runs"]) or "-",
+                " ".join(w["tasks"]) or "-",
+            ]
+            for w in listed
+        ],
+    )

@@ -1,0 +1,174 @@
+"""Looking across runs and workers: listings for the CLI and for code.
+
+Listings are paged: each returns at most `limit` items and a cursor for the
+next page, never an unbounded scan of Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import Celery
+
+from .. import failures
+from ..errors import ConfigurationError, RunNotFoundError
+from ..extension import extension_for
+from ..journal.events import EventType
+
+MAX_LIMIT = 1000
+SCAN_FACTOR = 20  # with filters, look at most this many runs per one returned
+
+
+def list_runs(
+    *,
+    workflow: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    app: Celery | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Runs newest first: ([{id, workflow, status, created_at, updated_at}], next cursor).
+
+    The cursor is opaque; pass it back for the next page. With filters, a
+    page may hold fewer than `limit` runs and still have a next cursor.
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigurationError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    ext = extension_for(app)
+    top = _bound(cursor)
+    found: list[dict[str, Any]] = []
+    scanned, budget = 0, limit * (SCAN_FACTOR if workflow or status else 1)
+    while len(found) < limit and scanned < budget:
+        batch = ext.redis.zrevrangebyscore(
+            ext.keys.runs_index(), top, "-inf", start=0, num=limit, withscores=True
+        )
+        if not batch:
+            return found, None
+        pipe = ext.redis.pipeline(transaction=False)
+        for run_id, _ in batch:
+            pipe.hmget(
+                ext.keys.run_meta(run_id.decode()), "name", "status", "created_at", "updated_at"
+            )
+        for (run_id, score), (name, state, created, updated) in zip(
+            batch, pipe.execute(), strict=True
+        ):
+            scanned += 1
+            top = f"({score!r}"
+            item = {
+                "id": run_id.decode(),
+                "workflow": _text(name),
+                "status": _text(state),
+                "created_at": _float(created),
+                "updated_at": _float(updated),
+            }
+            if item["status"] is None:
+                continue  # indexed, but its journal expired or was deleted
+            if (workflow and item["workflow"] != workflow) or (status and item["status"] != status):
+                continue
+            found.append(item)
+            if len(found) == limit:
+                break
+    more = ext.redis.zcount(ext.keys.runs_index(), "-inf", top) > 0
+    return found, (top[1:] if more else None)
+
+
+def describe_run(run_id: str, *, app: Celery | None = None) -> dict[str, Any]:
+    """A run's status, timeline (with times and step durations), result or error."""
+    ext = extension_for(app)
+    meta, events = ext.journal.load(run_id)
+    if not meta:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    started = events[0].ts if events else 0.0
+    timeline = []
+    for event in events:
+        data = event.data
+        item: dict[str, Any] = {
+            "seq": event.seq,
+            "type": event.type,
+            "ts": event.ts,
+            "offset": event.ts - started,
+        }
+        if "name" in data and event.type != EventType.WORKFLOW_STARTED:
+            item["name"] = data["name"]
+        for key in ("attempt", "duration", "delay", "worker", "until", "status"):
+            if data.get(key) is not None:
+                item[key] = data[key]
+        if "error" in data:
+            item["error"] = f"{failures.type_name(data['error'])}: {data['error']['message']}"
+        timeline.append(item)
+    last = events[-1] if events else None
+    outcome: dict[str, Any] = {}
+    if last is not None and last.type == EventType.WORKFLOW_COMPLETED:
+        outcome["result"] = last.data.get("result")
+    elif (
+        last is not None
+        and "error" in last.data
+        and meta.get("status") in ("failed", "cancelled", "timed_out")
+    ):
+        outcome["error"] = timeline[-1]["error"]
+    first = events[0].data if events else {}
+    return {
+        "id": run_id,
+        "workflow": meta.get("name"),
+        "status": meta.get("status"),
+        "created_at": _float(meta.get("created_at")),
+        "updated_at": _float(meta.get("updated_at")),
+        "owner": meta.get("owner"),
+        "args": first.get("args"),
+        "kwargs": first.get("kwargs"),
+        "idempotency_key": first.get("idempotency_key"),
+        "parent": meta.get("parent"),
+        "timeline": timeline,
+        **outcome,
+    }
+
+
+def list_workers(*, app: Celery | None = None) -> list[dict[str, Any]]:
+    """Live workers by last heartbeat: its age, the runs and tasks each holds."""
+    ext = extension_for(app)
+    now = time.time()
+    workers = ext.redis.zrevrange(ext.keys.workers(), 0, MAX_LIMIT - 1, withscores=True)
+    pipe = ext.redis.pipeline(transaction=False)
+    for name, _ in workers:
+        pipe.smembers(ext.keys.worker_runs(name.decode()))
+        pipe.hkeys(ext.keys.worker_tasks(name.decode()))
+    answers = pipe.execute()
+    listed = []
+    for index, (name, beat) in enumerate(workers):
+        runs, tasks = answers[2 * index], answers[2 * index + 1]
+        age = now - beat
+        listed.append(
+            {
+                "worker": name.decode(),
+                "heartbeat_age": age,
+                "alive": age < ext.settings.worker_timeout,
+                "runs": sorted(r.decode() for r in runs),
+                "tasks": sorted(t.decode() for t in tasks),
+            }
+        )
+    return listed
+
+
+def _bound(cursor: str | None) -> str:
+    """The listing's upper bound: everything older than the cursor's run."""
+    if cursor is None:
+        return "+inf"
+    try:
+        float(cursor)
+    except ValueError:
+        raise ConfigurationError(
+            f"invalid cursor {cursor!r}: pass back the one a listing gave"
+        ) from None
+    return f"({cursor}"
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value.decode() if isinstance(value, bytes) else value)
+    except (TypeError, ValueError):
+        return None

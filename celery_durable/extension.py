@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery import Celery, current_app
 from kombu.utils.url import maybe_sanitize_url
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
-from redis.retry import Retry
 
 from .activity import Activity
 from .clock import Clock
 from .errors import NotInstalledError
 from .journal import Journal
 from .keys import Keys
+from .redis_client import make_client
 from .settings import Settings
 from .timers import TimerStore
 
@@ -55,16 +54,8 @@ class DurableExtension:
     @cached_property
     def redis(self) -> redis.Redis:
         # redis-py's pool notices a fork by pid and reconnects in the child,
-        # so one client serves the main process and every pool child. Commands
-        # are retried for about half a minute when the connection drops (a
-        # Redis restart); the journal tells a resent append from a conflict.
-        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=40)
-        return redis.Redis.from_url(
-            self.settings.redis_url,
-            health_check_interval=30,
-            retry=retry,
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
+        # so one client serves the main process and every pool child.
+        return make_client(self.settings)
 
     @cached_property
     def journal(self) -> Journal:

@@ -9,6 +9,7 @@ in the same atomic script.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -74,20 +75,26 @@ class Keys:
         """The stream of accepted action jobs, read by a consumer group."""
         return f"{self.prefix}:actions"
 
+    def _rule(self, rule: str, part: str) -> str:
+        # A rule's keys share a hash tag made from its name (which may hold
+        # any character, braces included), readable name after it.
+        tag = hashlib.sha1(rule.encode()).hexdigest()[:16]
+        return f"{self.prefix}:rule:{{{tag}}}:{rule}:{part}"
+
     def rule_history(self, rule: str) -> str:
-        return f"{self.prefix}:rule:{rule}:history"
+        return self._rule(rule, "history")
 
     def rule_breaker(self, rule: str) -> str:
         """A sorted set of the rule's executions in its breaker window."""
-        return f"{self.prefix}:rule:{rule}:breaker"
+        return self._rule(rule, "breaker")
 
     def rule_breaker_open(self, rule: str) -> str:
         """Set while the rule's breaker is open (expires when it closes)."""
-        return f"{self.prefix}:rule:{rule}:breaker-open"
+        return self._rule(rule, "breaker-open")
 
     def rule_disabled(self, rule: str) -> str:
         """Set while a rule is disabled at run time."""
-        return f"{self.prefix}:rule:{rule}:disabled"
+        return self._rule(rule, "disabled")
 
     def task_failures(self, task_name: str) -> str:
         """A sorted set of a task's recent failures, for failure_count_threshold."""

@@ -19,6 +19,8 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
+    redis_sentinel_master: str | None = None
+    redis_cluster: bool = False
     key_prefix: str = "durable"
     rules: Any = None
     plugins: tuple[str, ...] = ()
@@ -50,8 +52,17 @@ class Settings:
         plugins = conf.get("durable_plugins") or ()
         if isinstance(plugins, str):
             plugins = (plugins,)
+        transport = conf.get("broker_transport_options") or {}
+        cluster = conf.get("durable_redis_cluster", False)
+        if not isinstance(cluster, bool):
+            raise ConfigurationError(
+                f"durable_redis_cluster: expected true or false, got {cluster!r}"
+            )
         return cls(
             redis_url=conf.get("durable_redis_url") or _redis_url_from_broker(app),
+            redis_sentinel_master=conf.get("durable_redis_sentinel_master")
+            or transport.get("master_name"),
+            redis_cluster=cluster,
             key_prefix=prefix,
             rules=conf.get("durable_rules"),
             plugins=tuple(plugins),
@@ -70,8 +81,10 @@ class Settings:
 def _redis_url_from_broker(app: Celery) -> str:
     """The broker URL when it is Redis: the journal then needs no new server."""
     broker = app.conf.broker_url or ""
-    if isinstance(broker, str) and broker.split("://", 1)[0] in ("redis", "rediss", "unix"):
-        return broker.split(";", 1)[0]
+    schemes = ("redis", "rediss", "unix", "sentinel")
+    if isinstance(broker, str) and broker.split("://", 1)[0] in schemes:
+        # A list of sentinels stays whole; of failover brokers, the first.
+        return broker if broker.startswith("sentinel://") else broker.split(";", 1)[0]
     return DEFAULT_REDIS_URL
 
 

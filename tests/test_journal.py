@@ -86,6 +86,33 @@ def test_keys_of_one_run_share_a_hash_tag():
     keys = Keys("durable")
     assert keys.run_events("abc") == "durable:run:{abc}:events"
     assert keys.run_meta("abc") == "durable:run:{abc}:meta"
+    assert keys.run_inbox("abc") == "durable:run:{abc}:inbox"
+    # A child run shares its family's slot, so its end can notify its parent atomically.
+    assert keys.run_meta("abc.3") == "durable:run:{abc}.3:meta"
+
+
+def test_keys_used_together_by_a_script_share_a_slot():
+    from redis.cluster import key_slot
+
+    keys = Keys("durable")
+    for rule in ("Auto-retry", "odd {name} with braces", "naïve"):
+        slots = {
+            key_slot(k.encode())
+            for k in (
+                keys.rule_breaker(rule),
+                keys.rule_breaker_open(rule),
+                keys.rule_history(rule),
+            )
+        }
+        assert len(slots) == 1, rule
+    run_keys = (
+        keys.run_events("r1"),
+        keys.run_meta("r1"),
+        keys.run_inbox("r1"),
+        keys.run_meta("r1.0"),
+        keys.run_inbox("r1.0.2"),
+    )
+    assert len({key_slot(k.encode()) for k in run_keys}) == 1
 
 
 def test_corrupt_and_unknown_events_are_named(journal, redis_client):

@@ -40,6 +40,7 @@ class RedisServer:
         self._own_dir = directory is None
         self.directory = directory or tempfile.mkdtemp(prefix="durable-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []  # more redis-server options (cluster mode, ...)
 
     @property
     def url(self) -> str:
@@ -64,6 +65,7 @@ class RedisServer:
             "warning",
             "--logfile",
             str(Path(self.directory) / "redis.log"),
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

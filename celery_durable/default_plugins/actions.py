@@ -80,7 +80,7 @@ class Retry(Action):
         task_id = resend(context.app, message, countdown=delay)
         root = message["retry"]["root"]
         keys = context.ext.keys
-        pipe = context.redis.pipeline(transaction=True)
+        pipe = context.redis.pipeline(transaction=False)
         pipe.rpush(keys.retry_chain(root), task_id)
         pipe.expire(keys.retry_chain(root), CHAIN_TTL)
         pipe.set(keys.retry_root(task_id), root, ex=CHAIN_TTL)

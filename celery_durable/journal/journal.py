@@ -47,6 +47,12 @@ class InboxEntry:
     payload: Any
 
 
+def _is_cluster(client: Any) -> bool:
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
 def _load_script(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
@@ -56,6 +62,8 @@ class Journal:
         self.client = client
         self.keys = keys
         self._append = client.register_script(_load_script("append.lua"))
+        # redis-py's cluster pipelines refuse EVALSHA.
+        self._scripts_in_pipelines = not _is_cluster(client)
         self._send = client.register_script(_load_script("send.lua"))
 
     # -- writing ---------------------------------------------------------------
@@ -85,11 +93,16 @@ class Journal:
         built, keys, args = self._prepare(run_id, expected, events, meta, inbox_len, notify)
         if extra is None:
             result = self._append(keys=keys, args=args)
-        else:
+        elif self._scripts_in_pipelines:
             pipe = self.client.pipeline(transaction=False)
             self._append(keys=keys, args=args, client=pipe)
             extra(pipe)
             result = pipe.execute()[0]
+        else:  # Redis Cluster pipelines take no scripts: the extras go first
+            pipe = self.client.pipeline(transaction=False)
+            extra(pipe)
+            pipe.execute()
+            result = self._append(keys=keys, args=args)
         return self._outcome(run_id, expected, built, result, notify)
 
     def create(

@@ -93,7 +93,9 @@ class WorkerMonitor:
     def beat(self) -> None:
         keys = self.ext.keys
         held = snapshot(self.hostname)
-        pipe = self.ext.redis.pipeline(transaction=True)
+        # Not a transaction (the keys live in different cluster slots): only a
+        # dead worker's record is ever read, and a dead worker does not write.
+        pipe = self.ext.redis.pipeline(transaction=False)
         pipe.zadd(keys.workers(), {self.hostname: time.time()})
         pipe.delete(keys.worker_tasks(self.hostname))
         if held:

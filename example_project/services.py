@@ -1,9 +1,10 @@
 """Stand-ins for the outside world: inventory, payment gateway, carrier, mailer.
 
 They behave like the real ones in the ways a workflow must handle: calls take
-a little time, the payment gateway times out now and then, and a card can be
-declined. Nothing here knows about celery_durable; the steps in `steps.py`
-wrap these calls with retry policies.
+a little time, the payment gateway times out now and then, a card can be
+declined, and the mail relay drops connections. Nothing here knows about
+celery_durable; the steps in `steps.py` wrap these calls with retry policies,
+and the plain Celery task in `tasks.py` is retried by an automation rule.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from celery_durable import FatalError
 
 # Stripe's test card that is always declined: the demo's failing order uses it.
 DECLINED_CARD = "4000000000000002"
+
+# Tries the mail relay refuses for each receipt before it accepts one.
+RECEIPT_REFUSALS = 2
 
 # Calls to the gateway per order in this process. A step retries inline in the
 # process that runs it, so counting here is enough to fail each order's first try.
@@ -78,4 +82,19 @@ def book_shipment(order_id: int, address: str) -> dict:
 def send_email(to: str, subject: str) -> dict:
     """Tell the customer."""
     _latency(0.01)
+    return {"to": to, "subject": subject, "message_id": f"<{secrets.token_hex(6)}@shop.example>"}
+
+
+def send_receipt(to: str, order_id: int, amount_cents: int, attempt: int) -> dict:
+    """Email the receipt: the relay drops the connection on each receipt's first tries.
+
+    `attempt` counts this receipt's tries (1 for the first); the caller counts
+    them, as the retries may run in another process than the first try.
+    """
+    _latency(0.01)
+    if attempt <= RECEIPT_REFUSALS:
+        raise ConnectionError(
+            f"mail relay closed the connection sending the receipt for order {order_id}"
+        )
+    subject = f"Receipt for order {order_id}: {amount_cents / 100:.2f} EUR"
     return {"to": to, "subject": subject, "message_id": f"<{secrets.token_hex(6)}@shop.example>"}

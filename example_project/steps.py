@@ -11,6 +11,7 @@ from __future__ import annotations
 from celery_durable import step
 
 from . import services
+from .tasks import send_receipt_email
 
 
 @step(max_retries=2, retry_delay="0.1s")
@@ -48,3 +49,13 @@ def ship(order_id: int, address: str) -> dict:
 @step(max_retries=5, retry_delay="1s", max_retry_delay="30s")
 def notify(email: str, subject: str) -> dict:
     return services.send_email(email, subject)
+
+
+# Hands the receipt to a plain Celery task, on its own queue: its failures are
+# retried by an automation rule, not by this workflow. The step records the
+# task's id, so a replay does not send the task again (a worker dying between
+# sending and recording would: at least once, hence the `reference`).
+@step(max_retries=2, retry_delay="0.5s")
+def queue_receipt(order_id: int, email: str, amount_cents: int, reference: str) -> dict:
+    sent = send_receipt_email.delay(order_id, email, amount_cents, reference)
+    return {"task_id": sent.id}

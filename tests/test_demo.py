@@ -4,6 +4,10 @@ It must pass on a machine with nothing but `redis-server` on PATH, so the
 Redis URLs are removed from its environment and it starts its own Redis. A
 marker in its environment, inherited by every process it starts, shows
 whether any of them (worker, pool children, redis-server) outlived it.
+
+Its output must show the whole product: durable sleeps and an approval event,
+automation rules firing, the retries one of them made, the Slack message
+another one sent (to the demo's local receiver) and the plugin action.
 """
 
 from __future__ import annotations
@@ -44,7 +48,11 @@ def processes_with(marker: bytes) -> list[int]:
 def test_demo_runs_end_to_end_and_leaves_nothing_running():
     token = uuid.uuid4().hex
     marker = f"{MARKER_NAME}={token}".encode()
-    env = {k: v for k, v in os.environ.items() if k not in ("DURABLE_REDIS_URL", "REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DURABLE_REDIS_URL", "REDIS_URL", "DEMO_SLACK_URL")
+    }
     env[MARKER_NAME] = token
     try:
         demo = subprocess.run(
@@ -74,10 +82,58 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running():
     started = re.search(r"order 1001  started run ([0-9a-f]{32})", out).group(1)
     again = re.search(r"started again with the same key: run ([0-9a-f]{32})", out).group(1)
     assert again == started
-    assert f"deduplication: order 1001 started 2 times -> 1 run ({started}), executed once" in out
+    assert f"deduplication: order 1001 started 2 times -> 1 run ({started}), recorded once" in out
 
     assert "runs: 4 (3 completed, 1 failed), each as expected" in out
     assert "error     example_project.services.PaymentDeclined: card ending 0002" in out
     assert re.search(r"step\.retrying\s+charge\s+attempt 1\s+GatewayTimeout", out)
+
+    # The durable sleep and the approval event, in the runs' timelines.
+    assert len(re.findall(r"sleep\.started\s+sleep\s+durable sleep of 2 s", out)) == 2
+    assert len(re.findall(r"workflow\.suspended\s+waiting: its task ended", out)) == 2
+    assert re.search(r'event\.received\s+approval\s+payload \{"approved": true', out)
+    assert re.search(r'event\.received\s+approval\s+payload \{"approved": false', out)
+    assert (
+        "approval: order 1001 approved by maria (ops); order 1002 rejected "
+        "(shipping address could not be verified), refunded" in out
+    )
+    assert '"status": "rejected", "reason": "shipping address could not be verified"' in out
+
+    # The rules fired, from list_rules() and rule_history().
+    assert "automation rules: 2 loaded from rules.yaml" in out
+    assert (
+        "rules fired: 3 (Retry receipt emails on network errors: 2, "
+        "Tell Slack about failed orders: 1), every action succeeded" in out
+    )
+    assert len(re.findall(r"^\s+retry\s+sent task \w{8} \(retry [12] of ", out, re.M)) == 2
+
+    # The retries the rule made, from retry_chain(): the original and two retries.
+    chain = re.findall(r"^\s+\d\. ([0-9a-f-]{32,36})\s+(the original task|retry \d)", out, re.M)
+    assert [what for _, what in chain] == ["the original task", "retry 1", "retry 2"]
+    assert len({task_id for task_id, _ in chain}) == 3
+    assert "retries made: send_receipt_email of order 1001 retried 2 times" in out
+    assert "sent on try 3" in out
+
+    # The Slack message, as the demo's local receiver printed it when it came.
+    assert re.search(
+        r"^  \[slack #shop-alerts [\d:]+\] Shop alerts: .*Order failed: process_order run "
+        r"[0-9a-f]{32}: card ending 0002 was declined for order 1003$",
+        out,
+        re.M,
+    )
+    assert "slack message received: 1 from rule 'Tell Slack about failed orders'" in out
+
+    # The project's own plugin action (audit_log), used by both rules.
+    assert "plugin action ran: audit_log appended 3 lines to example_project:audit" in out
+    assert re.search(
+        r"\[Retry receipt emails on network errors\] example_project\.tasks\.send_receipt_email "
+        r"\S+ failed: mail relay closed the connection .* \(rule retries so far: 1\)$",
+        out,
+        re.M,
+    )
+    assert "[Tell Slack about failed orders] told Slack that process_order run" in out
+
     assert "worker stopped with exit code 0" in out
-    assert re.search(r"^demo OK in [\d.]+ s$", out, re.M)
+    took = re.search(r"^demo OK in ([\d.]+) s$", out, re.M)
+    assert took, out
+    assert float(took.group(1)) < 60, f"the demo took {took.group(1)} s"

@@ -79,6 +79,17 @@ def rules_for(url: str) -> list[dict[str, Any]]:
             },
         },
         {
+            "name": "give up",
+            "trigger": {
+                "event": "task.failed",
+                "conditions": {"task_name_pattern": "myapp.tasks.stubborn"},
+            },
+            "actions": [
+                {"type": "retry", "max_attempts": 1},
+                {"type": "webhook", "url": f"{url}/gave-up"},
+            ],
+        },
+        {
             "name": "workflow failures",
             "trigger": {
                 "event": "workflow.failed",
@@ -141,6 +152,11 @@ def register_tasks(app: Celery) -> None:
     @app.task(name="myapp.tasks.counted", shared=False)
     def counted():
         raise ValueError("bad input")
+
+    @app.task(name="myapp.tasks.stubborn", shared=False)
+    def stubborn():
+        redis.incr("test:calls:stubborn")
+        raise ConnectionError("still down")
 
     @app.task(name="myapp.tasks.other", shared=False)
     def other():
@@ -273,6 +289,19 @@ def test_webhook_retries_server_errors(durable_app, rules_worker, http_receiver)
     wait_until(lambda: celery_durable.rule_history("third failure"), what="history")
     (entry,) = celery_durable.rule_history("third failure")
     assert entry["actions"][0]["result"] == {"status": 200, "attempts": 3}
+
+
+def test_a_retry_out_of_attempts_is_recorded_as_skipped(durable_app, rules_worker, http_receiver):
+    durable_app.send_task("myapp.tasks.stubborn")
+    http_receiver.wait_for(2)  # the webhook ran after each evaluation
+    wait_until(lambda: len(celery_durable.rule_history("give up")) == 2, what="history")
+    last, first = celery_durable.rule_history("give up")  # newest first
+    assert calls(durable_app, "stubborn") == 2  # the original and max_attempts=1 retry
+    assert first["outcome"] == "success"
+    assert last["outcome"] == "skipped"
+    assert last["actions"][0]["skipped"] is True
+    assert "max_attempts (1) reached" in last["actions"][0]["result"]
+    assert last["actions"][1]["ok"] is True  # the later action still ran
 
 
 def test_a_failed_workflow_fires_workflow_rules(durable_app, rules_worker, http_receiver):

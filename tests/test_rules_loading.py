@@ -315,3 +315,36 @@ def test_an_unimportable_plugin_module_is_a_clear_error():
         match="durable_plugins: cannot import plugin module 'no_such_mod'",
     ):
         make_plugin_manager(["no_such_mod"])
+
+
+def test_environment_variables_fill_a_rule_file(registry, tmp_path, monkeypatch):
+    path = tmp_path / "rules.yaml"
+    path.write_text("""
+- name: alert
+  trigger: {event: workflow.failed}
+  action: {type: slack, webhook_url: "${SLACK_URL}", message: "{workflow_name} failed"}
+""")
+    monkeypatch.setenv("SLACK_URL", "https://hooks.example/T0/B0/secret")
+    (loaded,) = load_rules(str(path), registry)
+    assert loaded.actions[0].webhook_url == "https://hooks.example/T0/B0/secret"
+    monkeypatch.delenv("SLACK_URL")
+    assert "environment variable(s) SLACK_URL not set" in problems(str(path), registry)
+
+
+def test_error_pattern_sees_the_exception_base_classes():
+    from celery_durable.activity import Activity
+    from celery_durable.default_plugins.conditions import ErrorPattern
+    from celery_durable.worker.task_events import _bases
+
+    class MailRelayDown(ConnectionError):
+        pass
+
+    bases = _bases(MailRelayDown("closed"))
+    assert bases[:2] == ["ConnectionError", "OSError"]
+    event = Activity(
+        "task.failed",
+        {"error_type": "MailRelayDown", "error_bases": bases, "error_message": "closed"},
+    )
+    assert ErrorPattern("^MailRelayDown ConnectionError").matches(event, None)
+    assert ErrorPattern(r"\bConnectionError\b").matches(event, None)
+    assert not ErrorPattern("TimeoutError").matches(event, None)

@@ -63,7 +63,7 @@ class Queue(Condition):
 
 
 class ErrorPattern(Condition):
-    """A regex searched in "<exception type>: <message>"."""
+    """A regex searched in "<exception type> <its base classes>: <message>"."""
 
     name = "error_pattern"
     events = frozenset({activity.TASK_FAILED, *WORKFLOW_EVENTS})
@@ -127,9 +127,11 @@ class WorkflowNamePattern(Condition):
 
 
 def error_text(event: Any) -> str:
+    """ "Type: message", the type followed by its base classes: "Down ConnectionError ..."."""
     data = event.data
     if data.get("error_type") or data.get("error_message"):
-        return f"{data.get('error_type', '')}: {data.get('error_message', '')}"
+        types = " ".join([data.get("error_type", ""), *(data.get("error_bases") or [])])
+        return f"{types}: {data.get('error_message', '')}"
     error = data.get("error") or {}
     if isinstance(error, dict):
         return f"{error.get('type', '')}: {error.get('message', '')}"

@@ -126,10 +126,10 @@ def run_job(ext: DurableExtension, job: dict[str, Any]) -> dict[str, Any]:
         actions = list(rule.actions)
     context = RuleContext(ext, rule.name, job["execution_id"])
     results = [_run_action(action, event, context) for action in actions if action]
-    if any(not r["ok"] and not r.get("skipped") for r in results):
+    if any(not r["ok"] for r in results):
         outcome = FAILURE
-    elif results and all(r.get("skipped") for r in results):
-        outcome = SKIPPED
+    elif any(r.get("skipped") for r in results):
+        outcome = SKIPPED  # an action declined (a retry out of attempts): not a success
     else:
         outcome = SUCCESS
     if job.get("notify_breaker"):

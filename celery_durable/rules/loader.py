@@ -9,6 +9,8 @@ field (`rule 'Auto-retry' (#1): trigger.conditions.error_pattern: ...`).
 from __future__ import annotations
 
 import inspect
+import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -64,6 +66,16 @@ def read_specs(rules: Any) -> tuple[list[Any], str]:
             raise RulesError([f"is not valid YAML: {exc}"], source) from None
         if isinstance(loaded, dict) and "rules" in loaded:
             loaded = loaded["rules"]
+        missing: set[str] = set()
+        loaded = _expand_environment(loaded, missing)
+        if missing:
+            raise RulesError(
+                [
+                    f"environment variable(s) {', '.join(sorted(missing))} not set "
+                    "(used as ${NAME} in the file)"
+                ],
+                source,
+            )
         if loaded is None:
             return [], source
         if not isinstance(loaded, list):
@@ -74,6 +86,31 @@ def read_specs(rules: Any) -> tuple[list[Any], str]:
     raise RulesError(
         [f"must be a list of rules or a path to a YAML file, got {type(rules).__name__}"]
     )
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_environment(value: Any, missing: set[str]) -> Any:
+    """`${NAME}` in a rule file's strings is the environment variable NAME.
+
+    Keeps secrets (a Slack webhook URL) out of the file.
+    """
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                missing.add(name)
+                return match.group(0)
+            return os.environ[name]
+
+        return _ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, list):
+        return [_expand_environment(item, missing) for item in value]
+    if isinstance(value, dict):
+        return {k: _expand_environment(v, missing) for k, v in value.items()}
+    return value
 
 
 def load_rules(rules: Any, registry: PartRegistry) -> list[Rule]:

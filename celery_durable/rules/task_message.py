@@ -141,7 +141,7 @@ def resend(app: Celery, message: dict[str, Any], *, countdown: float = 0.0) -> s
     """Send the task again with the same everything but a new id; return that id."""
     args, kwargs, embed = arguments(message)
     retry = message["retry"]
-    task_id = uuid.uuid4().hex
+    task_id = str(uuid.uuid4())  # the form Celery gives its own task ids
     options = dict(message["options"])
     options.setdefault("link", embed.get("callbacks"))
     options.setdefault("link_error", embed.get("errbacks"))

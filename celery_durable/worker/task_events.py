@@ -88,6 +88,8 @@ def failure_data(
         "args_repr": saferepr(args, REPR_LIMIT) if args is not None else "",
         "kwargs_repr": saferepr(kwargs, REPR_LIMIT) if kwargs else "",
         "error_type": type(exception).__name__ if exception else "",
+        # error_pattern also sees the base classes: a ConnectionError subclass matches.
+        "error_bases": _bases(exception),
         "error_message": str(exception) if exception else "",
         "traceback": _traceback(exception, einfo),
         "retry": (message or {}).get("retry") or {"attempt": 0, "root": task_id},
@@ -121,6 +123,12 @@ def orphaned_data(record: dict[str, Any], recovered_by: str) -> dict[str, Any]:
 
 def ext_hostname(request: Any) -> str:
     return getattr(request, "hostname", "") or ""
+
+
+def _bases(exception: BaseException | None) -> list[str]:
+    if exception is None:
+        return []
+    return [c.__name__ for c in type(exception).__mro__[1:] if c not in (BaseException, object)]
 
 
 def _traceback(exception: BaseException | None, einfo: Any) -> str:

@@ -1,9 +1,11 @@
 """What the demo does with the shop, and what it expects to see in the journal.
 
 Three orders go in, one of them twice under the same idempotency key, one of
-them with a card that is declined; then the first order is returned. Every
-expectation is checked against the runs' recorded events, so a wrong outcome
-makes the demo fail instead of printing a pleasant but untrue story.
+them with a card that is declined. The two that are paid sleep, then wait for
+a reviewer's decision, sent as an "approval" event: the first is approved and
+ships, the second is rejected and refunded. Then the first order is returned.
+Every expectation is checked against the runs' recorded events, so a wrong
+outcome makes the demo fail instead of printing a pleasant but untrue story.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ ORDERS: list[dict[str, Any]] = [
     },
 ]
 
+REVIEW_SLEEP_SECONDS = 2.0  # process_order's sleep("2s")
+REVIEWER = "maria (ops)"
+# What the reviewer decides for each paid order: the payload of its "approval" event.
+DECISIONS: dict[int, dict[str, Any]] = {
+    1001: {"approved": True, "by": REVIEWER},
+    1002: {"approved": False, "by": REVIEWER, "reason": "shipping address could not be verified"},
+}
+FINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+
 
 @dataclass
 class Tracked:
@@ -54,9 +65,40 @@ class Tracked:
     run: RunHandle
     expect: str
     check: Callable[[Tracked], list[str]]
+    decision: dict[str, Any] | None = None  # the approval event to send, if it waits for one
     outcome: Any = None
     error: BaseException | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def watch(
+    tracked: list[Tracked],
+    ready: Callable[[Tracked, str], bool],
+    timeout: float,
+    show: Callable[[str], None],
+) -> None:
+    """Poll the runs' statuses, showing each change, until `ready` holds for all of them.
+
+    A run that ends (completed, failed...) counts as ready: what it ended as
+    is checked later, and the demo must not hang on a run that will not wait.
+    """
+    began = time.monotonic()
+    deadline = began + timeout
+    last: dict[str, str] = {}
+    while True:
+        pending = []
+        for item in tracked:
+            status = item.run.status()
+            if last.get(item.run.id) != status:
+                last[item.run.id] = status
+                show(f"  {time.monotonic() - began:>5.1f} s  {item.label}  {status}")
+            if status not in FINAL and not ready(item, status):
+                pending.append(f"{item.label} is {status}")
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise DemoError(f"after {timeout:.0f} s: " + "; ".join(pending))
+        time.sleep(0.05)
 
 
 def wait_all(tracked: list[Tracked], timeout: float) -> None:
@@ -92,17 +134,64 @@ def _steps(events: list[dict[str, Any]], kind: str, name: str) -> list[dict[str,
     return [e["data"] for e in events if e["type"] == kind and e["data"]["name"] == name]
 
 
-def check_paid_order(item: Tracked) -> list[str]:
-    """The gateway's first-call timeout was retried by the policy, and the order shipped."""
+def _types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def _received(events: list[dict[str, Any]], name: str) -> list[Any]:
+    return [
+        e["data"]["payload"]
+        for e in events
+        if e["type"] == "event.received" and e["data"]["name"] == name
+    ]
+
+
+def _check_review(item: Tracked) -> list[str]:
+    """The run slept (suspended, no worker held), waited for approval, got the decision."""
     problems = []
+    sleeps = [e["data"] for e in item.events if e["type"] == "sleep.started"]
+    if [s["seconds"] for s in sleeps] != [REVIEW_SLEEP_SECONDS]:
+        problems.append(f"expected one durable sleep of {REVIEW_SLEEP_SECONDS:g} s, got {sleeps}")
+    suspended = [e["data"]["status"] for e in item.events if e["type"] == "workflow.suspended"]
+    if suspended != ["sleeping", "waiting"]:
+        problems.append(f"expected the run to suspend sleeping then waiting, got {suspended}")
+    if _received(item.events, "approval") != [item.decision]:
+        problems.append(
+            f"expected the approval event {item.decision} to be received once, "
+            f"got {_received(item.events, 'approval')}"
+        )
+    return problems
+
+
+def check_approved_order(item: Tracked) -> list[str]:
+    """The gateway's first-call timeout was retried, the order was approved and shipped."""
+    problems = _check_review(item)
     retries = _steps(item.events, "step.retrying", "charge")
     charged = _steps(item.events, "step.completed", "charge")
     if [r["attempt"] for r in retries] != [1] or [c["attempt"] for c in charged] != [2]:
         problems.append("expected charge to fail once (gateway timeout) and succeed on attempt 2")
     if not _steps(item.events, "step.completed", "ship"):
         problems.append("the order was not shipped")
-    if not isinstance(item.outcome, dict) or not item.outcome.get("tracking"):
-        problems.append(f"result() returned {item.outcome!r}, expected a tracking number")
+    if not _steps(item.events, "step.completed", "queue_receipt"):
+        problems.append("the receipt email was not queued")
+    outcome = item.outcome if isinstance(item.outcome, dict) else {}
+    if outcome.get("status") != "shipped" or not outcome.get("tracking"):
+        problems.append(f"result() returned {item.outcome!r}, expected a shipped order")
+    return problems
+
+
+def check_rejected_order(item: Tracked) -> list[str]:
+    """The reviewer's rejection refunded the charge and released the stock; nothing shipped."""
+    problems = _check_review(item)
+    for name in ("charge", "refund", "release_stock"):
+        if len(_steps(item.events, "step.completed", name)) != 1:
+            problems.append(f"expected step {name} to complete once")
+    if _steps(item.events, "step.completed", "ship"):
+        problems.append("a rejected order was shipped")
+    outcome = item.outcome if isinstance(item.outcome, dict) else {}
+    reason = (item.decision or {}).get("reason")
+    if outcome.get("status") != "rejected" or outcome.get("reason") != reason:
+        problems.append(f"result() returned {item.outcome!r}, expected rejected ({reason})")
     return problems
 
 
@@ -117,6 +206,8 @@ def check_declined_order(item: Tracked) -> list[str]:
         problems.append("the reserved stock was not released")
     if not isinstance(item.error, PaymentDeclined):
         problems.append(f"result() raised {item.error!r}, expected PaymentDeclined")
+    if {"sleep.started", "event.waiting"} & set(_types(item.events)):
+        problems.append("a run whose payment failed went on to sleep or wait for approval")
     return problems
 
 
@@ -132,10 +223,15 @@ def check_return(item: Tracked) -> list[str]:
 
 
 def check_deduplicated(first: RunHandle, again: RunHandle) -> list[str]:
-    """Two starts with one idempotency key: one run, started and executed once."""
+    """Two starts with one idempotency key: one run, started once, never executed twice at once.
+
+    A run executes once per stretch between suspensions: its first execution,
+    then one after the sleep and one after the approval event.
+    """
     if again.id != first.id:
         return [f"the same idempotency key gave two runs: {first.id} and {again.id}"]
-    kinds = [e["type"] for e in first.events()]
-    if kinds.count("workflow.started") != 1 or kinds.count("workflow.executing") != 1:
+    kinds = _types(first.events())
+    executions = kinds.count("workflow.executing")
+    if kinds.count("workflow.started") != 1 or executions != kinds.count("workflow.suspended") + 1:
         return [f"run {first.id} was started or executed more than once: {kinds}"]
     return []

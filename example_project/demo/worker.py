@@ -31,10 +31,18 @@ READY_LINE = "celery_durable active: journal at "
 class WorkerProcess:
     """Start with `with WorkerProcess(...) as worker:`; leaving the block stops it."""
 
-    def __init__(self, redis_url: str, log_path: Path, *, concurrency: int = 2):
+    def __init__(
+        self,
+        redis_url: str,
+        log_path: Path,
+        *,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+    ):
         self.redis_url = redis_url
         self.log_path = log_path
         self.concurrency = concurrency
+        self.extra_env = dict(env or {})  # more environment for the worker (DEMO_SLACK_URL)
         # A name of our own, so that ping asks this worker and no other one.
         self.hostname = f"demo-{os.getpid()}@{socket.gethostname()}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -70,6 +78,7 @@ class WorkerProcess:
     def start(self) -> None:
         env = {
             **os.environ,
+            **self.extra_env,
             "DURABLE_REDIS_URL": self.redis_url,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": os.pathsep.join(

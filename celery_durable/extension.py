@@ -26,6 +26,7 @@ from .settings import Settings
 from .timers import TimerStore
 
 if TYPE_CHECKING:
+    from .event_writer import EventWriter
     from .rules.action_queue import ActionQueue
     from .rules.engine import RuleEngine
 
@@ -77,6 +78,12 @@ class DurableExtension:
         return RuleEngine(self)
 
     @cached_property
+    def event_writer(self) -> EventWriter:
+        from .event_writer import EventWriter
+
+        return EventWriter(self)
+
+    @cached_property
     def action_queue(self) -> ActionQueue:
         from .rules.action_queue import ActionQueue
 
@@ -90,17 +97,21 @@ class DurableExtension:
     def emit(self, kind: str, data: dict[str, Any], *, pipe: Pipeline | None = None) -> Activity:
         """Something happened: journal it in the global stream, and react to it.
 
-        The event is written to the global stream (on `pipe` when given), the
+        The event goes to the global stream (in `pipe` when given, else soon,
+        by a background writer, so a task's process pays no round trip), the
         `durable_event` plugin hook sees it, and in a worker the rules are
         evaluated for it right here. Reacting never raises into the caller.
         """
         activity = Activity(type=kind, data=data)
-        (pipe or self.redis).xadd(
-            self.keys.events(),
-            {"e": activity.encode()},
-            maxlen=self.settings.events_maxlen,
-            approximate=True,
-        )
+        if pipe is not None:  # the caller's round trip carries it
+            pipe.xadd(
+                self.keys.events(),
+                {"e": activity.encode()},
+                maxlen=self.settings.events_maxlen,
+                approximate=True,
+            )
+        else:
+            self.event_writer.add(activity)
         if self.rules_active:
             try:
                 engine = self.rules

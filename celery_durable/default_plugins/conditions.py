@@ -83,10 +83,15 @@ class ErrorPattern(Condition):
 
 
 class FailureCountThreshold(Condition):
-    """Fire from the Nth failure of this task name within `durable_failure_window`."""
+    """Fire from the Nth failure of this task name within `durable_failure_window`.
+
+    Failures are counted in Redis, shared by all workers, when the rule's
+    other conditions hold (it is checked last): the Nth matching failure.
+    """
 
     name = "failure_count_threshold"
     events = frozenset({activity.TASK_FAILED})
+    cost = 10
 
     def __init__(self, value: Any):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -97,14 +102,16 @@ class FailureCountThreshold(Condition):
         return self._count(event, context) >= self.value
 
     def _count(self, event: Any, context: Any) -> int:
-        if "failure_count" in context.facts:
-            return int(context.facts["failure_count"])
-        # A dry run: count what is recorded, plus this event, without recording it.
-        ext = context.ext
-        key = ext.keys.task_failures(str(event.data.get("task_name")))
-        recorded = ext.redis.zcount(key, event.ts - ext.settings.failure_window, "+inf")
-        context.facts["failure_count"] = int(recorded) + 1
-        return int(context.facts["failure_count"])
+        facts = context.facts
+        if "failure_count" not in facts:  # once per event, whichever rules ask
+            ext = context.ext
+            if context.dry_run:  # what is recorded, plus this event, recording nothing
+                key = ext.keys.task_failures(str(event.data.get("task_name")))
+                recorded = ext.redis.zcount(key, event.ts - ext.settings.failure_window, "+inf")
+                facts["failure_count"] = int(recorded) + 1
+            else:
+                facts["failure_count"] = ext.rules.count_failure(event)
+        return int(facts["failure_count"])
 
     def explain(self, event: Any, context: Any) -> str:
         return (

@@ -52,6 +52,8 @@ class Condition:
 
     name: ClassVar[str] = ""
     events: ClassVar[frozenset[str] | None] = None
+    #: Conditions are checked cheapest first; one that goes to Redis says so.
+    cost: ClassVar[int] = 0
 
     def __init__(self, value: Any):
         self.value = value

@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
-from ..activity import TASK_FAILED, Activity
+from ..activity import Activity
 from ..plugins import make_plugin_manager
 from .breaker import Breakers, BreakerState
 from .context import RuleContext
@@ -48,9 +48,8 @@ class RuleEngine:
         self.by_event: dict[str, list[Rule]] = defaultdict(list)
         for rule in self.rules:
             self.by_event[rule.event].append(rule)
-        self.counts_failures = any(
-            c.name == "failure_count_threshold" for r in self.rules for c in r.conditions
-        )
+        # Something listens to an event type: a rule, or a plugin's durable_event.
+        self.event_hook_used = bool(self.pm.hook.durable_event.get_hookimpls())
         self.breakers = Breakers(ext.redis, ext.keys)
         self.history = RuleHistory(ext.redis, ext.keys, settings.rule_history_maxlen)
         self._disabled: dict[str, tuple[float, bool]] = {}
@@ -67,14 +66,15 @@ class RuleEngine:
         if not candidates:
             return []
         context = RuleContext(self.ext)
-        if self.counts_failures and event.type == TASK_FAILED:
-            context.facts["failure_count"] = self._count_failure(event)
         queued = []
         for rule in candidates:
             try:
                 if not self.is_enabled(rule):
                     continue
-                if all(c.matches(event, context.for_rule(rule.name)) for c in rule.conditions):
+                ctx = context.for_rule(rule.name)
+                # Cheap conditions first: one that needs Redis runs only if they hold.
+                conditions = sorted(rule.conditions, key=lambda c: c.cost)
+                if all(c.matches(event, ctx) for c in conditions):
                     queued.append(self.fire(rule, event, context))
             except Exception:
                 logger.exception("rule %r failed on %s; other rules go on", rule.name, event.type)
@@ -132,7 +132,11 @@ class RuleEngine:
             self.ext.redis.set(key, "1")
         self._disabled.pop(rule_name, None)
 
-    def _count_failure(self, event: Activity) -> int:
+    def listens(self, event_type: str) -> bool:
+        """Would an event of this type do anything here (a rule, a plugin hook)?"""
+        return bool(self.by_event.get(event_type)) or self.event_hook_used
+
+    def count_failure(self, event: Activity) -> int:
         """Record a failure of this task name; how many there were in the window."""
         window = self.ext.settings.failure_window
         key = self.ext.keys.task_failures(str(event.data.get("task_name")))

@@ -49,8 +49,8 @@ def connect_task_events(app: Celery) -> None:
         if sender.name == RUN_TASK_NAME:
             return  # a workflow's own failures are workflow.failed
         ext = installed(app)
-        if ext is None or not ext.rules_active:
-            return
+        if ext is None or not ext.rules_active or not ext.rules.listens(activity.TASK_FAILED):
+            return  # nothing listens: a failure costs nothing more
         try:
             data = failure_data(ext, sender, task_id, exception, args, kwargs, einfo)
             ext.emit(activity.TASK_FAILED, data)

@@ -1,0 +1,85 @@
+"""Writing the global event stream off the hot path, in batches.
+
+An event about a failed task is produced inside the task's pool process;
+writing it to Redis there would add a round trip to every failure. Events
+are queued in memory instead and written by a background thread, many per
+round trip. A process that exits flushes what is left; one that is killed
+loses the events of its last few milliseconds, which only the stream (a
+record for people and dry runs) would have held: rule actions are queued
+synchronously, before the event is handed here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .activity import Activity
+
+if TYPE_CHECKING:
+    from .extension import DurableExtension
+
+logger = logging.getLogger("celery_durable.events")
+
+BATCH = 200
+
+
+class EventWriter:
+    def __init__(self, ext: DurableExtension):
+        self.ext = ext
+        self._queue: deque[Activity] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+
+    def add(self, activity: Activity) -> None:
+        if self._pid != os.getpid():  # first use, or a forked child: threads did not follow
+            self._start()
+        self._queue.append(activity)
+        self._wake.set()
+
+    def flush(self) -> int:
+        """Write everything queued now; how many events were written."""
+        written = 0
+        with self._lock:
+            while self._queue:
+                pipe = self.ext.redis.pipeline(transaction=False)
+                count = 0
+                while self._queue and count < BATCH:
+                    activity = self._queue.popleft()
+                    pipe.xadd(
+                        self.ext.keys.events(),
+                        {"e": activity.encode()},
+                        maxlen=self.ext.settings.events_maxlen,
+                        approximate=True,
+                    )
+                    count += 1
+                pipe.execute()
+                written += count
+        return written
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._queue = deque()  # a parent's queue is the parent's to write
+            self._pid = os.getpid()
+            thread = threading.Thread(target=self._loop, name="celery_durable-events", daemon=True)
+            thread.start()
+            atexit.register(self._flush_quietly)
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # Redis away: the queue keeps them for the next try
+            logger.warning("could not write %d event(s) to the stream: %r", len(self._queue), exc)

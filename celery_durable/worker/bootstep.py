@@ -109,8 +109,16 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         ext = self.extension
         try:
             meta = ext.journal.meta(run_id)
-            owner = meta.get("owner", "")
-            if meta.get("status") != RunStatus.RUNNING or not owner.startswith(f"{self.hostname}/"):
+            owner, status = meta.get("owner", ""), meta.get("status")
+            if status == RunStatus.PENDING or (
+                status in (RunStatus.SLEEPING, RunStatus.WAITING)
+                and isinstance(exception, WorkerLostError)
+            ):
+                # It died before its claim (the message that woke the run is
+                # gone): send the run again; a resend is harmless.
+                ext.dispatch(run_id)
+                return
+            if status != RunStatus.RUNNING or not owner.startswith(f"{self.hostname}/"):
                 return
             if _alive(int(owner.rsplit("/", 1)[1])):
                 return

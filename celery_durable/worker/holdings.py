@@ -37,12 +37,27 @@ def record_of(request: Any, hostname: str) -> dict[str, Any]:
 
 
 def snapshot(hostname: str) -> dict[str, bytes]:
-    """Records of the plain tasks held, by task id; runs are tracked on their own."""
-    return {
-        request.id: packb_lenient(record_of(request, hostname))
-        for request in held_requests()
-        if request.name != RUN_TASK_NAME
-    }
+    """Records of every request held, by task id.
+
+    Run tasks are in it too: a run whose message a worker holds but has not
+    claimed yet (prefetched, or in a pool process that died before its claim)
+    is filed nowhere else, and its message would only come back after the
+    broker's visibility timeout.
+    """
+    return {request.id: packb_lenient(record_of(request, hostname)) for request in held_requests()}
+
+
+def run_id_of(record: dict[str, Any]) -> str | None:
+    """The run a held run-task message is about (None for a plain task)."""
+    if record.get("task_name") != RUN_TASK_NAME:
+        return None
+    from ..rules.task_message import arguments, from_record
+
+    try:
+        args, _, _ = arguments(from_record(record))
+    except Exception:
+        return None
+    return str(args[0]) if args else None
 
 
 def decode_record(raw: bytes) -> dict[str, Any]:

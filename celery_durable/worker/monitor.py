@@ -23,9 +23,9 @@ import threading
 import time
 
 from ..activity import TASK_ORPHANED, WORKER_OFFLINE
-from ..extension import DurableExtension
+from ..extension import RUN_TASK_NAME, DurableExtension
 from ..journal.events import FINAL_STATUSES, RunStatus
-from .holdings import decode_record, held_requests, snapshot
+from .holdings import decode_record, held_requests, run_id_of, snapshot
 from .task_events import orphaned_data
 
 logger = logging.getLogger("celery_durable.recovery")
@@ -117,9 +117,11 @@ class WorkerMonitor:
         if score is None or score > time.time() - self.timeout:
             client.delete(lock)
             return False  # recovered meanwhile, or it came back
-        runs = sorted(m.decode() for m in client.smembers(keys.worker_runs(dead)))
+        held = [decode_record(raw) for raw in client.hvals(keys.worker_tasks(dead))]
+        held_runs = {run_id for record in held if (run_id := run_id_of(record))}
+        tasks = [record for record in held if record.get("task_name") != RUN_TASK_NAME]
+        runs = sorted({m.decode() for m in client.smembers(keys.worker_runs(dead))} | held_runs)
         resumed = [run_id for run_id in runs if self._resume(run_id, dead)]
-        tasks = [decode_record(raw) for raw in client.hvals(keys.worker_tasks(dead))]
         for task in tasks:
             self.ext.emit(TASK_ORPHANED, orphaned_data(task, self.hostname))
         self.ext.emit(
@@ -155,6 +157,8 @@ class WorkerMonitor:
             if not owner.startswith(f"{dead}/"):
                 return False  # taken over already
             self.ext.dispatch(run_id, takeover=owner)
+        elif status == RunStatus.PENDING:
+            self.ext.dispatch(run_id)  # its message died with the worker, unclaimed
         else:
             # Suspended, but the worker may have died before it set the timers.
             self.ext.timers.schedule(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celery_durable.events")
 
 BATCH = 200
+FLUSH_EVERY = 0.05  # seconds: a burst of events costs one round trip per this
 
 
 class EventWriter:
@@ -40,7 +41,8 @@ class EventWriter:
         if self._pid != os.getpid():  # first use, or a forked child: threads did not follow
             self._start()
         self._queue.append(activity)
-        self._wake.set()
+        if len(self._queue) >= BATCH:
+            self._wake.set()
 
     def flush(self) -> int:
         """Write everything queued now; how many events were written."""
@@ -74,9 +76,10 @@ class EventWriter:
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(FLUSH_EVERY)
             self._wake.clear()
-            self._flush_quietly()
+            if self._queue:
+                self._flush_quietly()
 
     def _flush_quietly(self) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -94,15 +95,32 @@ class DurableExtension:
         _ = self.rules
         self.rules_active = True
 
-    def emit(self, kind: str, data: dict[str, Any], *, pipe: Pipeline | None = None) -> Activity:
-        """Something happened: journal it in the global stream, and react to it.
+    def emit(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        pipe: Pipeline | None = None,
+        complete: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Activity:
+        """Something happened: react to it, and journal it in the global stream.
 
-        The event goes to the global stream (in `pipe` when given, else soon,
-        by a background writer, so a task's process pays no round trip), the
-        `durable_event` plugin hook sees it, and in a worker the rules are
-        evaluated for it right here. Reacting never raises into the caller.
+        In a worker the rules are evaluated for it right here and the
+        `durable_event` plugin hook sees it; `complete(data)` adds to the
+        event what only an acting rule needs (it is called once, before the
+        first matching rule fires). Then the event goes to the global stream:
+        in `pipe` when given, else soon, by a background writer, so a task's
+        process pays no round trip. Reacting never raises into the caller.
         """
         activity = Activity(type=kind, data=data)
+        if self.rules_active:
+            try:
+                engine = self.rules
+                engine.handle(activity, complete)
+                if engine.event_hook_used:
+                    engine.pm.hook.durable_event(event=activity)
+            except Exception:
+                logger.exception("reacting to %s failed", kind)
         if pipe is not None:  # the caller's round trip carries it
             pipe.xadd(
                 self.keys.events(),
@@ -112,13 +130,6 @@ class DurableExtension:
             )
         else:
             self.event_writer.add(activity)
-        if self.rules_active:
-            try:
-                engine = self.rules
-                engine.pm.hook.durable_event(event=activity)
-                engine.handle(activity)
-            except Exception:
-                logger.exception("reacting to %s failed", kind)
         return activity
 
     @property

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
@@ -56,8 +57,14 @@ class RuleEngine:
 
     # -- evaluation ------------------------------------------------------------------
 
-    def handle(self, event: Activity) -> list[str]:
-        """Evaluate the rules for `event`; return the ids of the executions queued."""
+    def handle(
+        self, event: Activity, complete: Callable[[dict[str, Any]], None] | None = None
+    ) -> list[str]:
+        """Evaluate the rules for `event`; return the ids of the executions queued.
+
+        `complete(event.data)` runs once, before the first rule fires: the
+        costly part of an event is built only when something acts on it.
+        """
         rules = self.by_event.get(event.type, ())
         polled_by = event.data.get("polled_by")
         if polled_by:  # a polling trigger's event is for the rule that polled
@@ -75,6 +82,9 @@ class RuleEngine:
                 # Cheap conditions first: one that needs Redis runs only if they hold.
                 conditions = sorted(rule.conditions, key=lambda c: c.cost)
                 if all(c.matches(event, ctx) for c in conditions):
+                    if complete is not None:
+                        complete(event.data)
+                        complete = None
                     queued.append(self.fire(rule, event, context))
             except Exception:
                 logger.exception("rule %r failed on %s; other rules go on", rule.name, event.type)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback as tb
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -52,8 +53,8 @@ def connect_task_events(app: Celery) -> None:
         if ext is None or not ext.rules_active or not ext.rules.listens(activity.TASK_FAILED):
             return  # nothing listens: a failure costs nothing more
         try:
-            data = failure_data(ext, sender, task_id, exception, args, kwargs, einfo)
-            ext.emit(activity.TASK_FAILED, data)
+            data, complete = failure_data(ext, sender, task_id, exception, args, kwargs, einfo)
+            ext.emit(activity.TASK_FAILED, data, complete=complete)
         except Exception:
             logger.exception("could not report the failure of task %s", task_id)
 
@@ -68,22 +69,25 @@ def failure_data(
     args: Any,
     kwargs: Any,
     einfo: Any,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Callable[[dict[str, Any]], None]]:
+    """A task.failed event's data, and how to complete it should a rule match.
+
+    The data holds what conditions and messages need; the task's message as
+    it was sent (what a retry re-sends, the costly part) is added by
+    `complete()` only for an event that a rule acts on.
+    """
     request = task.request
-    held = next((r for r in held_requests() if r.id == task_id), None)
-    if getattr(request, "id", None) == task_id and getattr(request, "delivery_info", None):
-        message = task_message.from_request(task, request)
-    elif held is not None:  # the pool child is gone; the main process kept the request
-        message = task_message.from_record(record_of(held, ext_hostname(held)))
-    else:
-        message = None
-    delivery = (message or {}).get("options", {})
-    return {
+    own = getattr(request, "id", None) == task_id and getattr(request, "delivery_info", None)
+    held = None if own else next((r for r in held_requests() if r.id == task_id), None)
+    source = request if own else held
+    delivery = dict(getattr(source, "delivery_info", None) or {})
+    headers = dict(getattr(request, "headers", None) or {}) if own else {}
+    data: dict[str, Any] = {
         "task_id": task_id,
         "task_name": task.name,
         "worker": getattr(request, "hostname", None) or (held and ext_hostname(held)),
-        "queue": delivery.get("queue") or delivery.get("routing_key"),
-        "exchange": delivery.get("exchange"),
+        "queue": delivery.get("routing_key"),
+        "exchange": delivery.get("exchange") or None,
         "priority": delivery.get("priority"),
         "args_repr": saferepr(args, REPR_LIMIT) if args is not None else "",
         "kwargs_repr": saferepr(kwargs, REPR_LIMIT) if kwargs else "",
@@ -92,9 +96,23 @@ def failure_data(
         "error_bases": _bases(exception),
         "error_message": str(exception) if exception else "",
         "traceback": _traceback(exception, einfo),
-        "retry": (message or {}).get("retry") or {"attempt": 0, "root": task_id},
-        "message": message,
+        "retry": task_message.retry_info(headers, task_id or ""),
+        "message": None,
     }
+
+    def complete(event_data: dict[str, Any]) -> None:
+        if own:
+            message = task_message.from_request(task, request)
+        elif held is not None:  # the pool child is gone; the main process kept the request
+            message = task_message.from_record(record_of(held, ext_hostname(held)))
+        else:
+            return
+        event_data["message"] = message
+        event_data["retry"] = message["retry"]
+        options = message["options"]
+        event_data["queue"] = options.get("queue") or options.get("routing_key")
+
+    return data, complete
 
 
 def orphaned_data(record: dict[str, Any], recovered_by: str) -> dict[str, Any]:

@@ -37,6 +37,10 @@ class Keys:
         """A stream of events sent to the run (send_event, child results)."""
         return self._run(run_id, "inbox")
 
+    def run_sent(self, run_id: str) -> str:
+        """Ids of the sends the run's inbox took: a resent send_event writes nothing."""
+        return self._run(run_id, "sent")
+
     def run_done_channel(self, run_id: str) -> str:
         """Pub/sub channel told when the run reaches a final status."""
         return self._run(run_id, "done")

@@ -10,6 +10,7 @@ nothing.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -213,8 +214,14 @@ class Journal:
 
         Status is '' for an unknown run, and nothing is written for a finished one.
         """
+        send_id = uuid.uuid4().hex  # the same when redis-py sends the call again
         status, waiting_for = self._send(
-            keys=[self.keys.run_meta(run_id), self.keys.run_inbox(run_id)], args=[name, payload]
+            keys=[
+                self.keys.run_meta(run_id),
+                self.keys.run_inbox(run_id),
+                self.keys.run_sent(run_id),
+            ],
+            args=[name, payload, send_id],
         )
         return status.decode(), waiting_for.decode()
 

@@ -118,6 +118,16 @@ class DurableWorkerStep(bootsteps.StartStopStep):
                 # gone): send the run again; a resend is harmless.
                 ext.dispatch(run_id)
                 return
+            takeover = (kwargs.get("kwargs") or {}).get("takeover")
+            if (
+                status == RunStatus.RUNNING
+                and takeover
+                and owner == takeover
+                and isinstance(exception, WorkerLostError)
+            ):
+                # It died before it claimed a takeover: the dead owner is still on record.
+                ext.dispatch(run_id, takeover=takeover)
+                return
             if status != RunStatus.RUNNING or not owner.startswith(f"{self.hostname}/"):
                 return
             if _alive(int(owner.rsplit("/", 1)[1])):

@@ -47,17 +47,20 @@ def snapshot(hostname: str) -> dict[str, bytes]:
     return {request.id: packb_lenient(record_of(request, hostname)) for request in held_requests()}
 
 
-def run_id_of(record: dict[str, Any]) -> str | None:
-    """The run a held run-task message is about (None for a plain task)."""
+def run_message(record: dict[str, Any]) -> tuple[str, str | None] | None:
+    """For a held run-task message: (its run id, the dead owner it takes over).
+
+    None for a plain task's message.
+    """
     if record.get("task_name") != RUN_TASK_NAME:
         return None
     from ..rules.task_message import arguments, from_record
 
     try:
-        args, _, _ = arguments(from_record(record))
+        args, kwargs, _ = arguments(from_record(record))
     except Exception:
         return None
-    return str(args[0]) if args else None
+    return (str(args[0]), kwargs.get("takeover") or None) if args else None
 
 
 def decode_record(raw: bytes) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import time
 from ..activity import TASK_ORPHANED, WORKER_OFFLINE
 from ..extension import RUN_TASK_NAME, DurableExtension
 from ..journal.events import FINAL_STATUSES, RunStatus
-from .holdings import decode_record, held_requests, run_id_of, snapshot
+from .holdings import decode_record, held_requests, run_message, snapshot
 from .task_events import orphaned_data
 
 logger = logging.getLogger("celery_durable.recovery")
@@ -118,10 +118,13 @@ class WorkerMonitor:
             client.delete(lock)
             return False  # recovered meanwhile, or it came back
         held = [decode_record(raw) for raw in client.hvals(keys.worker_tasks(dead))]
-        held_runs = {run_id for record in held if (run_id := run_id_of(record))}
+        # Run messages it held, unclaimed: each with the dead owner it takes over, if any.
+        held_runs = dict(found for record in held if (found := run_message(record)))
         tasks = [record for record in held if record.get("task_name") != RUN_TASK_NAME]
-        runs = sorted({m.decode() for m in client.smembers(keys.worker_runs(dead))} | held_runs)
-        resumed = [run_id for run_id in runs if self._resume(run_id, dead)]
+        runs = sorted(
+            {m.decode() for m in client.smembers(keys.worker_runs(dead))} | set(held_runs)
+        )
+        resumed = [run_id for run_id in runs if self._resume(run_id, dead, held_runs.get(run_id))]
         for task in tasks:
             self.ext.emit(TASK_ORPHANED, orphaned_data(task, self.hostname))
         self.ext.emit(
@@ -148,13 +151,14 @@ class WorkerMonitor:
         )
         return True
 
-    def _resume(self, run_id: str, dead: str) -> bool:
+    def _resume(self, run_id: str, dead: str, takeover: str | None = None) -> bool:
         meta = self.ext.journal.meta(run_id)
         status, owner = meta.get("status"), meta.get("owner", "")
         if not meta or status in FINAL_STATUSES:
             return False
         if status == RunStatus.RUNNING:
-            if not owner.startswith(f"{dead}/"):
+            # Its execution died here, or a takeover it held (unclaimed) died with it.
+            if not (owner.startswith(f"{dead}/") or (takeover and owner == takeover)):
                 return False  # taken over already
             self.ext.dispatch(run_id, takeover=owner)
         elif status == RunStatus.PENDING:

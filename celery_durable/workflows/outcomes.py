@@ -50,6 +50,7 @@ def finish(
     appended = ext.journal.append(run_id, expected, [(kind, data)], notify=notify)
     pipe = ext.redis.pipeline(transaction=False)
     ext.timers.drop(run_id, pipe=pipe)
+    pipe.delete(ext.keys.run_sent(run_id))  # no more sends to recognise
     if worker is not None:
         pipe.srem(ext.keys.worker_runs(worker), run_id)
     summary = {"run_id": run_id, "workflow_name": workflow_name, "error": data.get("error")}

@@ -4,16 +4,19 @@ Detection is quick here (`HEARTBEAT_INTERVAL`, `WORKER_TIMEOUT`,
 `REDISPATCH_AFTER`), so that a killed worker is recovered within about four
 seconds and the suite stays fast.
 
-Every step body counts its executions per run and position with INCR on
-`test:count:<run id>:<position>` (`count_key`) *before* it does its work: a
-step killed in the middle has counted itself, and when it runs again after a
-takeover its counter reads 2. A test reads all of a run's counters with
-`step_counts`.
+Every step body counts its executions per run and position *before* it
+does its work: a step killed in the middle has counted itself, and when it
+runs again after a takeover its count is 2. An execution adds a token of its
+own to the set `test:count:<run id>:<position>` (`count_key`), and the count
+is the set's size: unlike INCR, that is not counted twice when the Redis
+client sends the command again after losing its reply (a Redis restart). A
+test reads all of a run's counts with `step_counts`.
 
-Runs of `held` stop once in the pool process *before* their execution
-claims them (a `task_prerun` hook, see `_hold_before_claim`) until the test
-releases them: a worker or pool process killed there dies holding a run it
-has received but not claimed.
+A delivery can be held in the pool process *before* its execution claims
+the run (a `task_prerun` hook, see `_hold_before_claim`) until the test
+releases it: a worker or pool process killed there dies holding a run it
+has received but not claimed. The first delivery of a `held` run is held,
+and so is the next delivery of any run the test flagged with `hold_next`.
 
 The test process builds its own client app with `make_app(url)` and starts
 runs from it; the workflows are registered by name in the process-wide
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -31,7 +35,8 @@ from celery import Celery
 from celery.signals import task_prerun
 
 import celery_durable
-from celery_durable import get_context, sleep, step, workflow
+from celery_durable import get_context, sleep, step, wait_for_event, workflow
+from celery_durable.errors import EventTimeoutError
 from celery_durable.extension import RUN_TASK_NAME, extension_for
 
 from . import NOWHERE_URL, REDIS_URL_ENV
@@ -73,8 +78,18 @@ def gate_key(run_id: str) -> str:
 
 
 def held_key(run_id: str) -> str:
-    """Set (to the pool process's pid) once a `held` run stopped before its claim."""
+    """Set (to the pool process's pid) once a delivery of the run stopped before its claim."""
     return f"test:held:{run_id}"
+
+
+def hold_next(client: redis.Redis, run_id: str) -> None:
+    """Hold the next delivery of the run before its claim (once)."""
+    client.delete(held_key(run_id))
+    client.set(_hold_flag(run_id), 1)
+
+
+def _hold_flag(run_id: str) -> str:
+    return f"test:hold-next:{run_id}"
 
 
 def release_key(run_id: str) -> str:
@@ -84,13 +99,18 @@ def release_key(run_id: str) -> str:
 
 def step_counts(client: redis.Redis, run_id: str, steps: int) -> list[int]:
     """How often the body of each of a run's first `steps` positions ran."""
-    values = client.mget([count_key(run_id, position) for position in range(steps)])
-    return [int(v or 0) for v in values]
+    pipe = client.pipeline(transaction=False)
+    for position in range(steps):
+        pipe.scard(count_key(run_id, position))
+    return [int(n) for n in pipe.execute()]
 
 
 def _count(position: int) -> int:
     key = count_key(get_context().run_id, position)
-    return int(extension_for().redis.incr(key))
+    pipe = extension_for().redis.pipeline(transaction=True)
+    pipe.sadd(key, uuid.uuid4().hex)  # the same token when the client sends it again
+    pipe.scard(key)
+    return int(pipe.execute()[1])
 
 
 @step(name="faulty.work")
@@ -132,6 +152,17 @@ def nap(seconds: float) -> list[int]:
     return [first, work(2, 0.0)]
 
 
+@workflow(name="faulty.two_waits")
+def two_waits(name: str, second_timeout: float) -> list[Any]:
+    """Wait for event `name` twice; the second wait gives None after `second_timeout`."""
+    first = wait_for_event(name)
+    try:
+        second = wait_for_event(name, timeout=second_timeout)
+    except EventTimeoutError:
+        second = None
+    return [first, second]
+
+
 @workflow(name="faulty.held")
 def held(count: int = 3) -> list[int]:
     """Like `steps` (no delay), but its first delivery stops before the claim."""
@@ -140,16 +171,24 @@ def held(count: int = 3) -> list[int]:
 
 @task_prerun.connect(weak=False)
 def _hold_before_claim(sender: Any = None, args: Any = None, **_: Any) -> None:
-    """Fault injection, in the pool process: hold the first delivery of a `held` run.
+    """Fault injection, in the pool process: hold a delivery before its claim.
 
     Runs before the task body, so before `execute_run` claims the run: the
-    run is received (prefetched, then started) but still `pending`.
+    run is received (prefetched, then started) but not claimed by this
+    delivery. Held: the first delivery of a `held` run, and the next delivery
+    of a run flagged with `hold_next`.
     """
-    if getattr(sender, "name", None) != RUN_TASK_NAME or not args:
-        return
-    ext = extension_for(sender.app)
+    if getattr(sender, "name", None) != RUN_TASK_NAME or sender.app is not app or not args:
+        return  # not a run task of a worker of this module (the test process imports it too)
+    client = extension_for(app).redis
     run_id = args[0]
-    if ext.journal.meta(run_id).get("name") != held.definition.name:
-        return
-    if ext.redis.set(held_key(run_id), os.getpid(), nx=True):  # the first delivery only
-        ext.redis.blpop([release_key(run_id)], timeout=60)
+    if client.delete(_hold_flag(run_id)):  # flagged: this delivery, once
+        client.set(held_key(run_id), os.getpid())
+    else:
+        name = extension_for(app).journal.meta(run_id).get("name")
+        first = name == held.definition.name and client.set(  # the first delivery only
+            held_key(run_id), os.getpid(), nx=True
+        )
+        if not first:
+            return
+    client.blpop([release_key(run_id)], timeout=60)

@@ -75,7 +75,9 @@ def check_steps_once(
     if may_repeat_after is None or not repeated:
         assert repeated == [], f"steps ran more than once: {counts}"
         return None
-    interrupted = next(e for e in completed if e["seq"] > may_repeat_after)["data"]["position"]
+    resumed = next((e for e in completed if e["seq"] > may_repeat_after), None)
+    assert resumed is not None, f"counts {counts}, but no step completed after the fault"
+    interrupted = resumed["data"]["position"]
     assert repeated == [interrupted], (
         f"counts {counts}: only position {interrupted}, the step running when the fault "
         f"struck, may have run twice"

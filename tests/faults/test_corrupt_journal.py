@@ -46,10 +46,16 @@ def test_a_corrupt_event_fails_its_run_and_the_worker_serves_others(
     assert run.id in message and entry.decode() in message and complaint in message
     assert run.status() == "failed"
     assert faulty.step_counts(redis_client, run.id, 3) == [1, 0, 0]  # it went no further
-    assert [e["data"]["run_id"] for e in global_events(ext) if e["type"] == "workflow.failed"] == [
-        run.id
-    ]
-    assert f"run {run.id} failed: run {run.id}, stream entry" in worker.log_text()
+    # Reported in the global stream too (written right after the journal's final event).
+    wait_until(
+        lambda: (
+            [e["data"]["run_id"] for e in global_events(ext) if e["type"] == "workflow.failed"]
+            == [run.id]
+        ),
+        timeout=5,
+        what="workflow.failed in the global stream",
+    )
+    worker.wait_for_log(f"run {run.id} failed: run {run.id}, stream entry", timeout=5)
 
     # The same worker goes on with other runs.
     others = [faulty.steps.start(3, 0.0) for _ in range(5)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
@@ -18,6 +18,7 @@ from celery import Celery, current_app
 from celery_durable import RunHandle
 from celery_durable.extension import extension_for
 from tests.apps import sleepy
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +33,6 @@ def client_app(durable_redis_url: str) -> Iterator[Celery]:
     extension_for(app).redis.close()
     app.close()
     previous.set_current()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:g}s: {what}")
-        time.sleep(0.05)
 
 
 def statuses(runs: list[RunHandle]) -> Counter[str]:

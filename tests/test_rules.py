@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import celery_durable
 from celery_durable import signals
 from celery_durable.codec import unpackb
 from celery_durable.extension import extension_for
+from tests.waiting import wait_until
 
 RETRY_THEN_SLACK = "retry then slack"
 
@@ -161,13 +161,6 @@ def register_tasks(app: Celery) -> None:
     @app.task(name="myapp.tasks.other", shared=False)
     def other():
         raise ConnectionError("not ours")
-
-
-def wait_until(condition, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def calls(app: Celery, key: str) -> int:

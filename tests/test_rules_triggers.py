@@ -17,6 +17,7 @@ from kombu.serialization import dumps
 import celery_durable
 from celery_durable.codec import packb_lenient
 from celery_durable.extension import extension_for
+from tests.waiting import wait_until
 
 GHOST = "ghost@nowhere"
 
@@ -84,13 +85,6 @@ def rules_worker(durable_app: Celery) -> Iterator[Any]:
         shutdown_timeout=30,
     ) as worker:
         yield worker
-
-
-def wait_until(condition, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_orphaned_tasks_of_a_dead_worker_are_resent_exactly(

@@ -24,6 +24,7 @@ from celery_durable.codec import unpackb
 from celery_durable.extension import extension_for
 from celery_durable.timers.store import TimerStore
 from tests.steps import count
+from tests.waiting import wait_until
 
 
 def _types(run) -> list[str]:
@@ -221,7 +222,7 @@ def test_cancel_a_waiting_run(durable_worker, durable_wait_for_status):
 
 def test_cancel_a_running_run_stops_it_at_the_next_step(durable_worker, redis_client, counter):
     run = celery_durable.start(gated)
-    _wait(lambda: counter("gate_entered") == 1)
+    wait_until(lambda: counter("gate_entered") == 1)
     assert run.status() == "running"
     assert run.cancel() is True
     redis_client.rpush("test:gate", "open")
@@ -440,10 +441,3 @@ def _read_global_events(app):
         return [unpackb(f[b"e"]) for _, f in ext.redis.xrange(ext.keys.events())]
 
     return read
-
-
-def _wait(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)

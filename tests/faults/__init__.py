@@ -8,27 +8,13 @@ here; the fixtures are in `conftest.py`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
-
-import pytest
 
 from celery_durable import RunHandle
 from celery_durable.codec import unpackb
 from celery_durable.extension import DurableExtension
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str | Callable[[], str]) -> Any:
-    """Poll `condition` until it is truthy (and return it); fail the test past `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            text = what() if callable(what) else what
-            pytest.fail(f"not within {timeout:g}s: {text}")
-        time.sleep(0.02)
+from tests.waiting import wait_until as wait_until  # the suite imports it from here
 
 
 def global_events(ext: DurableExtension) -> list[dict[str, Any]]:

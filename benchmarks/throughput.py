@@ -27,26 +27,20 @@ With `--redis-url` the worker uses that Redis, whose keys are left there.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import celery
 import redis
 from celery import chain
-from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from celery_durable import start
 from celery_durable.contrib.redis_server import RedisServer
@@ -56,28 +50,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python benchmarks/throughput.py` from anywhere
 
 from benchmarks import bench_app  # noqa: E402
+from benchmarks._harness import Deadline, celery_worker, exit_on_sigterm, log  # noqa: E402
 
 WARMUP_BATCH = 10
 WARMUP_SINGLE = 3
-READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 
 # A dispatch starts run number i and returns a function that waits for its result.
 Waiter = Callable[[float], Any]
 Dispatch = Callable[[int], Waiter]
-
-
-class Deadline:
-    def __init__(self, seconds: float, what: str):
-        self.end = time.monotonic() + seconds
-        self.what = what
-        self.seconds = seconds
-
-    def remaining(self) -> float:
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"{self.what} took more than {self.seconds:g}s")
-        return left
 
 
 # -- the two sides -------------------------------------------------------------------
@@ -146,83 +126,6 @@ def measure(name: str, dispatch: Dispatch, args: argparse.Namespace) -> SideFigu
 # -- the worker --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def celery_worker(redis_url: str, concurrency: int) -> Iterator[None]:
-    """A real prefork worker on `redis_url`, ready on entry, always stopped on exit."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "benchmarks.bench_app",
-        "worker",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        str(concurrency),
-        "-l",
-        "warning",
-    ]
-    env = {**os.environ, bench_app.REDIS_URL_ENV: redis_url}
-    with tempfile.TemporaryFile() as output:
-        # Its own session, so that a kill can reach the pool processes too.
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        failed = True
-        try:
-            wait_until_ready(process, Deadline(READY_TIMEOUT, "the worker to start"))
-            yield
-            failed = False
-        finally:
-            stop_worker(process)
-            if failed:
-                log(f"worker output (last lines):\n{_tail(output)}")
-
-
-def wait_until_ready(process: subprocess.Popen[bytes], deadline: Deadline) -> None:
-    """Wait until a pool process has answered a ping task."""
-    answer = bench_app.ping.delay()
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the worker exited with status {process.returncode}")
-        try:
-            answer.get(timeout=min(0.5, deadline.remaining()))
-            return
-        except CeleryTimeoutError:
-            continue
-
-
-def stop_worker(process: subprocess.Popen[bytes]) -> None:
-    """Warm shutdown; past STOP_TIMEOUT, kill the worker and its pool processes."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            log("the worker did not stop in time; killing it")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # the group is gone after a clean stop
-    process.wait(STOP_TIMEOUT)
-
-
-def _tail(output: IO[bytes], limit: int = 4000) -> str:
-    output.seek(0)
-    return output.read().decode(errors="replace")[-limit:]
-
-
-# -- reporting ---------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def environment(redis_url: str, concurrency: int) -> dict[str, Any]:
     client = redis.Redis.from_url(redis_url)
     try:
@@ -259,7 +162,13 @@ def print_table(report: dict[str, Any]) -> None:
 
 def benchmark(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
     bench_app.use_redis(redis_url)
-    with celery_worker(redis_url, args.concurrency):
+    with celery_worker(
+        "benchmarks.bench_app",
+        redis_url,
+        url_env=bench_app.REDIS_URL_ENV,
+        ping=bench_app.ping,
+        concurrency=args.concurrency,
+    ):
         plain = measure("plain", plain_dispatch, args)
         durable = measure("durable", durable_dispatch, args)
     return {
@@ -276,10 +185,6 @@ def benchmark(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _exit_on_sigterm(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through `finally`, which stops the worker
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=200, help="runs started back to back")
@@ -289,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    exit_on_sigterm()
     if args.runs < 1 or args.latency_runs < 1 or args.concurrency < 1:
         parser.error("--runs, --latency-runs and --concurrency must be at least 1")
 

@@ -294,14 +294,16 @@ def environment(url: str, concurrency: int) -> dict[str, Any]:
 
 def _stats(values: list[float], base: list[float]) -> dict[str, Any]:
     median = statistics.median(values)
+    base_median = statistics.median(base)
     return {
         "values": values,
         "median": median,
         "min": min(values),
         "max": max(values),
-        "over_A": median / statistics.median(base),
+        # A figure that was 0 for A (an idle machine's "other load") has no ratio.
+        "over_A": median / base_median if base_median else None,
         # Each round's own ratio against that round's A: how much the ratio moves.
-        "round_ratios": [v / a for v, a in zip(values, base, strict=True)],
+        "round_ratios": [v / a if a else None for v, a in zip(values, base, strict=True)],
     }
 
 

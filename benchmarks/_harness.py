@@ -12,15 +12,19 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from importlib.metadata import version
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import celery
+import redis
 from celery import Task
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
@@ -152,3 +156,21 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def environment(url: str, concurrency: int) -> dict[str, Any]:
+    """What a benchmark ran on, printed and kept with its figures."""
+    client = redis.Redis.from_url(url)
+    try:
+        redis_version = client.info("server")["redis_version"]
+    finally:
+        client.close()
+    return {
+        "redis": redis_version,
+        "python": platform.python_version(),
+        "celery": celery.__version__,
+        "celery_durable": version("celery-durable"),
+        "pool": "prefork",
+        "concurrency": concurrency,
+        "cpus": os.cpu_count(),
+    }

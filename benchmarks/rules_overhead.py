@@ -53,13 +53,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +67,6 @@ if str(ROOT) not in sys.path:
 
 os.environ.pop("CELERY_DURABLE_BENCH_RULES_CONFIG", None)  # this process only sends
 
-import celery  # noqa: E402
 import redis  # noqa: E402
 from celery import Task  # noqa: E402
 
@@ -77,6 +74,7 @@ from benchmarks import rules_app  # noqa: E402
 from benchmarks._harness import (  # noqa: E402
     Deadline,
     celery_worker,
+    environment,
     exit_on_sigterm,
     log,
     redis_url,
@@ -273,23 +271,6 @@ def check(label: str, config: str, figures: dict[str, Batch], n: int) -> None:
 
 
 # -- reporting ---------------------------------------------------------------------------
-
-
-def environment(url: str, concurrency: int) -> dict[str, Any]:
-    client = redis.Redis.from_url(url)
-    try:
-        redis_version = client.info("server")["redis_version"]
-    finally:
-        client.close()
-    return {
-        "redis": redis_version,
-        "python": platform.python_version(),
-        "celery": celery.__version__,
-        "celery_durable": version("celery-durable"),
-        "pool": "prefork",
-        "concurrency": concurrency,
-        "cpus": os.cpu_count(),
-    }
 
 
 def _stats(values: list[float], base: list[float]) -> dict[str, Any]:

@@ -40,13 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python benchmarks/sleep_overshoot.py` from anywhere
 
-import celery  # noqa: E402
-import redis  # noqa: E402
 
 from benchmarks import timer_app  # noqa: E402
 from benchmarks._harness import (  # noqa: E402
     Deadline,
     celery_worker,
+    environment,
     exit_on_sigterm,
     log,
     percentile,
@@ -148,7 +147,7 @@ def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
         env[timer_app.POLL_INTERVAL_ENV] = str(args.poll_interval)
     poll_interval = args.poll_interval or extension_for(timer_app.app).settings.timer_poll_interval
     report: dict[str, Any] = {
-        "environment": environment(url, args.concurrency, poll_interval),
+        "environment": run_environment(url, args.concurrency, poll_interval),
         "runs": args.runs,
         "sleep_s": args.seconds,
         "spread_s": args.spread,
@@ -183,19 +182,8 @@ def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def environment(url: str, concurrency: int, poll_interval: float) -> dict[str, Any]:
-    client = redis.Redis.from_url(url)
-    try:
-        redis_version = client.info("server")["redis_version"]
-    finally:
-        client.close()
-    return {
-        "redis": redis_version,
-        "celery": celery.__version__,
-        "pool": "prefork",
-        "concurrency": concurrency,
-        "timer_poll_interval_s": poll_interval,
-    }
+def run_environment(url: str, concurrency: int, poll_interval: float) -> dict[str, Any]:
+    return {**environment(url, concurrency), "timer_poll_interval_s": poll_interval}
 
 
 # -- reporting ---------------------------------------------------------------------------

@@ -28,18 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import celery
-import redis
 from celery import chain
 
 from celery_durable import start
@@ -50,7 +46,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `python benchmarks/throughput.py` from anywhere
 
 from benchmarks import bench_app  # noqa: E402
-from benchmarks._harness import Deadline, celery_worker, exit_on_sigterm, log  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    Deadline,
+    celery_worker,
+    environment,
+    exit_on_sigterm,
+    log,
+)
 
 WARMUP_BATCH = 10
 WARMUP_SINGLE = 3
@@ -124,22 +126,6 @@ def measure(name: str, dispatch: Dispatch, args: argparse.Namespace) -> SideFigu
 
 
 # -- the worker --------------------------------------------------------------------------
-
-
-def environment(redis_url: str, concurrency: int) -> dict[str, Any]:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        redis_version = client.info("server")["redis_version"]
-    finally:
-        client.close()
-    return {
-        "redis": redis_version,
-        "python": platform.python_version(),
-        "celery": celery.__version__,
-        "celery_durable": version("celery-durable"),
-        "pool": "prefork",
-        "concurrency": concurrency,
-    }
 
 
 def print_table(report: dict[str, Any]) -> None:

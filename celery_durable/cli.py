@@ -355,10 +355,7 @@ def rules_reset_breaker(ctx: click.Context, name: str) -> None:
 @_errors_as_one_line
 def rules_enable(ctx: click.Context, name: str) -> None:
     """Switch a rule on in every worker."""
-    from .rules.api import set_rule_enabled
-
-    set_rule_enabled(name, True, app=_app(ctx))
-    click.echo(f"rule {name!r}: enabled")
+    _switch_rule(ctx, name, enabled=True)
 
 
 @rules.command("disable")
@@ -367,10 +364,14 @@ def rules_enable(ctx: click.Context, name: str) -> None:
 @_errors_as_one_line
 def rules_disable(ctx: click.Context, name: str) -> None:
     """Switch a rule off in every worker."""
+    _switch_rule(ctx, name, enabled=False)
+
+
+def _switch_rule(ctx: click.Context, name: str, *, enabled: bool) -> None:
     from .rules.api import set_rule_enabled
 
-    set_rule_enabled(name, False, app=_app(ctx))
-    click.echo(f"rule {name!r}: disabled")
+    set_rule_enabled(name, enabled, app=_app(ctx))
+    click.echo(f"rule {name!r}: {'enabled' if enabled else 'disabled'}")
 
 
 @rules.command("notify-test")

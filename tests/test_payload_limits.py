@@ -9,7 +9,7 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 import celery_durable
-from celery_durable import FatalError, step, wait_for_event, workflow
+from celery_durable import FatalError, signals, step, wait_for_event, workflow
 from celery_durable.codec import unpackb
 from celery_durable.errors import ConfigurationError, EncodingError, PayloadTooLargeError
 from celery_durable.extension import extension_for
@@ -139,11 +139,21 @@ class TestRulesSeeCutText:
             raise ConnectionError("z" * BIG)
 
         ext = extension_for(durable_app)
+        fired: list[Any] = []  # what the rules saw (and what the queued action job holds)
+
+        def on_fired(sender: str, event: Any, **_: Any) -> None:
+            fired.append(event)
+
+        signals.rule_fired.connect(on_fired)
         with start_worker(durable_app, pool="solo", perform_ping_check=False):
             for _ in range(3):
                 durable_app.send_task("limits.loud")
             posts = http_receiver.wait_for(6, timeout=30)
             wait_until(lambda: len(celery_durable.rule_history("loud")) == 3, what="history")
+        signals.rule_fired.disconnect(on_fired)
+        assert len(fired) == 3
+        assert all(len(e.data["error_message"].encode()) <= TEXT_LIMIT for e in fired)
+        assert all(len(e.data["traceback"].encode()) <= TEXT_LIMIT for e in fired)
         hook = [p for p in posts if p["path"] == "/hook"]
         slack = [p for p in posts if p["path"] == "/slack"]
         assert len(hook) == 3 and len(slack) == 3

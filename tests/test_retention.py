@@ -155,7 +155,11 @@ def test_a_child_ending_after_its_parent_leaves_no_inbox_behind(journal, redis_c
         notify=Notification("p", "child:p.3", b"\x80"),
     )
     # The parent's inbox took the notice, and expires with the parent.
-    assert 0 < redis_client.pttl(keys.run_inbox("p")) <= redis_client.pttl(keys.run_meta("p"))
+    inbox_ttl, meta_ttl = (
+        redis_client.pttl(keys.run_inbox("p")),
+        redis_client.pttl(keys.run_meta("p")),
+    )
+    assert inbox_ttl > 0 and abs(inbox_ttl - meta_ttl) < 1000
 
     redis_client.delete(keys.run_meta("p"), keys.run_events("p"), keys.run_inbox("p"))  # expired
     journal.append("p.4", 0, [("workflow.started", {"parent": "p"})])
@@ -211,3 +215,37 @@ def test_the_sweep_trims_the_global_stream_to_the_retention(durable_app, redis_c
     remaining = redis_client.xrange(stream)
     assert [fields[b"e"] for _, fields in remaining if fields[b"e"] == b"old"] == []
     assert len(remaining) == 1
+
+
+# -- the other keys the extension writes ------------------------------------------------------
+
+
+def test_a_rule_history_is_bounded_and_expires_after_the_retention(redis_client):
+    from celery_durable.rules.history import RuleHistory
+
+    keys = Keys("jt")
+    history = RuleHistory(redis_client, keys, maxlen=5, text_limit=300, retention=60)
+    for n in range(400):
+        history.record("r", {"n": n, "error": "e" * 10_000})
+    key = keys.rule_history("r")
+    assert 55 < redis_client.ttl(key) <= 60
+    assert redis_client.xlen(key) < 400  # trimmed (approximately) to maxlen
+    (newest,) = history.read("r", limit=1)
+    assert newest["n"] == 399 and len(newest["error"].encode()) <= 300
+
+
+def test_the_action_queue_is_capped_and_forgets_departed_consumers(durable_app, redis_client):
+    from celery_durable.rules.action_queue import MAXLEN
+
+    queue = extension_for(durable_app).action_queue
+    pipe = redis_client.pipeline(transaction=False)
+    for _ in range(MAXLEN + 1000):
+        pipe.xadd(queue.key, {"j": b"\x80"})
+    pipe.execute()
+    queue.enqueue({"n": 1})
+    assert queue.pending() < MAXLEN + 1000
+    queue.take("gone@host", count=1, block_ms=1)  # holds one job
+    redis_client.xgroup_createconsumer(queue.key, "durable-actions", "idle@host")
+    assert queue.forget_consumers(idle_seconds=0) == 1  # the one holding a job stays
+    names = {c["name"] for c in redis_client.xinfo_consumers(queue.key, "durable-actions")}
+    assert names == {b"gone@host"}

@@ -127,14 +127,20 @@ def runs_list(
 
 @runs.command("show")
 @click.argument("run_id")
+@click.option(
+    "--limit", default=200, show_default=True, help="At most this many events of the timeline."
+)
+@click.option("--cursor", help="Continue the timeline where a previous page ended.")
 @_json_option
 @click.pass_context
 @_errors_as_one_line
-def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """A run's status, timeline of events, and result or error."""
+def runs_show(
+    ctx: click.Context, run_id: str, limit: int, cursor: str | None, as_json: bool
+) -> None:
+    """A run's status, timeline of events (paged), and result or error."""
     from .workflows.listing import describe_run
 
-    run = describe_run(run_id, app=_app(ctx))
+    run = describe_run(run_id, limit=limit, cursor=cursor, app=_app(ctx))
     if as_json:
         _print_json(run)
         return
@@ -154,6 +160,7 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         click.echo(f"result    {json.dumps(run['result'], default=_jsonable)}")
     if "error" in run:
         click.echo(f"error     {run['error']}")
+    click.echo(f"events    {run['events']:,}")
     click.echo("timeline")
     rows = []
     for item in run["timeline"]:
@@ -179,6 +186,10 @@ def runs_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
             ]
         )
     _table(["time", "event", "name", "detail"], rows)
+    if run["timeline"] and (cursor or run["next_cursor"]):
+        first, last = run["timeline"][0]["seq"], run["timeline"][-1]["seq"]
+        click.echo(f"\nevents {first:,}-{last:,} of {run['events']:,}")
+    _next_page(run["next_cursor"])
 
 
 @runs.command("cancel")

@@ -42,6 +42,10 @@ class EncodingError(DurableError, TypeError):
     """A value cannot be recorded in the journal (msgpack cannot encode it)."""
 
 
+class PayloadTooLargeError(EncodingError):
+    """A value is larger, encoded, than `durable_max_payload_bytes` allows."""
+
+
 class NotInstalledError(DurableError):
     """No Celery app has celery_durable installed."""
 
@@ -95,6 +99,21 @@ class JournalCorruptError(DurableError):
 
 class NonDeterminismError(FatalError):
     """Replaying a run asked for another step than the one recorded there."""
+
+
+class RunEventLimitError(FatalError):
+    """A run reached `durable_max_run_events`: it fails instead of growing without end."""
+
+    def __init__(self, run_id: str, limit: int, position: int):
+        super().__init__(
+            f"run {run_id} reached its limit of {limit:,} events (durable_max_run_events) "
+            f"at position {position}; a workflow that loops for long should do each round's "
+            "work in a child run (call start() inside the workflow) or continue in a new "
+            "run, so that no single history grows without end"
+        )
+        self.run_id = run_id
+        self.limit = limit
+        self.position = position
 
 
 class WorkflowFailedError(DurableError):

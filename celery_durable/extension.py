@@ -22,6 +22,7 @@ from .clock import Clock
 from .errors import NotInstalledError
 from .journal import Journal
 from .keys import Keys
+from .limits import bound_strings
 from .redis_client import make_client
 from .settings import Settings
 from .timers import TimerStore
@@ -61,7 +62,13 @@ class DurableExtension:
 
     @cached_property
     def journal(self) -> Journal:
-        return Journal(self.redis, self.keys)
+        settings = self.settings
+        return Journal(
+            self.redis,
+            self.keys,
+            retention=settings.retention,
+            max_events=settings.max_run_events,
+        )
 
     @cached_property
     def timers(self) -> TimerStore:
@@ -121,15 +128,16 @@ class DurableExtension:
                     engine.pm.hook.durable_event(event=activity)
             except Exception:
                 logger.exception("reacting to %s failed", kind)
+        stored = _bounded(activity, self.settings.max_text_bytes)
         if pipe is not None:  # the caller's round trip carries it
             pipe.xadd(
                 self.keys.events(),
-                {"e": activity.encode()},
+                {"e": stored.encode()},
                 maxlen=self.settings.events_maxlen,
                 approximate=True,
             )
         else:
-            self.event_writer.add(activity)
+            self.event_writer.add(stored)
         return activity
 
     @property
@@ -164,6 +172,16 @@ class DurableExtension:
             )
             return
         self.timers.dispatched(run_id)
+
+
+def _bounded(activity: Activity, limit: int) -> Activity:
+    """The event as the global stream keeps it: no text longer than `limit` bytes.
+
+    The stream is a record for people and dry runs; the rules got the event
+    whole (a retry re-sends the task's message from it).
+    """
+    data = bound_strings(activity.data, limit)
+    return activity if data is activity.data else Activity(activity.type, data, activity.ts)
 
 
 def register(app: Celery, extension: DurableExtension) -> None:

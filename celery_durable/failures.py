@@ -15,20 +15,30 @@ from typing import Any
 
 from .codec import packb
 from .errors import WorkflowFailedError
+from .limits import truncate_text, truncate_traceback
+from .settings import DEFAULT_MAX_TEXT_BYTES
 
 
-def describe(exc: BaseException) -> dict[str, Any]:
+def describe(exc: BaseException, *, limit: int = DEFAULT_MAX_TEXT_BYTES) -> dict[str, Any]:
+    """The error as recorded: message and traceback cut to `limit` bytes each.
+
+    Args too big to keep (or to encode) are replaced by the cut message, so
+    the error is still rebuilt with its type and the message it recorded.
+    """
     cls = type(exc)
+    message = str(exc)
+    short = truncate_text(message, limit)
     args: list[Any] = list(exc.args)
     try:
-        packb(args)
+        if len(packb(args)) > limit:
+            args = [short]
     except (TypeError, ValueError, OverflowError):
-        args = [str(exc)]
+        args = [short]
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
+        "message": short,
         "args": args,
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": truncate_traceback("".join(traceback.format_exception(exc)), limit),
     }
 
 

@@ -49,6 +49,14 @@ class Keys:
         """A sorted set of every run id by creation time, for listings."""
         return f"{self.prefix}:runs"
 
+    def finished_runs(self) -> str:
+        """A sorted set of finished run ids scored by when their keys expire.
+
+        The retention sweep takes the due ones off the runs index: the index
+        then never lists a run whose journal is gone, and stays bounded.
+        """
+        return f"{self.prefix}:finished"
+
     def timers(self) -> str:
         """A sorted set of `kind:run_id` members scored by due time (clock seconds)."""
         return f"{self.prefix}:timers"

@@ -12,8 +12,15 @@ from typing import Any
 from celery import Celery
 
 from .errors import ConfigurationError
+from .options import parse_duration
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_RETENTION = 7 * 86400.0
+DEFAULT_MAX_TEXT_BYTES = 8192
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+DEFAULT_MAX_RUN_EVENTS = 100_000
+MIN_TEXT_BYTES = 256  # room for some text besides the truncation marker
+MIN_RUN_EVENTS = 10
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,11 @@ class Settings:
     rule_history_maxlen: int = 1000
     failure_window: float = 3600.0
     action_claim_after: float = 300.0
+    # Data bounds: how long finished runs are kept, how big things may get.
+    retention: float | None = DEFAULT_RETENTION
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+    max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES
+    max_run_events: int | None = DEFAULT_MAX_RUN_EVENTS
 
     @classmethod
     def from_app(cls, app: Celery) -> Settings:
@@ -75,6 +87,16 @@ class Settings:
             rule_history_maxlen=int(_positive(conf, "durable_rule_history_maxlen", 1000)),
             failure_window=_positive(conf, "durable_failure_window", 3600.0),
             action_claim_after=_positive(conf, "durable_action_claim_after", 300.0),
+            retention=_retention(conf),
+            max_text_bytes=_at_least(
+                conf, "durable_max_text_bytes", DEFAULT_MAX_TEXT_BYTES, MIN_TEXT_BYTES
+            ),
+            max_payload_bytes=_limit(
+                conf, "durable_max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES, 1
+            ),
+            max_run_events=_limit(
+                conf, "durable_max_run_events", DEFAULT_MAX_RUN_EVENTS, MIN_RUN_EVENTS
+            ),
         )
 
 
@@ -95,3 +117,33 @@ def _positive(conf: Any, key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigurationError(f"{key}: expected a positive number, got {value!r}")
     return float(value)
+
+
+def _retention(conf: Any) -> float | None:
+    """`durable_retention`: a positive duration, or None to keep finished runs forever."""
+    if "durable_retention" not in conf:
+        return DEFAULT_RETENTION
+    value = conf.get("durable_retention")
+    seconds = parse_duration(value, field="durable_retention")
+    if seconds is not None and seconds <= 0:
+        raise ConfigurationError(
+            f"durable_retention: {value!r} would drop a run the moment it ends; give a "
+            "positive duration such as '7d', or None to keep finished runs forever"
+        )
+    return seconds
+
+
+def _at_least(conf: Any, key: str, default: int, minimum: int, none_ok: bool = False) -> int:
+    """An integer setting of at least `minimum`."""
+    value = conf.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        also = ", or None for no limit" if none_ok else ""
+        raise ConfigurationError(f"{key}: expected an integer >= {minimum}{also}, got {value!r}")
+    return value
+
+
+def _limit(conf: Any, key: str, default: int, minimum: int) -> int | None:
+    """A limit: an integer of at least `minimum`, or None (set explicitly) for no limit."""
+    if key in conf and conf.get(key) is None:
+        return None
+    return _at_least(conf, key, default, minimum, none_ok=True)

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ..hookspecs import hookimpl
+from ..limits import bound_strings
 from ..rules.action_queue import ActionSkipped
 from ..rules.base import Action
 from ..rules.task_message import resend
@@ -151,11 +152,18 @@ class Webhook(Action):
         self.retries = retries
 
     def payload(self, event: Any, context: Any) -> dict[str, Any]:
+        """The JSON posted: the event without the task's message, no text over
+        `durable_max_text_bytes` (a 10 MB error message is not posted whole)."""
         data = {k: v for k, v in event.data.items() if k != "message"}
+        limit = context.ext.settings.max_text_bytes
         return {
             "rule": context.rule_name,
             "execution_id": context.execution_id,
-            "event": {"type": event.type, "ts": event.ts, "data": _jsonable(data)},
+            "event": {
+                "type": event.type,
+                "ts": event.ts,
+                "data": bound_strings(_jsonable(data), limit),
+            },
         }
 
     def run(self, event: Any, context: Any) -> Any:

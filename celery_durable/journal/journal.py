@@ -20,7 +20,7 @@ import redis
 from redis.client import Pipeline
 
 from ..codec import packb, unpackb
-from ..errors import InboxChangedError, JournalConflictError
+from ..errors import InboxChangedError, JournalConflictError, RunEventLimitError
 from ..keys import Keys
 from .events import FINAL_STATUSES, Event, status_after
 
@@ -42,6 +42,18 @@ class Appended:
 
 
 @dataclass(frozen=True)
+class Page:
+    """A bounded slice of a run's history, with what a summary needs besides."""
+
+    meta: dict[str, str]
+    first: Event | None  # workflow.started: the arguments
+    last: Event | None  # the outcome of a finished run
+    events: list[Event]
+    total: int
+    next_cursor: str | None  # the stream id to continue after; None at the end
+
+
+@dataclass(frozen=True)
 class InboxEntry:
     id: str
     name: str
@@ -59,9 +71,28 @@ def _load_script(name: str) -> str:
 
 
 class Journal:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    """A run's history in Redis.
+
+    `retention` (seconds, None for ever) is how long a finished run's keys
+    live after its final event: they expire in the same atomic write, and
+    the run goes into the set of finished runs, from which the retention
+    sweep takes it off the runs index. `max_events` (None for no limit)
+    refuses an append that would take a run past that many events with
+    `RunEventLimitError`; the final event of a run is always accepted.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        *,
+        retention: float | None = None,
+        max_events: int | None = None,
+    ):
         self.client = client
         self.keys = keys
+        self.retention = retention
+        self.max_events = max_events
         self._append = client.register_script(_load_script("append.lua"))
         # redis-py's cluster pipelines refuse EVALSHA.
         self._scripts_in_pipelines = not _is_cluster(client)
@@ -91,7 +122,9 @@ class Journal:
         send in the same round trip (not atomically); they run whatever the
         append's outcome.
         """
-        built, keys, args = self._prepare(run_id, expected, events, meta, inbox_len, notify)
+        built, keys, args, final = self._prepare(run_id, expected, events, meta, inbox_len, notify)
+        if final and self.retention is not None:
+            extra = self._track_finished(run_id, extra)
         if extra is None:
             result = self._append(keys=keys, args=args)
         elif self._scripts_in_pipelines:
@@ -105,6 +138,24 @@ class Journal:
             pipe.execute()
             result = self._append(keys=keys, args=args)
         return self._outcome(run_id, expected, built, result, notify)
+
+    def _track_finished(
+        self, run_id: str, extra: Callable[[Pipeline], object] | None
+    ) -> Callable[[Pipeline], object]:
+        """`extra`, plus filing the run among the finished ones by expiry time.
+
+        Sent in the append's round trip (the keys are in other cluster slots,
+        so not in its script); should the append itself be refused, the
+        sweep finds the run still there and lets it be.
+        """
+        expires_at = time.time() + (self.retention or 0.0)
+
+        def track(pipe: Pipeline) -> None:
+            pipe.zadd(self.keys.finished_runs(), {run_id: expires_at})
+            if extra is not None:
+                extra(pipe)
+
+        return track
 
     def create(
         self,
@@ -142,8 +193,9 @@ class Journal:
         meta: dict[str, str | int | float] | None,
         inbox_len: int | None,
         notify: Notification | None,
-    ) -> tuple[list[Event], list[str], list[Any]]:
-        """The events with their positions, and the script's keys and arguments."""
+    ) -> tuple[list[Event], list[str], list[Any], bool]:
+        """The events with their positions, the script's keys and arguments, and
+        whether the events end the run."""
         now = time.time()
         built = [
             Event(seq=expected + offset, type=kind, data=data, ts=now)
@@ -153,10 +205,15 @@ class Journal:
         for event in built:
             status = status_after(event, status)
         options: dict[str, Any] = {"now": repr(now)}
+        final = status in FINAL_STATUSES
         if status:
             options["status"] = status
-            if status in FINAL_STATUSES:
+            if final:
                 options["channel"] = self.keys.run_done_channel(run_id)
+        if final and self.retention is not None:
+            options["expire_ms"] = max(1, int(self.retention * 1000))
+        if not final and self.max_events is not None:
+            options["max_events"] = self.max_events
         if meta:
             options["meta"] = {k: str(v) for k, v in meta.items()}
         if inbox_len is not None:
@@ -168,9 +225,16 @@ class Journal:
             notify_meta = self.keys.run_meta(notify.run_id)
             options["notify_name"] = notify.name
             notify_payload = notify.payload
-        keys = [self.keys.run_events(run_id), meta_key, inbox, notify_inbox, notify_meta]
+        keys = [
+            self.keys.run_events(run_id),
+            meta_key,
+            inbox,
+            notify_inbox,
+            notify_meta,
+            self.keys.run_sent(run_id),
+        ]
         args = [expected, packb(options), notify_payload, *(e.encode() for e in built)]
-        return built, keys, args
+        return built, keys, args, final
 
     def _outcome(
         self,
@@ -189,6 +253,8 @@ class Journal:
             raise JournalConflictError(run_id, expected, int(position))
         if code == 2:
             raise InboxChangedError(run_id)
+        if code == 3:
+            raise RunEventLimitError(run_id, self.max_events or 0, int(position))
         return Appended(built, bool(cancel), bool(notified_waits))
 
     def _landed(self, run_id: str, built: list[Event]) -> bool:
@@ -242,6 +308,31 @@ class Journal:
         raw_meta, entries = pipe.execute()
         meta = {k.decode(): v.decode() for k, v in raw_meta.items()}
         return meta, [self._decode(run_id, entry_id, fields) for entry_id, fields in entries]
+
+    def page(self, run_id: str, *, after: str | None = None, count: int = 100) -> Page:
+        """Up to `count` events after stream id `after` (from the first when None).
+
+        One round trip of bounded reads (XRANGE ... COUNT), whatever the
+        length of the history: what `runs show` pages a long history with.
+        """
+        stream = self.keys.run_events(run_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.run_meta(run_id))
+        pipe.xrange(stream, count=1)
+        pipe.xrevrange(stream, count=1)
+        pipe.xrange(stream, min=f"({after}" if after else "-", count=count + 1)
+        pipe.xlen(stream)
+        raw_meta, first, last, entries, total = pipe.execute()
+        more = len(entries) > count
+        entries = entries[:count]
+        return Page(
+            meta={k.decode(): v.decode() for k, v in raw_meta.items()},
+            first=self._decode(run_id, *first[0]) if first else None,
+            last=self._decode(run_id, *last[0]) if last else None,
+            events=[self._decode(run_id, entry_id, fields) for entry_id, fields in entries],
+            total=int(total),
+            next_cursor=entries[-1][0].decode() if more else None,
+        )
 
     def read(self, run_id: str) -> list[Event]:
         """The run's whole history, oldest first (empty for an unknown run)."""

@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celery_durable.actions")
 
 GROUP = "durable-actions"
+# A safety bound on jobs waiting (approximate trim of the oldest). The rules'
+# circuit breakers keep a healthy queue to a handful; only runners stuck for
+# long let it reach this, and then the oldest accepted jobs are dropped.
+MAXLEN = 10_000
+# A consumer of the group (one per worker hostname) with nothing pending and
+# idle this long belongs to a worker that is gone: forget it.
+CONSUMER_IDLE_SECONDS = 86400.0
+FORGET_EVERY = 600.0
 
 
 class ActionSkipped(Exception):
@@ -43,7 +51,7 @@ class ActionQueue:
         self._group_ready = False
 
     def enqueue(self, job: dict[str, Any]) -> None:
-        self.client.xadd(self.key, {"j": packb_lenient(job)})
+        self.client.xadd(self.key, {"j": packb_lenient(job)}, maxlen=MAXLEN, approximate=True)
 
     def ensure_group(self) -> None:
         if self._group_ready:
@@ -93,6 +101,24 @@ class ActionQueue:
 
     def pending(self) -> int:
         return int(self.client.xlen(self.key))
+
+    def forget_consumers(self, *, idle_seconds: float, only: str | None = None) -> int:
+        """Delete the group's consumers that hold nothing and were idle that long.
+
+        Their entries would otherwise pile up, one per worker hostname ever
+        seen. A consumer with pending jobs is kept: its jobs are reclaimed.
+        """
+        self.ensure_group()
+        forgotten = 0
+        for consumer in self.client.xinfo_consumers(self.key, GROUP):
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if only is not None and name != only:
+                continue
+            if consumer["pending"] == 0 and consumer["idle"] >= idle_seconds * 1000:
+                self.client.xgroup_delconsumer(self.key, GROUP, name)
+                forgotten += 1
+        return forgotten
 
 
 def run_job(ext: DurableExtension, job: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +209,10 @@ class ActionRunner:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        try:  # a clean stop: this worker's consumer entry goes, unless it holds jobs
+            self.ext.action_queue.forget_consumers(idle_seconds=0, only=self.consumer)
+        except Exception as exc:
+            logger.info("could not remove action consumer %s: %r", self.consumer, exc)
 
     def work_once(self, *, block_ms: int = 500) -> int:
         queue = self.ext.action_queue
@@ -203,10 +233,14 @@ class ActionRunner:
 
     def _loop(self) -> None:
         failures = 0
+        forget_at = time.monotonic() + FORGET_EVERY
         while not self._stopping.is_set():
             try:
                 if self.tick is not None:
                     self.tick()
+                if time.monotonic() >= forget_at:
+                    forget_at = time.monotonic() + FORGET_EVERY
+                    self.ext.action_queue.forget_consumers(idle_seconds=CONSUMER_IDLE_SECONDS)
                 self.work_once()
                 failures = 0
             except Exception as exc:

@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..activity import Activity
+from ..limits import truncate_text
 from .render import render
 
 if TYPE_CHECKING:
@@ -41,7 +42,10 @@ class RuleContext:
         return httpx.Client(follow_redirects=False, headers={"User-Agent": "celery-durable"})
 
     def render(self, template: str, event: Activity) -> str:
-        return render(template, event, self.rule_name)
+        """The rendered text, cut to `durable_max_text_bytes` (a message for people)."""
+        return truncate_text(
+            render(template, event, self.rule_name), self.ext.settings.max_text_bytes
+        )
 
     def for_rule(self, rule_name: str, execution_id: str = "") -> RuleContext:
         return RuleContext(self.ext, rule_name, execution_id, self.dry_run, self.facts)

@@ -13,23 +13,45 @@ import redis
 
 from ..codec import packb_lenient, unpackb
 from ..keys import Keys
+from ..limits import bound_strings
+from ..settings import DEFAULT_MAX_TEXT_BYTES
 
 SUCCESS, FAILURE, SKIPPED = "success", "failure", "skipped"
 
 
 class RuleHistory:
-    def __init__(self, client: redis.Redis, keys: Keys, maxlen: int):
+    """`text_limit` cuts every text of an entry (error messages, tracebacks,
+    action results) to that many bytes; `retention` (seconds, None for ever)
+    drops the history of a rule that has not fired for that long (a rule
+    renamed or removed)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        maxlen: int,
+        *,
+        text_limit: int = DEFAULT_MAX_TEXT_BYTES,
+        retention: float | None = None,
+    ):
         self.client = client
         self.keys = keys
         self.maxlen = maxlen
+        self.text_limit = text_limit
+        self.retention = retention
 
     def record(self, rule_name: str, entry: dict[str, Any]) -> None:
-        self.client.xadd(
-            self.keys.rule_history(rule_name),
-            {"h": packb_lenient(entry)},
+        key = self.keys.rule_history(rule_name)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(
+            key,
+            {"h": packb_lenient(bound_strings(entry, self.text_limit))},
             maxlen=self.maxlen,
             approximate=True,
         )
+        if self.retention is not None:
+            pipe.expire(key, max(1, int(self.retention)))
+        pipe.execute()
 
     def read(
         self, rule_name: str, *, limit: int = 50, before: str | None = None

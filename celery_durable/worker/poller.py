@@ -6,7 +6,8 @@ the timer so no other worker takes it) and sends the run task once per run,
 then releases them. Its cost per poll is a range query on the
 due end of a sorted set: it does not grow with the number of timers not yet
 due. A worker that dies between claim and dispatch leaves leases that fire
-again after `LEASE` seconds.
+again after `LEASE` seconds. Between polls it also runs the retention
+sweep (`celery_durable.retention`), a bounded round now and then.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import threading
 
 from ..extension import DurableExtension
+from ..retention import RetentionSweep
 
 logger = logging.getLogger("celery_durable.poller")
 
@@ -26,6 +28,7 @@ class TimerPoller:
     def __init__(self, ext: DurableExtension, interval: float):
         self.ext = ext
         self.interval = interval
+        self.sweep = RetentionSweep(ext)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -60,6 +63,7 @@ class TimerPoller:
             wait = self.interval
             try:
                 claimed, next_due = self.poll_once()
+                self.sweep.maybe_sweep()
                 failures = 0
                 if claimed >= BATCH:  # a full batch: more are due, go on at once
                     continue

@@ -25,6 +25,7 @@ from celery.utils.saferepr import saferepr
 
 from .. import activity
 from ..extension import RUN_TASK_NAME, DurableExtension, installed
+from ..limits import truncate_text, truncate_traceback
 from ..rules import task_message
 from .holdings import held_requests, record_of
 
@@ -82,6 +83,7 @@ def failure_data(
     source = request if own else held
     delivery = dict(getattr(source, "delivery_info", None) or {})
     headers = dict(getattr(request, "headers", None) or {}) if own else {}
+    limit = ext.settings.max_text_bytes
     data: dict[str, Any] = {
         "task_id": task_id,
         "task_name": task.name,
@@ -94,8 +96,8 @@ def failure_data(
         "error_type": type(exception).__name__ if exception else "",
         # error_pattern also sees the base classes: a ConnectionError subclass matches.
         "error_bases": _bases(exception),
-        "error_message": str(exception) if exception else "",
-        "traceback": _traceback(exception, einfo),
+        "error_message": truncate_text(str(exception), limit) if exception else "",
+        "traceback": truncate_traceback(_traceback(exception, einfo), limit),
         "retry": task_message.retry_info(headers, task_id or ""),
         "message": None,
     }
@@ -153,7 +155,7 @@ def _traceback(exception: BaseException | None, einfo: Any) -> str:
     text = getattr(einfo, "traceback", None)
     if not text and exception is not None:
         text = "".join(tb.format_exception(exception))
-    return (text or "")[-8000:]
+    return text or ""
 
 
 class ExecutionTimeWatch:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..codec import encode
 from ..errors import (
     DurableError,
     JournalConflictError,
@@ -14,6 +13,7 @@ from ..errors import (
 )
 from ..extension import DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
+from ..limits import encode_bounded
 from .outcomes import finish
 
 
@@ -21,15 +21,20 @@ def send_event(run_id: str, name: str, payload: Any = None) -> None:
     """Deliver an event to a run; it is kept until the run waits for `name`.
 
     Raises `RunNotFoundError` for an unknown run, `RunFinishedError` for a run
-    that has ended, `EncodingError` for a payload that cannot be recorded.
+    that has ended, `EncodingError` for a payload that cannot be recorded or
+    is over `durable_max_payload_bytes` encoded.
     """
     if not isinstance(name, str) or not name or name.startswith("child:"):
         raise ValueError(
             f"send_event(): the event name must be a non-empty string not starting with "
             f"'child:', got {name!r}"
         )
-    data = encode(payload, where=f"send_event({run_id!r}, {name!r}): payload")
     ext = extension_for()
+    data = encode_bounded(
+        payload,
+        ext.settings.max_payload_bytes,
+        what=f"send_event({run_id!r}, {name!r}): payload",
+    )
     status, waiting_for = ext.journal.send(run_id, name, data)
     if not status:
         raise RunNotFoundError(f"no run with id {run_id!r}")

@@ -26,7 +26,6 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .. import failures
-from ..codec import roundtrip
 from ..errors import (
     ConfigurationError,
     EncodingError,
@@ -35,11 +34,13 @@ from ..errors import (
     InboxChangedError,
     JournalConflictError,
     NonDeterminismError,
+    RunEventLimitError,
     WorkflowCancelledError,
     WorkflowTimedOutError,
 )
 from ..journal import Event, EventType
 from ..journal.journal import Appended
+from ..limits import roundtrip_bounded
 from .context import RunContext, current_execution
 from .outcomes import child_event_name, finish
 from .registry import WorkflowDefinition
@@ -176,6 +177,21 @@ class Execution:
             logger.info("run %s is executed elsewhere; this delivery stops", self.run_id)
             self._release()
             return
+        except RunEventLimitError as exc:  # it suspended at its limit: it cannot go on
+            try:
+                finish(
+                    self.ext,
+                    self.run_id,
+                    self.position,
+                    EventType.WORKFLOW_FAILED,
+                    error=exc,
+                    parent=self.parent,
+                    workflow_name=self.definition.name,
+                    worker=self.worker,
+                )
+            except JournalConflictError:
+                self._release()
+            return
         while True:
             outcome = self._call_workflow()
             if outcome is None:
@@ -185,11 +201,15 @@ class Execution:
             kind, result, error = outcome
             try:
                 if kind == EventType.WORKFLOW_RETRYING:
-                    self._append(
-                        kind, {"attempt": self.state.attempt + 1, "error": failures.describe(error)}
-                    )
-                    self.cursor = 0
-                    continue
+                    try:
+                        self._append(
+                            kind,
+                            {"attempt": self.state.attempt + 1, "error": self._describe(error)},
+                        )
+                        self.cursor = 0
+                        continue
+                    except RunEventLimitError as exc:  # no room for another attempt
+                        kind, error = EventType.WORKFLOW_FAILED, exc
                 finish(
                     self.ext,
                     self.run_id,
@@ -237,8 +257,9 @@ class Execution:
         if self.stop is not None:  # the workflow swallowed a non-determinism error
             return EventType.WORKFLOW_FAILED, None, self.stop
         try:
-            where = f"the result of workflow {self.definition.name!r}"
-            return EventType.WORKFLOW_COMPLETED, roundtrip(result, where=where), None
+            what = f"the result of workflow {self.definition.name!r}"
+            recorded = roundtrip_bounded(result, self.ext.settings.max_payload_bytes, what=what)
+            return EventType.WORKFLOW_COMPLETED, recorded, None
         except EncodingError as exc:
             return EventType.WORKFLOW_FAILED, None, exc
 
@@ -357,7 +378,11 @@ class Execution:
     ) -> Any:
         try:
             # Hand back what a replay will return (tuples become lists, ...).
-            recorded = roundtrip(result, where=f"the result of step {policy.name!r}")
+            recorded = roundtrip_bounded(
+                result,
+                self.ext.settings.max_payload_bytes,
+                what=f"the result of step {policy.name!r}",
+            )
         except EncodingError as exc:
             self._append(
                 EventType.STEP_FAILED,
@@ -365,7 +390,7 @@ class Execution:
                     "position": position,
                     "name": policy.name,
                     "attempt": attempt,
-                    "error": failures.describe(exc),
+                    "error": self._describe(exc),
                 },
             )
             raise FatalError(str(exc)) from None
@@ -390,7 +415,7 @@ class Execution:
             "position": position,
             "name": policy.name,
             "attempt": attempt,
-            "error": failures.describe(exc),
+            "error": self._describe(exc),
         }
         if isinstance(exc, FatalError) or attempt > policy.max_retries:
             self._append(EventType.STEP_FAILED, data)
@@ -560,11 +585,20 @@ class Execution:
             logger.warning("%s; this execution stops", exc)
             self.stop = FencedOut()
             raise self.stop from None
+        except RunEventLimitError as exc:
+            # Every later write would be refused too: the run fails with this
+            # error, even if the workflow catches it.
+            logger.warning("%s", exc)
+            self.stop = exc
+            raise
         for event in appended.events:
             self.position = event.seq
             self.state.apply(event)
         self.cancel_requested = self.cancel_requested or appended.cancel_requested
         return appended
+
+    def _describe(self, error: BaseException) -> dict[str, Any]:
+        return failures.describe(error, limit=self.ext.settings.max_text_bytes)
 
     def _release(self) -> None:
         """Take the run off this worker's list: it is no longer ours to finish."""

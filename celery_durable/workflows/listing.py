@@ -6,6 +6,7 @@ next page, never an unbounded scan of Redis.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ from ..extension import extension_for
 from ..journal.events import EventType
 
 MAX_LIMIT = 1000
+DEFAULT_TIMELINE = 200  # events of a run's timeline shown at once
+_STREAM_ID = re.compile(r"^\d+-\d+$")
 SCAN_FACTOR = 20  # with filters, look at most this many runs per one returned
 
 
@@ -73,15 +76,35 @@ def list_runs(
     return found, (top[1:] if more else None)
 
 
-def describe_run(run_id: str, *, app: Celery | None = None) -> dict[str, Any]:
-    """A run's status, timeline (with times and step durations), result or error."""
+def describe_run(
+    run_id: str,
+    *,
+    limit: int = DEFAULT_TIMELINE,
+    cursor: str | None = None,
+    app: Celery | None = None,
+) -> dict[str, Any]:
+    """A run's status, result or error, and one page of its timeline.
+
+    The timeline holds at most `limit` events (with times and step
+    durations), from the first or after `cursor`; `next_cursor` continues it
+    and `events` counts the whole history. Reads are bounded: a run with
+    100,000 events costs what one with `limit` does.
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ConfigurationError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    if cursor is not None and not _STREAM_ID.match(cursor):
+        raise ConfigurationError(
+            f"invalid cursor {cursor!r}: pass back the one `runs show` gave (such as "
+            "1700000000000-0)"
+        )
     ext = extension_for(app)
-    meta, events = ext.journal.load(run_id)
+    page = ext.journal.page(run_id, after=cursor, count=limit)
+    meta = page.meta
     if not meta:
         raise RunNotFoundError(f"no run with id {run_id!r}")
-    started = events[0].ts if events else 0.0
+    started = page.first.ts if page.first else 0.0
     timeline = []
-    for event in events:
+    for event in page.events:
         data = event.data
         item: dict[str, Any] = {
             "seq": event.seq,
@@ -95,9 +118,9 @@ def describe_run(run_id: str, *, app: Celery | None = None) -> dict[str, Any]:
             if data.get(key) is not None:
                 item[key] = data[key]
         if "error" in data:
-            item["error"] = f"{failures.type_name(data['error'])}: {data['error']['message']}"
+            item["error"] = _error_text(data["error"])
         timeline.append(item)
-    last = events[-1] if events else None
+    last = page.last
     outcome: dict[str, Any] = {}
     if last is not None and last.type == EventType.WORKFLOW_COMPLETED:
         outcome["result"] = last.data.get("result")
@@ -106,8 +129,8 @@ def describe_run(run_id: str, *, app: Celery | None = None) -> dict[str, Any]:
         and "error" in last.data
         and meta.get("status") in ("failed", "cancelled", "timed_out")
     ):
-        outcome["error"] = timeline[-1]["error"]
-    first = events[0].data if events else {}
+        outcome["error"] = _error_text(last.data["error"])
+    first = page.first.data if page.first else {}
     return {
         "id": run_id,
         "workflow": meta.get("name"),
@@ -119,9 +142,15 @@ def describe_run(run_id: str, *, app: Celery | None = None) -> dict[str, Any]:
         "kwargs": first.get("kwargs"),
         "idempotency_key": first.get("idempotency_key"),
         "parent": meta.get("parent"),
+        "events": page.total,
         "timeline": timeline,
+        "next_cursor": page.next_cursor,
         **outcome,
     }
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    return f"{failures.type_name(error)}: {error['message']}"
 
 
 def list_workers(*, app: Celery | None = None) -> list[dict[str, Any]]:

@@ -41,7 +41,9 @@ def finish(
     list of runs to take over.
     """
     data: dict[str, Any] = (
-        {"result": result} if error is None else {"error": failures.describe(error)}
+        {"result": result}
+        if error is None
+        else {"error": failures.describe(error, limit=ext.settings.max_text_bytes)}
     )
     notify = None
     if parent:

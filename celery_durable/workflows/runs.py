@@ -18,6 +18,7 @@ from ..errors import (
 )
 from ..extension import DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
+from ..limits import encode_bounded
 from ..options import parse_duration
 from .context import current_execution
 from .control import cancel_run
@@ -51,7 +52,12 @@ class RunHandle:
         return status
 
     def events(self) -> list[dict[str, Any]]:
-        """The recorded history, oldest first, as dicts with seq, type, ts, data."""
+        """The recorded history, oldest first, as dicts with seq, type, ts, data.
+
+        The whole history in one read: up to `durable_max_run_events` events.
+        To page through a long one, use `describe_run(run_id, limit=, cursor=)`
+        (what `celery durable runs show` does).
+        """
         return [event.as_dict() for event in self._ext.journal.read(self.id)]
 
     def cancel(self) -> bool:
@@ -129,7 +135,8 @@ def start(
     """Start a run and return at once; the same idempotency key gives the same run.
 
     Arguments are checked before anything is written: a value that cannot be
-    recorded raises `EncodingError` naming the argument. Called inside a
+    recorded, or is over `durable_max_payload_bytes` encoded, raises
+    `EncodingError` naming the argument (and its size). Called inside a
     workflow, it starts a child run, recorded like a step (a replay does not
     start it again); `handle.result()` there waits for the child durably. The run's id is
     derived from (workflow name, idempotency key), so concurrent starts with
@@ -147,6 +154,7 @@ def start(
     for key, value in kwargs.items():
         check_encodable(value, where=f"start({name}): keyword argument {key!r}")
     ext = extension_for()
+    _check_sizes(name, args, kwargs, ext.settings.max_payload_bytes)
     execution = current_execution.get()
     if execution is not None:  # a child run, recorded like a step
         child_id = execution.start_child(name, list(args), kwargs, idempotency_key)
@@ -166,6 +174,20 @@ def start(
     if created is not None:
         ext.launch(run_id)
     return RunHandle(run_id, ext)
+
+
+def _check_sizes(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int | None
+) -> None:
+    """Refuse arguments over `durable_max_payload_bytes`, naming the biggest offender."""
+    if limit is None:
+        return
+    named = [(f"argument {i}", v) for i, v in enumerate(args)]
+    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in named:
+        encode_bounded(value, limit, what=f"start({name}): {label}")
+    # Each fits; together they are recorded in one event.
+    encode_bounded([list(args), kwargs], limit, what=f"start({name}): the arguments together")
 
 
 def _workflow_name(workflow: WorkflowFunction | type[Workflow] | str) -> str:

@@ -6,16 +6,27 @@ may take their time; each one is bounded by its `timeout`.
 
 from __future__ import annotations
 
+import signal as signals
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from ..hookspecs import hookimpl
 from ..rules.action_queue import ActionSkipped
 from ..rules.base import Action
+from ..rules.bounds import Between
 from ..rules.task_message import resend
 
 CHAIN_TTL = 7 * 86400
 MAX_COUNTDOWN = 3600  # retries wait in the broker as countdown messages: keep them short
+# A rule that retries more than this wants a fix, not more retries; the chain
+# of retries is kept in Redis, one entry each.
+MAX_ATTEMPTS = 100
+MAX_BACKOFF_MULTIPLIER = 10.0  # 10**attempt already passes MAX_COUNTDOWN at the 4th retry
+# One action runner thread works every job of a worker in turn: an HTTP call
+# may hold it this long, times the webhook's attempts.
+MAX_HTTP_TIMEOUT = 60.0
+MAX_HTTP_RETRIES = 10
+HttpTimeout = Annotated[float, Between(0, MAX_HTTP_TIMEOUT, low_open=True)]
 
 
 class Retry(Action):
@@ -32,24 +43,13 @@ class Retry(Action):
 
     def __init__(
         self,
-        delay_seconds: float = 0,
-        max_attempts: int = 3,
+        delay_seconds: Annotated[float, Between(0, MAX_COUNTDOWN)] = 0,
+        max_attempts: Annotated[int, Between(1, MAX_ATTEMPTS)] = 3,
         exponential_backoff: bool = False,
-        backoff_multiplier: float = 2.0,
-        max_delay_seconds: float = 300,
+        backoff_multiplier: Annotated[float, Between(1, MAX_BACKOFF_MULTIPLIER)] = 2.0,
+        max_delay_seconds: Annotated[float, Between(0, MAX_COUNTDOWN)] = 300,
         same_arguments: bool = True,
     ):
-        if delay_seconds < 0:
-            raise ValueError(f"delay_seconds must be >= 0, got {delay_seconds!r}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
-        if backoff_multiplier < 1:
-            raise ValueError(f"backoff_multiplier must be >= 1, got {backoff_multiplier!r}")
-        if not 0 <= max_delay_seconds <= MAX_COUNTDOWN:
-            raise ValueError(
-                f"max_delay_seconds must be between 0 and {MAX_COUNTDOWN}, "
-                f"got {max_delay_seconds!r}"
-            )
         if same_arguments is not True:
             raise ValueError(
                 "only same_arguments: true is supported (a retry re-sends the task's own arguments)"
@@ -117,7 +117,7 @@ class Slack(Action):
         self,
         webhook_url: str,
         message: str = "{event}: {task_name}{workflow_name} on {worker}: {error_message}",
-        timeout: float = 10.0,
+        timeout: HttpTimeout = 10.0,
     ):
         _check_url(webhook_url)
         self.webhook_url = webhook_url
@@ -138,11 +138,13 @@ class Webhook(Action):
     notification = True
 
     def __init__(
-        self, url: str, headers: dict | None = None, timeout: float = 10.0, retries: int = 2
+        self,
+        url: str,
+        headers: dict | None = None,
+        timeout: HttpTimeout = 10.0,
+        retries: Annotated[int, Between(0, MAX_HTTP_RETRIES)] = 2,
     ):
         _check_url(url)
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries!r}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in (headers or {}).items()):
             raise ValueError("headers must map header names to string values")
         self.url = url
@@ -192,8 +194,11 @@ class Revoke(Action):
     name = "revoke"
 
     def __init__(self, terminate: bool = True, signal: str = "SIGTERM"):
-        if not isinstance(signal, str) or not signal.startswith("SIG"):
-            raise ValueError(f"signal must be a signal name such as SIGTERM, got {signal!r}")
+        if signal not in signals.Signals.__members__:
+            raise ValueError(
+                f"signal: {signal!r} is not a signal of this system; "
+                "use a name such as SIGTERM, SIGINT, SIGKILL, SIGUSR1"
+            )
         self.terminate = terminate
         self.signal = signal
 

@@ -14,6 +14,7 @@ TASK_EVENTS = frozenset(
     {activity.TASK_FAILED, activity.TASK_ORPHANED, activity.TASK_EXECUTION_TIME_EXCEEDED}
 )
 WORKFLOW_EVENTS = frozenset({activity.WORKFLOW_FAILED, activity.WORKFLOW_TIMED_OUT})
+MAX_FAILURE_THRESHOLD = 10_000
 
 
 def _text(value: Any, what: str) -> str:
@@ -94,8 +95,14 @@ class FailureCountThreshold(Condition):
     cost = 10
 
     def __init__(self, value: Any):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"expected an integer >= 1, got {value!r}")
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 1 <= value <= MAX_FAILURE_THRESHOLD
+        ):
+            raise ValueError(
+                f"expected an integer from 1 to {MAX_FAILURE_THRESHOLD}, got {value!r}"
+            )
         super().__init__(value)
 
     def matches(self, event: Any, context: Any) -> bool:

@@ -292,7 +292,8 @@ def rules_test(
         mark = "ok " if condition["holds"] else "NO "
         click.echo(f"  {mark} {condition['condition']}: {condition['why']}")
     for index, action in enumerate(report.actions, start=1):
-        click.echo(f"action {index}: {json.dumps(action, default=_jsonable)}")
+        shown = json.dumps(action, default=_jsonable, ensure_ascii=False)
+        click.echo(f"action {index}: {shown}")
 
 
 @rules.command("history")

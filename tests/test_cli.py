@@ -137,9 +137,9 @@ def test_rules_commands(cli_app):
     )
     tested = cli("rules", "test", "flaky mail", "--event", event)
     assert tested.exit_code == 0
-    assert (
-        "would fire  yes" in tested.output and '"url": "http://127.0.0.1:9/hook"' in tested.output
-    )
+    assert "would fire  yes" in tested.output
+    assert '"url": "http://127.0.0.1:9/\u2026#' in tested.output  # redacted: it holds a token
+    assert "CLISECRET" not in tested.output
     report = json.loads(cli("rules", "test", "flaky mail", "--event", event, "--json").output)
     assert report["would_fire"] is True
     assert "disabled" in cli("rules", "disable", "flaky mail").output
@@ -152,6 +152,9 @@ def test_rules_commands(cli_app):
     assert "breaker closed" in cli("rules", "reset-breaker", "flaky mail").output
     history = json.loads(cli("rules", "history", "flaky mail", "--json").output)
     assert history == {"history": [], "next_cursor": None}
+    notified = cli("rules", "notify-test", "flaky mail")  # nothing listens on port 9
+    assert notified.exit_code == 1 and "webhook: FAILED" in notified.output
+    assert "CLISECRET" not in notified.output
 
 
 def test_workers_lists_live_workers(cli_app):

@@ -11,6 +11,7 @@ import time
 from typing import Annotated, Any
 
 from ..hookspecs import hookimpl
+from ..redaction import redact
 from ..rules.action_queue import ActionSkipped
 from ..rules.base import Action
 from ..rules.bounds import Between
@@ -112,6 +113,7 @@ class Slack(Action):
     name = "slack"
     template_fields = ("message",)
     notification = True
+    secret_fields = ("webhook_url",)  # the URL is the credential
 
     def __init__(
         self,
@@ -136,6 +138,7 @@ class Webhook(Action):
 
     name = "webhook"
     notification = True
+    secret_fields = ("url",)  # may carry a token (?token=..., a secret path)
 
     def __init__(
         self,
@@ -176,14 +179,14 @@ class Webhook(Action):
             if response.status_code < 500:
                 response.raise_for_status()  # a 4xx will not get better: fail now
                 return {"status": response.status_code, "attempts": attempt + 1}
-            last = RuntimeError(f"{self.url} answered {response.status_code}")
+            last = RuntimeError(f"{redact(self.url)} answered {response.status_code}")
         raise RuntimeError(f"webhook failed after {self.retries + 1} attempt(s): {last}")
 
     def preview(self, event: Any, context: Any) -> dict[str, Any]:
         return {
             "type": self.name,
-            "url": self.url,
-            "headers": sorted(self.headers),
+            "url": redact(self.url),
+            "headers": sorted(self.headers),  # names only: values may be tokens
             "payload": self.payload(event, context),
         }
 
@@ -219,7 +222,8 @@ def _message(event: Any) -> dict[str, Any]:
 
 def _check_url(url: Any) -> None:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ValueError(f"expected an http(s) URL, got {url!r}")
+        shown = redact(url) if isinstance(url, str) else repr(url)  # may be a secret, mistyped
+        raise ValueError(f"expected an http(s) URL, got {shown}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -36,9 +36,10 @@ class RuleContext:
 
     @cached_property
     def http(self) -> httpx.Client:
-        import httpx
+        """An httpx client whose requests are not logged (URLs of actions are secrets)."""
+        from .http import action_http_client
 
-        return httpx.Client(follow_redirects=False, headers={"User-Agent": "celery-durable"})
+        return action_http_client()
 
     def render(self, template: str, event: Activity) -> str:
         return render(template, event, self.rule_name)

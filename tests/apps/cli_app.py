@@ -22,7 +22,7 @@ app.conf.update(
                 "event": "task.failed",
                 "conditions": {"task_name_pattern": "mail.*", "error_pattern": "ConnectionError"},
             },
-            "action": {"type": "webhook", "url": "http://127.0.0.1:9/hook"},
+            "action": {"type": "webhook", "url": "http://127.0.0.1:9/hook?token=CLISECRET"},
             "circuit_breaker": {"max_executions": 2},
         }
     ],

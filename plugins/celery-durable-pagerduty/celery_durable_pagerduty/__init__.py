@@ -70,6 +70,7 @@ class PagerDuty(Action):
     name = "pagerduty"
     template_fields = ("summary",)
     notification = True
+    secret_fields = ("routing_key",)  # redacted from errors and logs by celery_durable
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from .clock import Clock
 from .errors import NotInstalledError
 from .journal import Journal
 from .keys import Keys
+from .redaction import argument_placeholders, without_arguments
 from .redis_client import make_client
 from .settings import Settings
 from .timers import TimerStore
@@ -112,7 +113,8 @@ class DurableExtension:
         in `pipe` when given, else soon, by a background writer, so a task's
         process pays no round trip. Reacting never raises into the caller.
         """
-        activity = Activity(type=kind, data=data)
+        redact = self.settings.redact_args
+        activity = Activity(type=kind, data=argument_placeholders(data) if redact else data)
         if self.rules_active:
             try:
                 engine = self.rules
@@ -121,6 +123,8 @@ class DurableExtension:
                     engine.pm.hook.durable_event(event=activity)
             except Exception:
                 logger.exception("reacting to %s failed", kind)
+        if redact:  # the task's message (with its arguments) went to the action job only
+            activity = Activity(activity.type, without_arguments(activity.data), activity.ts)
         if pipe is not None:  # the caller's round trip carries it
             pipe.xadd(
                 self.keys.events(),

@@ -80,6 +80,17 @@ def scrub(text: str, secrets: Iterable[Any] = ()) -> str:
     return _URL.sub(lambda m: m.group(0) if "/…#" in m.group(0) else redact_url(m.group(0)), text)
 
 
+def argument_placeholders(data: dict[str, Any]) -> dict[str, Any]:
+    """Event data whose argument reprs are `ARGS_PLACEHOLDER` (a copy).
+
+    What rules see: `{task_args}` and webhook payloads show the placeholder.
+    The task's message stays, for a retry to re-send.
+    """
+    if not any(data.get(key) for key in ARGUMENT_FIELDS):
+        return data
+    return {**data, **{key: ARGS_PLACEHOLDER for key in ARGUMENT_FIELDS if data.get(key)}}
+
+
 def without_arguments(data: dict[str, Any]) -> dict[str, Any]:
     """Event data with no task argument in it, for what is stored or shown.
 
@@ -87,10 +98,7 @@ def without_arguments(data: dict[str, Any]) -> dict[str, Any]:
     id, retry position and routing, and loses its body, headers (Celery's
     carry `argsrepr`) and callbacks (signatures with arguments of their own).
     """
-    out = dict(data)
-    for key in ARGUMENT_FIELDS:
-        if out.get(key):
-            out[key] = ARGS_PLACEHOLDER
+    out = dict(argument_placeholders(data))
     message = out.get("message")
     if isinstance(message, dict):
         options = message.get("options") or {}

@@ -33,6 +33,7 @@ class Settings:
     rule_history_maxlen: int = 1000
     failure_window: float = 3600.0
     action_claim_after: float = 300.0
+    redact_args: bool = False
 
     @classmethod
     def from_app(cls, app: Celery) -> Settings:
@@ -58,6 +59,11 @@ class Settings:
             raise ConfigurationError(
                 f"durable_redis_cluster: expected true or false, got {cluster!r}"
             )
+        redact_args = conf.get("durable_redact_args", False)
+        if not isinstance(redact_args, bool):
+            raise ConfigurationError(
+                f"durable_redact_args: expected true or false, got {redact_args!r}"
+            )
         return cls(
             redis_url=conf.get("durable_redis_url") or _redis_url_from_broker(app),
             redis_sentinel_master=conf.get("durable_redis_sentinel_master")
@@ -75,6 +81,7 @@ class Settings:
             rule_history_maxlen=int(_positive(conf, "durable_rule_history_maxlen", 1000)),
             failure_window=_positive(conf, "durable_failure_window", 3600.0),
             action_claim_after=_positive(conf, "durable_action_claim_after", 300.0),
+            redact_args=redact_args,
         )
 
 

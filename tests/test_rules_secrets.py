@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 import redis as redis_lib
+from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 import celery_durable
-from celery_durable.redaction import redact_url, scrub
+from celery_durable.redaction import ARGS_PLACEHOLDER, redact_url, scrub
 from tests.waiting import wait_until
 
 SLACK_PATH = "/services/T0SECRET/B0SECRET/x0x0SECRET"
@@ -162,3 +163,63 @@ def test_redacted_url_keeps_scheme_and_host_and_tells_urls_apart():
     assert "s3" not in cleaned and "/p" not in cleaned and "https://h.example/…#" in cleaned
     assert scrub(cleaned) == cleaned  # redacting twice changes nothing
     assert "k3y" not in scrub("refused key k3y", ["k3y"])
+
+
+PASSWORD = "hunter2-PASSWORD"
+
+
+def test_redact_args_keeps_arguments_out_of_events_history_and_payloads(
+    durable_redis_url, http_receiver, redis_client
+):
+    app = Celery("redact-args", broker=durable_redis_url, set_as_current=False)
+    app.conf.update(
+        durable_redis_url=durable_redis_url,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_default_queue="celery",
+        durable_redact_args=True,
+        durable_rules=[
+            {
+                "name": "retry logins",
+                "trigger": {"event": "task.failed", "conditions": {"task_name_pattern": "login"}},
+                "actions": [
+                    {"type": "retry", "max_attempts": 1},
+                    {
+                        "type": "slack",
+                        "webhook_url": f"{http_receiver.url}/slack",
+                        "message": "{task_name}{task_args} failed",
+                    },
+                    {"type": "webhook", "url": f"{http_receiver.url}/hook"},
+                ],
+            }
+        ],
+    )
+    ext = celery_durable.install(app)
+
+    @app.task(name="login", shared=False)
+    def login(password, *, user):
+        redis_client.rpush("test:login", password)
+        if redis_client.llen("test:login") == 1:
+            raise ConnectionError("auth server down")
+
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        app.send_task("login", args=(PASSWORD,), kwargs={"user": "ann"})
+        wait_until(lambda: redis_client.llen("test:login") == 2, what="the retry")
+        wait_until(lambda: len(http_receiver.requests) == 2, what="slack and the webhook")
+        wait_until(lambda: ext.rules.history.read("retry logins"), what="the history entry")
+    # The retry re-sent the real argument ...
+    assert redis_client.lrange("test:login", 0, -1) == [PASSWORD.encode()] * 2
+    # ... while the payloads, the history and the event stream hold a placeholder.
+    slack, hook = sorted(http_receiver.requests, key=lambda r: r["path"])[::-1]
+    assert slack["json"]["text"] == f"login{ARGS_PLACEHOLDER} failed"
+    assert hook["json"]["event"]["data"]["args_repr"] == ARGS_PLACEHOLDER
+    assert hook["json"]["event"]["data"]["kwargs_repr"] == ARGS_PLACEHOLDER
+    (entry,) = ext.rules.history.read("retry logins")
+    assert entry["actions"][0]["ok"] is True  # the retry
+    assert entry["event"]["data"]["message"]["body"] == ARGS_PLACEHOLDER
+    for key in (ext.keys.events(), ext.keys.rule_history("retry logins")):
+        stored = b"".join(v for _, f in redis_client.xrange(key) for v in f.values())
+        assert stored and b"hunter2" not in stored and b"'ann'" not in stored, key
+    assert "hunter2" not in str(entry)
+    ext.redis.close()
+    app.close()

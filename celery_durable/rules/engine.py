@@ -52,7 +52,9 @@ class RuleEngine:
         # Something listens to an event type: a rule, or a plugin's durable_event.
         self.event_hook_used = bool(self.pm.hook.durable_event.get_hookimpls())
         self.breakers = Breakers(ext.redis, ext.keys)
-        self.history = RuleHistory(ext.redis, ext.keys, settings.rule_history_maxlen)
+        self.history = RuleHistory(
+            ext.redis, ext.keys, settings.rule_history_maxlen, settings.redact_args
+        )
         self._disabled: dict[str, tuple[float, bool]] = {}
 
     # -- evaluation ------------------------------------------------------------------

@@ -13,17 +13,22 @@ import redis
 
 from ..codec import packb_lenient, unpackb
 from ..keys import Keys
+from ..redaction import without_arguments
 
 SUCCESS, FAILURE, SKIPPED = "success", "failure", "skipped"
 
 
 class RuleHistory:
-    def __init__(self, client: redis.Redis, keys: Keys, maxlen: int):
+    def __init__(self, client: redis.Redis, keys: Keys, maxlen: int, redact_args: bool = False):
         self.client = client
         self.keys = keys
         self.maxlen = maxlen
+        self.redact_args = redact_args  # durable_redact_args: no task arguments kept here
 
     def record(self, rule_name: str, entry: dict[str, Any]) -> None:
+        event = entry.get("event")
+        if self.redact_args and isinstance(event, dict) and isinstance(event.get("data"), dict):
+            entry = {**entry, "event": {**event, "data": without_arguments(event["data"])}}
         self.client.xadd(
             self.keys.rule_history(rule_name),
             {"h": packb_lenient(entry)},

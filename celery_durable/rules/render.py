@@ -70,8 +70,9 @@ def variables(event: Activity, rule_name: str) -> dict[str, str]:
     error = data.get("error") or {}
     message = data.get("error_message") or (error.get("message") if isinstance(error, dict) else "")
     args = data.get("args_repr") or ""
-    if data.get("kwargs_repr") not in (None, "", "{}"):
-        args = f"{args} {data['kwargs_repr']}".strip()
+    kwargs = data.get("kwargs_repr")
+    if kwargs not in (None, "", "{}") and kwargs != args:  # both redacted: one placeholder
+        args = f"{args} {kwargs}".strip()
     retry = data.get("retry") or {}
     values = {
         "task_name": data.get("task_name"),

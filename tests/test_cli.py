@@ -123,7 +123,8 @@ def test_cancel_and_send_event(cli_app, durable_wait_for_status):
 def test_rules_commands(cli_app):
     listed = json.loads(cli("rules", "list", "--json").output)
     assert [(r["name"], r["enabled"], r["breaker"]["state"]) for r in listed] == [
-        ("flaky mail", True, "closed")
+        ("flaky mail", True, "closed"),
+        ("quiet", False, "closed"),
     ]
     event = json.dumps(
         {
@@ -155,6 +156,31 @@ def test_rules_commands(cli_app):
     notified = cli("rules", "notify-test", "flaky mail")  # nothing listens on port 9
     assert notified.exit_code == 1 and "webhook: FAILED" in notified.output
     assert "CLISECRET" not in notified.output
+
+
+def test_enable_and_disable_work_whatever_the_file_says(cli_app):
+    """`quiet` is written `enabled: false`; enabling it used to print success and do nothing."""
+    event = json.dumps({"type": "worker.offline", "data": {"worker": "w@h"}})
+
+    def state(name: str) -> tuple[bool, str | None]:
+        (rule,) = [
+            r for r in json.loads(cli("rules", "list", "--json").output) if r["name"] == name
+        ]
+        return rule["enabled"], rule["switch"]
+
+    assert state("quiet") == (False, None)
+    enabled = cli("rules", "enable", "quiet")
+    assert enabled.exit_code == 0
+    assert "enabled by a stored switch (its file says enabled: false" in enabled.output
+    assert state("quiet") == (True, "on")
+    assert "yes (switch)" in cli("rules", "list").output
+    assert "would fire  yes" in cli("rules", "test", "quiet", "--event", event).output
+    cleared = cli("rules", "clear-switch", "quiet")
+    assert "switch cleared; disabled as its file says (enabled: false)" in cleared.output
+    assert state("quiet") == (False, None)
+    assert "the rule is disabled" in cli("rules", "test", "quiet", "--event", event).output
+    cli("rules", "disable", "flaky mail")  # a rule the file enables, switched off
+    assert state("flaky mail") == (False, "off")
 
 
 def test_workers_lists_live_workers(cli_app):

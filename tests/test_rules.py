@@ -90,6 +90,15 @@ def rules_for(url: str) -> list[dict[str, Any]]:
             ],
         },
         {
+            "name": "dormant",
+            "enabled": False,
+            "trigger": {
+                "event": "task.failed",
+                "conditions": {"task_name_pattern": "myapp.tasks.dormant"},
+            },
+            "action": {"type": "webhook", "url": f"{url}/dormant"},
+        },
+        {
             "name": "workflow failures",
             "trigger": {
                 "event": "workflow.failed",
@@ -157,6 +166,10 @@ def register_tasks(app: Celery) -> None:
     def stubborn():
         redis.incr("test:calls:stubborn")
         raise ConnectionError("still down")
+
+    @app.task(name="myapp.tasks.dormant", shared=False)
+    def dormant(n):
+        raise ValueError(f"dormant {n}")
 
     @app.task(name="myapp.tasks.other", shared=False)
     def other():
@@ -319,6 +332,25 @@ def test_a_disabled_rule_does_not_fire(durable_app, rules_worker, processed):
     processed(times=3)
     assert celery_durable.rule_history("third failure") == []
     celery_durable.set_rule_enabled("third failure", True)
+
+
+def test_a_rule_written_disabled_is_switched_on_and_back(
+    durable_app, rules_worker, processed, http_receiver
+):
+    durable_app.send_task("myapp.tasks.dormant", args=(1,))
+    processed(1)
+    assert celery_durable.rule_history("dormant") == []  # as its file says
+    celery_durable.set_rule_enabled("dormant", True)
+    durable_app.send_task("myapp.tasks.dormant", args=(2,))
+    (post,) = http_receiver.wait_for(1)
+    assert post["path"] == "/dormant"
+    assert post["json"]["event"]["data"]["error_message"] == "dormant 2"
+    (listed,) = [r for r in celery_durable.list_rules() if r["name"] == "dormant"]
+    assert (listed["enabled"], listed["enabled_in_file"], listed["switch"]) == (True, False, "on")
+    celery_durable.set_rule_enabled("dormant", None)  # the file decides again
+    assert celery_durable.dry_run(
+        "dormant", task_id=post["json"]["event"]["data"]["task_id"]
+    ).reason == ("the rule is disabled")
 
 
 def test_dry_run_reports_without_side_effects(durable_app, rules_worker):

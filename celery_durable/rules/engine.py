@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celery_durable.rules")
 
-DISABLED_CACHE_SECONDS = 1.0
+SWITCH_CACHE_SECONDS = 1.0
+SWITCH_VALUES = {b"on": True, b"off": False}
 
 
 class RuleEngine:
@@ -55,7 +56,7 @@ class RuleEngine:
         self.history = RuleHistory(
             ext.redis, ext.keys, settings.rule_history_maxlen, settings.redact_args
         )
-        self._disabled: dict[str, tuple[float, bool]] = {}
+        self._switches: dict[str, tuple[float, bool | None]] = {}
 
     # -- evaluation ------------------------------------------------------------------
 
@@ -125,24 +126,32 @@ class RuleEngine:
         ]
 
     def is_enabled(self, rule: Rule) -> bool:
-        """The rule's own `enabled`, and no run-time switch turned it off."""
-        if not rule.enabled:
-            return False
-        cached = self._disabled.get(rule.name)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > DISABLED_CACHE_SECONDS:
-            disabled = bool(self.ext.redis.exists(self.ext.keys.rule_disabled(rule.name)))
-            cached = (now, disabled)
-            self._disabled[rule.name] = cached
-        return not cached[1]
+        """The rule's run-time switch when one is stored, else its `enabled:`."""
+        switch = self.switch(rule.name)
+        return rule.enabled if switch is None else switch
 
-    def set_enabled(self, rule_name: str, enabled: bool) -> None:
-        key = self.ext.keys.rule_disabled(rule_name)
-        if enabled:
+    def switch(self, rule_name: str) -> bool | None:
+        """The stored switch (True: on, False: off), None when there is none.
+
+        Read from Redis at most once a second per rule and process, so a
+        switch reaches every worker within a second at no cost per event.
+        """
+        cached = self._switches.get(rule_name)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > SWITCH_CACHE_SECONDS:
+            raw = self.ext.redis.get(self.ext.keys.rule_switch(rule_name))
+            cached = (now, SWITCH_VALUES.get(raw or b""))
+            self._switches[rule_name] = cached
+        return cached[1]
+
+    def set_switch(self, rule_name: str, enabled: bool | None) -> None:
+        """Switch the rule on or off in every worker; None clears the switch."""
+        key = self.ext.keys.rule_switch(rule_name)
+        if enabled is None:
             self.ext.redis.delete(key)
         else:
-            self.ext.redis.set(key, "1")
-        self._disabled.pop(rule_name, None)
+            self.ext.redis.set(key, "on" if enabled else "off")
+        self._switches.pop(rule_name, None)
 
     def listens(self, event_type: str) -> bool:
         """Would an event of this type do anything here (a rule, a plugin hook)?"""

@@ -24,7 +24,13 @@ app.conf.update(
             },
             "action": {"type": "webhook", "url": "http://127.0.0.1:9/hook?token=CLISECRET"},
             "circuit_breaker": {"max_executions": 2},
-        }
+        },
+        {
+            "name": "quiet",
+            "enabled": False,
+            "trigger": {"event": "worker.offline"},
+            "action": {"type": "webhook", "url": "http://127.0.0.1:9/quiet"},
+        },
     ],
 )
 celery_durable.install(app)

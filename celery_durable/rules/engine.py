@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import signals
 from ..activity import Activity
-from ..plugins import make_plugin_manager
 from .breaker import Breakers, BreakerState
 from .context import RuleContext
 from .history import SKIPPED, RuleHistory
@@ -43,14 +42,14 @@ class RuleEngine:
     def __init__(self, ext: DurableExtension):
         self.ext = ext
         settings = ext.settings
-        self.pm: pluggy.PluginManager = make_plugin_manager(settings.plugins)
+        self.pm: pluggy.PluginManager = ext.plugins
         self.registry = PartRegistry.collect(self.pm)
         self.rules: list[Rule] = load_rules(settings.rules, self.registry)
         self.by_name = {rule.name: rule for rule in self.rules}
         self.by_event: dict[str, list[Rule]] = defaultdict(list)
         for rule in self.rules:
             self.by_event[rule.event].append(rule)
-        # Something listens to an event type: a rule, or a plugin's durable_event.
+        # Something listens to every event: a plugin's durable_event (see DurableExtension.emit).
         self.event_hook_used = bool(self.pm.hook.durable_event.get_hookimpls())
         self.breakers = Breakers(ext.redis, ext.keys)
         self.history = RuleHistory(

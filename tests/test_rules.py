@@ -90,6 +90,19 @@ def rules_for(url: str) -> list[dict[str, Any]]:
             ],
         },
         {
+            "name": "fall back",
+            "trigger": {
+                "event": "task.failed",
+                "conditions": {"task_name_pattern": "myapp.tasks.send_sms"},
+            },
+            "action": {
+                "type": "retry",
+                "same_arguments": False,
+                "args": ["+420 555 0100"],
+                "kwargs": {"provider": "backup"},
+            },
+        },
+        {
             "name": "dormant",
             "enabled": False,
             "trigger": {
@@ -166,6 +179,12 @@ def register_tasks(app: Celery) -> None:
     def stubborn():
         redis.incr("test:calls:stubborn")
         raise ConnectionError("still down")
+
+    @app.task(name="myapp.tasks.send_sms", shared=False)
+    def send_sms(to, *, provider):
+        redis.rpush("test:sms", json.dumps([to, provider]))
+        if provider == "primary":
+            raise ConnectionError("primary SMS gateway down")
 
     @app.task(name="myapp.tasks.dormant", shared=False)
     def dormant(n):
@@ -332,6 +351,21 @@ def test_a_disabled_rule_does_not_fire(durable_app, rules_worker, processed):
     processed(times=3)
     assert celery_durable.rule_history("third failure") == []
     celery_durable.set_rule_enabled("third failure", True)
+
+
+def test_a_retry_with_same_arguments_false_sends_the_arguments_of_the_action(
+    durable_app, rules_worker
+):
+    redis = extension_for(durable_app).redis
+    first = durable_app.send_task(
+        "myapp.tasks.send_sms", args=("+420 555 0199",), kwargs={"provider": "primary"}
+    )
+    wait_until(lambda: redis.llen("test:sms") == 2, what="the retry with other arguments")
+    sent = [json.loads(x) for x in redis.lrange("test:sms", 0, -1)]
+    assert sent == [["+420 555 0199", "primary"], ["+420 555 0100", "backup"]]
+    wait_until(lambda: celery_durable.rule_history("fall back"), what="the history entry")
+    (entry,) = celery_durable.rule_history("fall back")
+    assert entry["actions"][0]["result"]["retry_of"] == first.id
 
 
 def test_a_rule_written_disabled_is_switched_on_and_back(

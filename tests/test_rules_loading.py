@@ -124,8 +124,13 @@ def test_defaults_single_action_and_disabled(registry):
             "actions[0] (retry).max_attempts: expected int, got 'five'",
         ),
         (
-            {"actions": [{"type": "retry", "same_arguments": False}]},
-            "only same_arguments: true is supported",
+            {"actions": [{"type": "retry", "args": [1]}]},
+            "actions[0] (retry): args and kwargs replace the task's own arguments: "
+            "give them with same_arguments: false",
+        ),
+        (
+            {"actions": [{"type": "retry", "same_arguments": False, "kwargs": {"a": {1, 2}}}]},
+            "actions[0] (retry): kwargs.a: set values cannot be sent as task arguments",
         ),
         (
             {

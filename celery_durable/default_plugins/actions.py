@@ -33,8 +33,10 @@ HttpTimeout = Annotated[float, Between(0, MAX_HTTP_TIMEOUT, low_open=True)]
 class Retry(Action):
     """Send the failed (or orphaned) task again, exactly as it was sent.
 
-    Same args and kwargs (the real objects), queue or exchange and routing
-    key, priority, headers, time limits and callbacks, under a new task id,
+    Same args and kwargs (the real objects; or, with `same_arguments: false`,
+    the `args` and `kwargs` written in the action, say to fall back to another
+    provider), queue or exchange and routing key, priority, headers, time
+    limits and callbacks, under a new task id,
     after `delay_seconds` (times `backoff_multiplier` per earlier retry when
     `exponential_backoff`, capped by `max_delay_seconds`), up to
     `max_attempts` retries along the chain original -> retry 1 -> retry 2.
@@ -50,17 +52,28 @@ class Retry(Action):
         backoff_multiplier: Annotated[float, Between(1, MAX_BACKOFF_MULTIPLIER)] = 2.0,
         max_delay_seconds: Annotated[float, Between(0, MAX_COUNTDOWN)] = 300,
         same_arguments: bool = True,
+        args: list | None = None,
+        kwargs: dict | None = None,
     ):
-        if same_arguments is not True:
+        if same_arguments and (args is not None or kwargs is not None):
             raise ValueError(
-                "only same_arguments: true is supported (a retry re-sends the task's own arguments)"
+                "args and kwargs replace the task's own arguments: "
+                "give them with same_arguments: false"
             )
+        if not same_arguments:
+            _check_plain(args or [], "args")
+            _check_plain(kwargs or {}, "kwargs")
+            if not all(isinstance(k, str) and k.isidentifier() for k in kwargs or {}):
+                raise ValueError("kwargs must map parameter names to values")
         self.delay_seconds = float(delay_seconds)
         self.max_attempts = max_attempts
         self.exponential_backoff = exponential_backoff
         self.backoff_multiplier = float(backoff_multiplier)
         self.max_delay_seconds = float(max_delay_seconds)
         self.same_arguments = same_arguments
+        # With same_arguments: false, what the task is sent with instead of its own.
+        self.args = None if same_arguments else list(args or [])
+        self.kwargs = None if same_arguments else dict(kwargs or {})
 
     def delay_for(self, attempt: int) -> float:
         """The wait before retry number `attempt + 1`."""
@@ -78,7 +91,7 @@ class Retry(Action):
                 f"{message['task_name']} was retried {attempt} time(s)"
             )
         delay = self.delay_for(attempt)
-        task_id = resend(context.app, message, countdown=delay)
+        task_id = resend(context.app, message, countdown=delay, args=self.args, kwargs=self.kwargs)
         root = message["retry"]["root"]
         keys = context.ext.keys
         pipe = context.redis.pipeline(transaction=False)
@@ -104,6 +117,9 @@ class Retry(Action):
             "attempt": attempt + 1,
             "delay_seconds": self.delay_for(attempt),
             "would_send": attempt < self.max_attempts,
+            "arguments": "the task's own"
+            if self.same_arguments
+            else {"args": self.args, "kwargs": self.kwargs},
         }
 
 
@@ -218,6 +234,23 @@ def _message(event: Any) -> dict[str, Any]:
     if not message:
         raise ValueError(f"a {event.type} event carries no task message to send again")
     return message
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Arguments written in a rule must be plain data any serializer can send."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be strings, got {key!r}")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+    elif not (value is None or isinstance(value, str | int | float | bool)):
+        raise ValueError(
+            f"{where}: {type(value).__name__} values cannot be sent as task arguments; "
+            "use strings, numbers, booleans, null, lists and mappings"
+        )
 
 
 def _check_url(url: Any) -> None:

@@ -223,3 +223,14 @@ def test_redact_args_keeps_arguments_out_of_events_history_and_payloads(
     assert "hunter2" not in str(entry)
     ext.redis.close()
     app.close()
+
+
+def test_durable_redact_args_must_be_a_boolean():
+    from celery_durable.errors import ConfigurationError
+    from celery_durable.settings import Settings
+
+    app = Celery("redact-setting", set_as_current=False)
+    assert Settings.from_app(app).redact_args is False
+    app.conf.durable_redact_args = "yes"
+    with pytest.raises(ConfigurationError, match="durable_redact_args: expected true or false"):
+        Settings.from_app(app)

@@ -252,7 +252,7 @@ def rules_list(ctx: click.Context, as_json: bool) -> None:
             [
                 r["name"],
                 r["event"],
-                "yes" if r["enabled"] else "no",
+                ("yes" if r["enabled"] else "no") + (" (switch)" if r["switch"] else ""),
                 f"{r['breaker']['state']} ({r['breaker']['executions']}/"
                 f"{r['breaker']['max_executions']})",
                 _when(r["last_fired"]),
@@ -303,7 +303,8 @@ def rules_test(
         mark = "ok " if condition["holds"] else "NO "
         click.echo(f"  {mark} {condition['condition']}: {condition['why']}")
     for index, action in enumerate(report.actions, start=1):
-        click.echo(f"action {index}: {json.dumps(action, default=_jsonable)}")
+        shown = json.dumps(action, default=_jsonable, ensure_ascii=False)
+        click.echo(f"action {index}: {shown}")
 
 
 @rules.command("history")
@@ -365,7 +366,7 @@ def rules_reset_breaker(ctx: click.Context, name: str) -> None:
 @click.pass_context
 @_errors_as_one_line
 def rules_enable(ctx: click.Context, name: str) -> None:
-    """Switch a rule on in every worker."""
+    """Switch a rule on in every worker, whatever its file says."""
     _switch_rule(ctx, name, enabled=True)
 
 
@@ -374,15 +375,34 @@ def rules_enable(ctx: click.Context, name: str) -> None:
 @click.pass_context
 @_errors_as_one_line
 def rules_disable(ctx: click.Context, name: str) -> None:
-    """Switch a rule off in every worker."""
+    """Switch a rule off in every worker, whatever its file says."""
     _switch_rule(ctx, name, enabled=False)
 
 
-def _switch_rule(ctx: click.Context, name: str, *, enabled: bool) -> None:
-    from .rules.api import set_rule_enabled
+@rules.command("clear-switch")
+@click.argument("name")
+@click.pass_context
+@_errors_as_one_line
+def rules_clear_switch(ctx: click.Context, name: str) -> None:
+    """Forget enable/disable: the rule's `enabled:` in its file decides again."""
+    _switch_rule(ctx, name, enabled=None)
 
-    set_rule_enabled(name, enabled, app=_app(ctx))
-    click.echo(f"rule {name!r}: {'enabled' if enabled else 'disabled'}")
+
+def _switch_rule(ctx: click.Context, name: str, *, enabled: bool | None) -> None:
+    from .rules.api import list_rules, set_rule_enabled
+
+    app = _app(ctx)
+    set_rule_enabled(name, enabled, app=app)
+    (rule,) = [r for r in list_rules(app) if r["name"] == name]
+    in_file = "true" if rule["enabled_in_file"] else "false"
+    if enabled is None:
+        state = "enabled" if rule["enabled"] else "disabled"
+        click.echo(f"rule {name!r}: switch cleared; {state} as its file says (enabled: {in_file})")
+        return
+    click.echo(
+        f"rule {name!r}: {'enabled' if enabled else 'disabled'} by a stored switch "
+        f"(its file says enabled: {in_file}; `rules clear-switch` returns to that)"
+    )
 
 
 @rules.command("notify-test")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import pluggy
 import redis
 from celery import Celery, current_app
 from kombu.utils.url import maybe_sanitize_url
@@ -23,6 +24,7 @@ from .errors import NotInstalledError
 from .journal import Journal
 from .keys import Keys
 from .limits import bound_strings
+from .redaction import argument_placeholders, without_arguments
 from .redis_client import make_client
 from .settings import Settings
 from .timers import TimerStore
@@ -79,6 +81,13 @@ class DurableExtension:
         return Clock()
 
     @cached_property
+    def plugins(self) -> pluggy.PluginManager:
+        """The plugin manager: default plugins, entry points, `durable_plugins`."""
+        from .plugins import make_plugin_manager
+
+        return make_plugin_manager(self.settings.plugins)
+
+    @cached_property
     def rules(self) -> RuleEngine:
         """The loaded rules and plugins; loading refuses bad rules with RulesError."""
         from .rules.engine import RuleEngine
@@ -112,22 +121,24 @@ class DurableExtension:
     ) -> Activity:
         """Something happened: react to it, and journal it in the global stream.
 
-        In a worker the rules are evaluated for it right here and the
-        `durable_event` plugin hook sees it; `complete(data)` adds to the
-        event what only an acting rule needs (it is called once, before the
-        first matching rule fires). Then the event goes to the global stream:
-        in `pipe` when given, else soon, by a background writer, so a task's
-        process pays no round trip. Reacting never raises into the caller.
+        In a worker the rules are evaluated for it right here; `complete(data)`
+        adds to the event what only an acting rule needs (it is called once,
+        before the first matching rule fires). In every process, the
+        `durable_event` plugin hook sees the event as it is written. Then the
+        event goes to the global stream: in `pipe` when given, else soon, by a
+        background writer, so a task's process pays no round trip. Reacting
+        never raises into the caller.
         """
-        activity = Activity(type=kind, data=data)
+        redact = self.settings.redact_args
+        activity = Activity(type=kind, data=argument_placeholders(data) if redact else data)
         if self.rules_active:
             try:
-                engine = self.rules
-                engine.handle(activity, complete)
-                if engine.event_hook_used:
-                    engine.pm.hook.durable_event(event=activity)
+                self.rules.handle(activity, complete)
             except Exception:
                 logger.exception("reacting to %s failed", kind)
+        if redact:  # the task's message (with its arguments) went to the action job only
+            activity = Activity(activity.type, without_arguments(activity.data), activity.ts)
+        self._tell_plugins(activity)
         stored = _bounded(activity, self.settings.max_text_bytes)
         if pipe is not None:  # the caller's round trip carries it
             pipe.xadd(
@@ -139,6 +150,15 @@ class DurableExtension:
         else:
             self.event_writer.add(stored)
         return activity
+
+    def _tell_plugins(self, activity: Activity) -> None:
+        """The `durable_event` hook, for an event about to be written to the global stream."""
+        try:
+            hook = self.plugins.hook.durable_event
+            if hook.get_hookimpls():
+                hook(event=activity)
+        except Exception:
+            logger.exception("a durable_event hook failed on %s", activity.type)
 
     @property
     def safe_redis_url(self) -> str:

@@ -104,9 +104,9 @@ class Keys:
         """Set while the rule's breaker is open (expires when it closes)."""
         return self._rule(rule, "breaker-open")
 
-    def rule_disabled(self, rule: str) -> str:
-        """Set while a rule is disabled at run time."""
-        return self._rule(rule, "disabled")
+    def rule_switch(self, rule: str) -> str:
+        """The rule's run-time switch, `on` or `off`; absent: its `enabled:` decides."""
+        return self._rule(rule, "switch")
 
     def task_failures(self, task_name: str) -> str:
         """A sorted set of a task's recent failures, for failure_count_threshold."""

@@ -40,6 +40,7 @@ class Settings:
     rule_history_maxlen: int = 1000
     failure_window: float = 3600.0
     action_claim_after: float = 300.0
+    redact_args: bool = False
     # Data bounds: how long finished runs are kept, how big things may get.
     retention: float | None = DEFAULT_RETENTION
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
@@ -70,6 +71,11 @@ class Settings:
             raise ConfigurationError(
                 f"durable_redis_cluster: expected true or false, got {cluster!r}"
             )
+        redact_args = conf.get("durable_redact_args", False)
+        if not isinstance(redact_args, bool):
+            raise ConfigurationError(
+                f"durable_redact_args: expected true or false, got {redact_args!r}"
+            )
         return cls(
             redis_url=conf.get("durable_redis_url") or _redis_url_from_broker(app),
             redis_sentinel_master=conf.get("durable_redis_sentinel_master")
@@ -87,6 +93,7 @@ class Settings:
             rule_history_maxlen=int(_positive(conf, "durable_rule_history_maxlen", 1000)),
             failure_window=_positive(conf, "durable_failure_window", 3600.0),
             action_claim_after=_positive(conf, "durable_action_claim_after", 300.0),
+            redact_args=redact_args,
             retention=_retention(conf),
             max_text_bytes=_at_least(
                 conf, "durable_max_text_bytes", DEFAULT_MAX_TEXT_BYTES, MIN_TEXT_BYTES

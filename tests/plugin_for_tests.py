@@ -36,6 +36,15 @@ class Remember(Action):
         return {"pushed_to": self.key}
 
 
+# Every event the `durable_event` hook saw in this process, oldest first.
+SEEN_EVENTS: list[Any] = []
+
+
+@hookimpl
+def durable_event(event: Any) -> None:
+    SEEN_EVENTS.append(event)
+
+
 @hookimpl
 def durable_conditions() -> list[type[Condition]]:
     return [Weekday]

@@ -123,7 +123,8 @@ def test_cancel_and_send_event(cli_app, durable_wait_for_status):
 def test_rules_commands(cli_app):
     listed = json.loads(cli("rules", "list", "--json").output)
     assert [(r["name"], r["enabled"], r["breaker"]["state"]) for r in listed] == [
-        ("flaky mail", True, "closed")
+        ("flaky mail", True, "closed"),
+        ("quiet", False, "closed"),
     ]
     event = json.dumps(
         {
@@ -137,9 +138,9 @@ def test_rules_commands(cli_app):
     )
     tested = cli("rules", "test", "flaky mail", "--event", event)
     assert tested.exit_code == 0
-    assert (
-        "would fire  yes" in tested.output and '"url": "http://127.0.0.1:9/hook"' in tested.output
-    )
+    assert "would fire  yes" in tested.output
+    assert '"url": "http://127.0.0.1:9/\u2026#' in tested.output  # redacted: it holds a token
+    assert "CLISECRET" not in tested.output
     report = json.loads(cli("rules", "test", "flaky mail", "--event", event, "--json").output)
     assert report["would_fire"] is True
     assert "disabled" in cli("rules", "disable", "flaky mail").output
@@ -152,6 +153,34 @@ def test_rules_commands(cli_app):
     assert "breaker closed" in cli("rules", "reset-breaker", "flaky mail").output
     history = json.loads(cli("rules", "history", "flaky mail", "--json").output)
     assert history == {"history": [], "next_cursor": None}
+    notified = cli("rules", "notify-test", "flaky mail")  # nothing listens on port 9
+    assert notified.exit_code == 1 and "webhook: FAILED" in notified.output
+    assert "CLISECRET" not in notified.output
+
+
+def test_enable_and_disable_work_whatever_the_file_says(cli_app):
+    """`quiet` is written `enabled: false`; enabling it used to print success and do nothing."""
+    event = json.dumps({"type": "worker.offline", "data": {"worker": "w@h"}})
+
+    def state(name: str) -> tuple[bool, str | None]:
+        (rule,) = [
+            r for r in json.loads(cli("rules", "list", "--json").output) if r["name"] == name
+        ]
+        return rule["enabled"], rule["switch"]
+
+    assert state("quiet") == (False, None)
+    enabled = cli("rules", "enable", "quiet")
+    assert enabled.exit_code == 0
+    assert "enabled by a stored switch (its file says enabled: false" in enabled.output
+    assert state("quiet") == (True, "on")
+    assert "yes (switch)" in cli("rules", "list").output
+    assert "would fire  yes" in cli("rules", "test", "quiet", "--event", event).output
+    cleared = cli("rules", "clear-switch", "quiet")
+    assert "switch cleared; disabled as its file says (enabled: false)" in cleared.output
+    assert state("quiet") == (False, None)
+    assert "the rule is disabled" in cli("rules", "test", "quiet", "--event", event).output
+    cli("rules", "disable", "flaky mail")  # a rule the file enables, switched off
+    assert state("flaky mail") == (False, "off")
 
 
 def test_workers_lists_live_workers(cli_app):

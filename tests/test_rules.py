@@ -90,6 +90,28 @@ def rules_for(url: str) -> list[dict[str, Any]]:
             ],
         },
         {
+            "name": "fall back",
+            "trigger": {
+                "event": "task.failed",
+                "conditions": {"task_name_pattern": "myapp.tasks.send_sms"},
+            },
+            "action": {
+                "type": "retry",
+                "same_arguments": False,
+                "args": ["+420 555 0100"],
+                "kwargs": {"provider": "backup"},
+            },
+        },
+        {
+            "name": "dormant",
+            "enabled": False,
+            "trigger": {
+                "event": "task.failed",
+                "conditions": {"task_name_pattern": "myapp.tasks.dormant"},
+            },
+            "action": {"type": "webhook", "url": f"{url}/dormant"},
+        },
+        {
             "name": "workflow failures",
             "trigger": {
                 "event": "workflow.failed",
@@ -157,6 +179,16 @@ def register_tasks(app: Celery) -> None:
     def stubborn():
         redis.incr("test:calls:stubborn")
         raise ConnectionError("still down")
+
+    @app.task(name="myapp.tasks.send_sms", shared=False)
+    def send_sms(to, *, provider):
+        redis.rpush("test:sms", json.dumps([to, provider]))
+        if provider == "primary":
+            raise ConnectionError("primary SMS gateway down")
+
+    @app.task(name="myapp.tasks.dormant", shared=False)
+    def dormant(n):
+        raise ValueError(f"dormant {n}")
 
     @app.task(name="myapp.tasks.other", shared=False)
     def other():
@@ -319,6 +351,40 @@ def test_a_disabled_rule_does_not_fire(durable_app, rules_worker, processed):
     processed(times=3)
     assert celery_durable.rule_history("third failure") == []
     celery_durable.set_rule_enabled("third failure", True)
+
+
+def test_a_retry_with_same_arguments_false_sends_the_arguments_of_the_action(
+    durable_app, rules_worker
+):
+    redis = extension_for(durable_app).redis
+    first = durable_app.send_task(
+        "myapp.tasks.send_sms", args=("+420 555 0199",), kwargs={"provider": "primary"}
+    )
+    wait_until(lambda: redis.llen("test:sms") == 2, what="the retry with other arguments")
+    sent = [json.loads(x) for x in redis.lrange("test:sms", 0, -1)]
+    assert sent == [["+420 555 0199", "primary"], ["+420 555 0100", "backup"]]
+    wait_until(lambda: celery_durable.rule_history("fall back"), what="the history entry")
+    (entry,) = celery_durable.rule_history("fall back")
+    assert entry["actions"][0]["result"]["retry_of"] == first.id
+
+
+def test_a_rule_written_disabled_is_switched_on_and_back(
+    durable_app, rules_worker, processed, http_receiver
+):
+    durable_app.send_task("myapp.tasks.dormant", args=(1,))
+    processed(1)
+    assert celery_durable.rule_history("dormant") == []  # as its file says
+    celery_durable.set_rule_enabled("dormant", True)
+    durable_app.send_task("myapp.tasks.dormant", args=(2,))
+    (post,) = http_receiver.wait_for(1)
+    assert post["path"] == "/dormant"
+    assert post["json"]["event"]["data"]["error_message"] == "dormant 2"
+    (listed,) = [r for r in celery_durable.list_rules() if r["name"] == "dormant"]
+    assert (listed["enabled"], listed["enabled_in_file"], listed["switch"]) == (True, False, "on")
+    celery_durable.set_rule_enabled("dormant", None)  # the file decides again
+    assert celery_durable.dry_run(
+        "dormant", task_id=post["json"]["event"]["data"]["task_id"]
+    ).reason == ("the rule is disabled")
 
 
 def test_dry_run_reports_without_side_effects(durable_app, rules_worker):

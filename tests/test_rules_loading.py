@@ -124,8 +124,13 @@ def test_defaults_single_action_and_disabled(registry):
             "actions[0] (retry).max_attempts: expected int, got 'five'",
         ),
         (
-            {"actions": [{"type": "retry", "same_arguments": False}]},
-            "only same_arguments: true is supported",
+            {"actions": [{"type": "retry", "args": [1]}]},
+            "actions[0] (retry): args and kwargs replace the task's own arguments: "
+            "give them with same_arguments: false",
+        ),
+        (
+            {"actions": [{"type": "retry", "same_arguments": False, "kwargs": {"a": {1, 2}}}]},
+            "actions[0] (retry): kwargs.a: set values cannot be sent as task arguments",
         ),
         (
             {
@@ -153,7 +158,7 @@ def test_defaults_single_action_and_disabled(registry):
         ),
         (
             {"circuit_breaker": {"max_executions": 0}},
-            "circuit_breaker.max_executions: expected an integer >= 1",
+            "circuit_breaker.max_executions: expected an integer from 1 to 100000, got 0",
         ),
         ({"colour": "red"}, "unknown field(s) colour"),
         ({"action": {"type": "revoke"}}, "give either `action:` or `actions:`, not both"),
@@ -348,3 +353,160 @@ def test_error_pattern_sees_the_exception_base_classes():
     assert ErrorPattern("^MailRelayDown ConnectionError").matches(event, None)
     assert ErrorPattern(r"\bConnectionError\b").matches(event, None)
     assert not ErrorPattern("TimeoutError").matches(event, None)
+
+
+def slack(**params):
+    return {"type": "slack", "webhook_url": "https://hooks.example/x", **params}
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        (slack(message="{task_name:d}"), "actions[0].message: template field {task_name:d}"),
+        (
+            slack(message="{task_name:>300000000}"),
+            "actions[0].message: template field {task_name:>300000000}: format specs",
+        ),
+        (slack(message="{task_name!r}"), "actions[0].message: template field {task_name!r}"),
+        (slack(timeout=-5), "actions[0] (slack).timeout: expected a number > 0 and <= 60"),
+        (slack(timeout=float("nan")), "actions[0] (slack).timeout: expected a number > 0"),
+        (
+            {"type": "webhook", "url": "https://h/x", "timeout": -5},
+            "actions[0] (webhook).timeout: expected a number > 0 and <= 60, got -5",
+        ),
+        (
+            {"type": "webhook", "url": "https://h/x", "retries": 100000000},
+            "actions[0] (webhook).retries: expected a number >= 0 and <= 10, got 100000000",
+        ),
+        (
+            {"type": "revoke", "signal": "SIGFOO"},
+            "actions[0] (revoke): signal: 'SIGFOO' is not a signal of this system",
+        ),
+        (
+            {"type": "retry", "max_attempts": 100000000},
+            "actions[0] (retry).max_attempts: expected a number >= 1 and <= 100",
+        ),
+        (
+            {"type": "retry", "delay_seconds": float("nan")},
+            "actions[0] (retry).delay_seconds: expected a number >= 0 and <= 3600, got nan",
+        ),
+        (
+            {"type": "retry", "backoff_multiplier": 1e308},
+            "actions[0] (retry).backoff_multiplier: expected a number >= 1 and <= 10",
+        ),
+        (
+            {"type": "retry", "max_delay_seconds": float("inf")},
+            "actions[0] (retry).max_delay_seconds: expected a number >= 0 and <= 3600, got inf",
+        ),
+    ],
+)
+def test_format_specs_signals_and_numbers_out_of_bounds_are_refused(registry, action, expected):
+    assert expected in problems([rule(actions=[action])], registry)
+
+
+def test_a_real_signal_name_is_accepted(registry):
+    (loaded,) = load_rules([rule(actions=[{"type": "revoke", "signal": "SIGKILL"}])], registry)
+    assert loaded.actions[0].signal == "SIGKILL"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"trigger": {"event": "task.execution_time_exceeded", "threshold_seconds": 0}},
+            "trigger.threshold_seconds: expected a number > 0 and <= 604800, got 0",
+        ),
+        (
+            {
+                "trigger": {
+                    "event": "task.execution_time_exceeded",
+                    "threshold_seconds": float("inf"),
+                }
+            },
+            "trigger.threshold_seconds: expected a number > 0 and <= 604800, got inf",
+        ),
+        (
+            {"circuit_breaker": {"time_window_hours": float("inf")}},
+            "circuit_breaker.time_window_hours: expected a number > 0 and <= 168, got inf",
+        ),
+        (
+            {"circuit_breaker": {"max_executions": 10**12}},
+            "circuit_breaker.max_executions: expected an integer from 1 to 100000",
+        ),
+        (
+            {"trigger": {"event": "task.failed", "conditions": {"failure_count_threshold": 10**9}}},
+            "trigger.conditions.failure_count_threshold: expected an integer from 1 to 10000",
+        ),
+    ],
+)
+def test_trigger_condition_and_breaker_numbers_are_bounded(registry, overrides, expected):
+    assert expected in problems([rule(**overrides)], registry)
+
+
+def test_every_problem_of_one_rule_is_listed_with_its_field(registry):
+    message = problems(
+        [
+            rule(
+                enabled="yes",
+                trigger={
+                    "event": "task.failed",
+                    "conditions": {"colour": "red", "error_pattern": "(unclosed"},
+                },
+                actions=[
+                    {"type": "webhook", "url": "https://h/x", "timeout": -5, "retries": 10**8},
+                    slack(message="{task_name:d}"),
+                    {"type": "revoke", "signal": "SIGFOO"},
+                ],
+                circuit_breaker={"max_executions": 0, "time_window_hours": -1},
+            )
+        ],
+        registry,
+    )
+    label = "rule 'Auto-retry network errors' (#1): "
+    for field in [
+        "enabled:",
+        "trigger.conditions.colour:",
+        "trigger.conditions.error_pattern:",
+        "actions[0] (webhook).timeout:",
+        "actions[0] (webhook).retries:",
+        "actions[1].message:",
+        "actions[2] (revoke): signal:",
+        "circuit_breaker.max_executions:",
+        "circuit_breaker.time_window_hours:",
+    ]:
+        assert f"{label}{field}" in message, field
+    assert "has 9 problem(s)" in message
+
+
+# Seven levels of ten aliases each: 10**7 values once expanded, a few lines written.
+LAUGHS = "\n".join(
+    ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 7)]
+    + ["rules:", "  - {name: laughs, description: *l6}"]
+)
+DEEP = "- {name: deep, description: " + "[" * 40 + "]" * 40 + "}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &a [*a]", "a[0]: contains itself (a recursive YAML alias such as `a: &a [*a]`)"),
+        ("- &r {name: x, trigger: *r}", "[0].trigger: contains itself"),
+        (
+            LAUGHS,
+            "holds more than 100000 values once YAML aliases are expanded",
+        ),
+        (DEEP, "[0].description" + "[0]" * 30 + ": nests deeper than 32 levels"),
+        ("[" * 5000 + "]" * 5000, "nests too deeply to read"),
+    ],
+)
+def test_recursive_and_exploding_yaml_is_a_clear_rules_error(registry, tmp_path, text, expected):
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    assert expected in problems(str(path), registry)
+
+
+def test_a_recursive_structure_given_as_a_list_is_refused(registry):
+    spec = rule()
+    spec["trigger"]["conditions"]["loop"] = spec
+    assert "contains itself" in problems([spec], registry)

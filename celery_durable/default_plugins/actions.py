@@ -6,24 +6,38 @@ may take their time; each one is bounded by its `timeout`.
 
 from __future__ import annotations
 
+import signal as signals
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from ..hookspecs import hookimpl
 from ..limits import bound_strings
+from ..redaction import redact
 from ..rules.action_queue import ActionSkipped
 from ..rules.base import Action
+from ..rules.bounds import Between
 from ..rules.task_message import resend
 
 CHAIN_TTL = 7 * 86400
 MAX_COUNTDOWN = 3600  # retries wait in the broker as countdown messages: keep them short
+# A rule that retries more than this wants a fix, not more retries; the chain
+# of retries is kept in Redis, one entry each.
+MAX_ATTEMPTS = 100
+MAX_BACKOFF_MULTIPLIER = 10.0  # 10**attempt already passes MAX_COUNTDOWN at the 4th retry
+# One action runner thread works every job of a worker in turn: an HTTP call
+# may hold it this long, times the webhook's attempts.
+MAX_HTTP_TIMEOUT = 60.0
+MAX_HTTP_RETRIES = 10
+HttpTimeout = Annotated[float, Between(0, MAX_HTTP_TIMEOUT, low_open=True)]
 
 
 class Retry(Action):
     """Send the failed (or orphaned) task again, exactly as it was sent.
 
-    Same args and kwargs (the real objects), queue or exchange and routing
-    key, priority, headers, time limits and callbacks, under a new task id,
+    Same args and kwargs (the real objects; or, with `same_arguments: false`,
+    the `args` and `kwargs` written in the action, say to fall back to another
+    provider), queue or exchange and routing key, priority, headers, time
+    limits and callbacks, under a new task id,
     after `delay_seconds` (times `backoff_multiplier` per earlier retry when
     `exponential_backoff`, capped by `max_delay_seconds`), up to
     `max_attempts` retries along the chain original -> retry 1 -> retry 2.
@@ -33,34 +47,34 @@ class Retry(Action):
 
     def __init__(
         self,
-        delay_seconds: float = 0,
-        max_attempts: int = 3,
+        delay_seconds: Annotated[float, Between(0, MAX_COUNTDOWN)] = 0,
+        max_attempts: Annotated[int, Between(1, MAX_ATTEMPTS)] = 3,
         exponential_backoff: bool = False,
-        backoff_multiplier: float = 2.0,
-        max_delay_seconds: float = 300,
+        backoff_multiplier: Annotated[float, Between(1, MAX_BACKOFF_MULTIPLIER)] = 2.0,
+        max_delay_seconds: Annotated[float, Between(0, MAX_COUNTDOWN)] = 300,
         same_arguments: bool = True,
+        args: list | None = None,
+        kwargs: dict | None = None,
     ):
-        if delay_seconds < 0:
-            raise ValueError(f"delay_seconds must be >= 0, got {delay_seconds!r}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts!r}")
-        if backoff_multiplier < 1:
-            raise ValueError(f"backoff_multiplier must be >= 1, got {backoff_multiplier!r}")
-        if not 0 <= max_delay_seconds <= MAX_COUNTDOWN:
+        if same_arguments and (args is not None or kwargs is not None):
             raise ValueError(
-                f"max_delay_seconds must be between 0 and {MAX_COUNTDOWN}, "
-                f"got {max_delay_seconds!r}"
+                "args and kwargs replace the task's own arguments: "
+                "give them with same_arguments: false"
             )
-        if same_arguments is not True:
-            raise ValueError(
-                "only same_arguments: true is supported (a retry re-sends the task's own arguments)"
-            )
+        if not same_arguments:
+            _check_plain(args or [], "args")
+            _check_plain(kwargs or {}, "kwargs")
+            if not all(isinstance(k, str) and k.isidentifier() for k in kwargs or {}):
+                raise ValueError("kwargs must map parameter names to values")
         self.delay_seconds = float(delay_seconds)
         self.max_attempts = max_attempts
         self.exponential_backoff = exponential_backoff
         self.backoff_multiplier = float(backoff_multiplier)
         self.max_delay_seconds = float(max_delay_seconds)
         self.same_arguments = same_arguments
+        # With same_arguments: false, what the task is sent with instead of its own.
+        self.args = None if same_arguments else list(args or [])
+        self.kwargs = None if same_arguments else dict(kwargs or {})
 
     def delay_for(self, attempt: int) -> float:
         """The wait before retry number `attempt + 1`."""
@@ -78,7 +92,7 @@ class Retry(Action):
                 f"{message['task_name']} was retried {attempt} time(s)"
             )
         delay = self.delay_for(attempt)
-        task_id = resend(context.app, message, countdown=delay)
+        task_id = resend(context.app, message, countdown=delay, args=self.args, kwargs=self.kwargs)
         root = message["retry"]["root"]
         keys = context.ext.keys
         pipe = context.redis.pipeline(transaction=False)
@@ -104,6 +118,9 @@ class Retry(Action):
             "attempt": attempt + 1,
             "delay_seconds": self.delay_for(attempt),
             "would_send": attempt < self.max_attempts,
+            "arguments": "the task's own"
+            if self.same_arguments
+            else {"args": self.args, "kwargs": self.kwargs},
         }
 
 
@@ -113,12 +130,13 @@ class Slack(Action):
     name = "slack"
     template_fields = ("message",)
     notification = True
+    secret_fields = ("webhook_url",)  # the URL is the credential
 
     def __init__(
         self,
         webhook_url: str,
         message: str = "{event}: {task_name}{workflow_name} on {worker}: {error_message}",
-        timeout: float = 10.0,
+        timeout: HttpTimeout = 10.0,
     ):
         _check_url(webhook_url)
         self.webhook_url = webhook_url
@@ -137,13 +155,16 @@ class Webhook(Action):
 
     name = "webhook"
     notification = True
+    secret_fields = ("url",)  # may carry a token (?token=..., a secret path)
 
     def __init__(
-        self, url: str, headers: dict | None = None, timeout: float = 10.0, retries: int = 2
+        self,
+        url: str,
+        headers: dict | None = None,
+        timeout: HttpTimeout = 10.0,
+        retries: Annotated[int, Between(0, MAX_HTTP_RETRIES)] = 2,
     ):
         _check_url(url)
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries!r}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in (headers or {}).items()):
             raise ValueError("headers must map header names to string values")
         self.url = url
@@ -182,14 +203,14 @@ class Webhook(Action):
             if response.status_code < 500:
                 response.raise_for_status()  # a 4xx will not get better: fail now
                 return {"status": response.status_code, "attempts": attempt + 1}
-            last = RuntimeError(f"{self.url} answered {response.status_code}")
+            last = RuntimeError(f"{redact(self.url)} answered {response.status_code}")
         raise RuntimeError(f"webhook failed after {self.retries + 1} attempt(s): {last}")
 
     def preview(self, event: Any, context: Any) -> dict[str, Any]:
         return {
             "type": self.name,
-            "url": self.url,
-            "headers": sorted(self.headers),
+            "url": redact(self.url),
+            "headers": sorted(self.headers),  # names only: values may be tokens
             "payload": self.payload(event, context),
         }
 
@@ -200,8 +221,11 @@ class Revoke(Action):
     name = "revoke"
 
     def __init__(self, terminate: bool = True, signal: str = "SIGTERM"):
-        if not isinstance(signal, str) or not signal.startswith("SIG"):
-            raise ValueError(f"signal must be a signal name such as SIGTERM, got {signal!r}")
+        if signal not in signals.Signals.__members__:
+            raise ValueError(
+                f"signal: {signal!r} is not a signal of this system; "
+                "use a name such as SIGTERM, SIGINT, SIGKILL, SIGUSR1"
+            )
         self.terminate = terminate
         self.signal = signal
 
@@ -220,9 +244,27 @@ def _message(event: Any) -> dict[str, Any]:
     return message
 
 
+def _check_plain(value: Any, where: str) -> None:
+    """Arguments written in a rule must be plain data any serializer can send."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}: keys must be strings, got {key!r}")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+    elif not (value is None or isinstance(value, str | int | float | bool)):
+        raise ValueError(
+            f"{where}: {type(value).__name__} values cannot be sent as task arguments; "
+            "use strings, numbers, booleans, null, lists and mappings"
+        )
+
+
 def _check_url(url: Any) -> None:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ValueError(f"expected an http(s) URL, got {url!r}")
+        shown = redact(url) if isinstance(url, str) else repr(url)  # may be a secret, mistyped
+        raise ValueError(f"expected an http(s) URL, got {shown}")
 
 
 def _jsonable(value: Any) -> Any:

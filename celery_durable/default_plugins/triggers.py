@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from .. import activity
 from ..hookspecs import hookimpl
 from ..rules.base import Trigger
+from ..rules.bounds import Between
+
+MAX_THRESHOLD_SECONDS = 7 * 86400
 
 
 class TaskFailed(Trigger):
@@ -26,9 +29,9 @@ class TaskExecutionTimeExceeded(Trigger):
 
     name = activity.TASK_EXECUTION_TIME_EXCEEDED
 
-    def __init__(self, threshold_seconds: float):
-        if threshold_seconds <= 0:
-            raise ValueError(f"threshold_seconds must be > 0, got {threshold_seconds!r}")
+    def __init__(
+        self, threshold_seconds: Annotated[float, Between(0, MAX_THRESHOLD_SECONDS, low_open=True)]
+    ):
         self.threshold_seconds = float(threshold_seconds)
 
     def matches(self, event: Any) -> bool:

@@ -172,8 +172,9 @@ def _run_action(action: Any, event: Activity, context: RuleContext) -> dict[str,
     except ActionSkipped as exc:
         outcome = {"type": action.name, "ok": True, "skipped": True, "result": str(exc)}
     except Exception as exc:
-        logger.warning("rule %r: action %s failed: %r", context.rule_name, action.name, exc)
-        outcome = {"type": action.name, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        error = action.describe_error(exc)  # an httpx error holds the URL: redacted
+        logger.warning("rule %r: action %s failed: %s", context.rule_name, action.name, error)
+        outcome = {"type": action.name, "ok": False, "error": error}
     signals.send(
         signals.action_done,
         context.rule_name,

@@ -31,6 +31,8 @@ def list_rules(app: Celery | None = None) -> list[dict[str, Any]]:
                 "name": rule.name,
                 "event": rule.event,
                 "enabled": engine.is_enabled(rule),
+                "enabled_in_file": rule.enabled,
+                "switch": _switch_name(engine.switch(rule.name)),
                 "conditions": [c.name for c in rule.conditions],
                 "actions": [a.name for a in rule.actions],
                 "breaker": engine.breakers.peek(rule).as_dict(),
@@ -41,14 +43,20 @@ def list_rules(app: Celery | None = None) -> list[dict[str, Any]]:
     return listed
 
 
-def set_rule_enabled(name: str, enabled: bool, app: Celery | None = None) -> None:
-    """Switch a rule on or off in every worker (takes effect within a second).
+def set_rule_enabled(name: str, enabled: bool | None, app: Celery | None = None) -> None:
+    """Switch a rule on or off in every worker (within a second); None clears the switch.
 
-    A rule written with `enabled: false` stays off whatever this says.
+    The switch is stored in Redis and wins over the rule's `enabled:` in the
+    rules file, also after workers restart, until it is cleared; then the
+    file decides again.
     """
     engine = _engine(app)
     _known(engine, name)
-    engine.set_enabled(name, enabled)
+    engine.set_switch(name, enabled)
+
+
+def _switch_name(switch: bool | None) -> str | None:
+    return None if switch is None else "on" if switch else "off"
 
 
 def rule_history(

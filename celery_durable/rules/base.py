@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..redaction import redact, scrub
+
 if TYPE_CHECKING:
     from ..activity import Activity
     from .context import RuleContext
@@ -73,11 +75,15 @@ class Action:
     msgpack-friendly); raising records a failure. `template_fields` names the
     string parameters rendered with the event's variables (checked at load).
     `notification = True` marks actions that "send test notification" runs.
+    `secret_fields` names the parameters that are credentials (a webhook URL,
+    an API key): they are shown and stored only redacted, as
+    `https://host/…#a1b2c3`, in dry runs, history, error messages and logs.
     """
 
     name: ClassVar[str] = ""
     template_fields: ClassVar[tuple[str, ...]] = ()
     notification: ClassVar[bool] = False
+    secret_fields: ClassVar[tuple[str, ...]] = ()
 
     def run(self, event: Activity, context: RuleContext) -> Any:
         raise NotImplementedError
@@ -88,4 +94,15 @@ class Action:
         for field in self.template_fields:
             if isinstance(params.get(field), str):
                 params[field] = context.render(params[field], event)
+        for field in self.secret_fields:
+            if params.get(field) is not None:
+                params[field] = redact(params[field])
         return {"type": self.name, **params}
+
+    def secrets(self) -> list[Any]:
+        """The values of this action's secret parameters, to scrub from its errors."""
+        return [getattr(self, field, None) for field in self.secret_fields]
+
+    def describe_error(self, exc: BaseException) -> str:
+        """`Type: message` of an error of `run()`, with URLs and secrets redacted."""
+        return scrub(f"{type(exc).__name__}: {exc}", self.secrets())

@@ -37,9 +37,10 @@ class RuleContext:
 
     @cached_property
     def http(self) -> httpx.Client:
-        import httpx
+        """An httpx client whose requests are not logged (URLs of actions are secrets)."""
+        from .http import action_http_client
 
-        return httpx.Client(follow_redirects=False, headers={"User-Agent": "celery-durable"})
+        return action_http_client()
 
     def render(self, template: str, event: Activity) -> str:
         """The rendered text, cut to `durable_max_text_bytes` (a message for people)."""

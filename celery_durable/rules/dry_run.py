@@ -97,9 +97,7 @@ def send_test_notification(rule_name: str, *, app: Celery | None = None) -> list
         try:
             results.append({"type": action.name, "ok": True, "result": action.run(event, context)})
         except Exception as exc:
-            results.append(
-                {"type": action.name, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            )
+            results.append({"type": action.name, "ok": False, "error": action.describe_error(exc)})
     return results
 
 

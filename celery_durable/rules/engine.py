@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import signals
 from ..activity import Activity
-from ..plugins import make_plugin_manager
 from .breaker import Breakers, BreakerState
 from .context import RuleContext
 from .history import SKIPPED, RuleHistory
@@ -35,21 +34,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celery_durable.rules")
 
-DISABLED_CACHE_SECONDS = 1.0
+SWITCH_CACHE_SECONDS = 1.0
+SWITCH_VALUES = {b"on": True, b"off": False}
 
 
 class RuleEngine:
     def __init__(self, ext: DurableExtension):
         self.ext = ext
         settings = ext.settings
-        self.pm: pluggy.PluginManager = make_plugin_manager(settings.plugins)
+        self.pm: pluggy.PluginManager = ext.plugins
         self.registry = PartRegistry.collect(self.pm)
         self.rules: list[Rule] = load_rules(settings.rules, self.registry)
         self.by_name = {rule.name: rule for rule in self.rules}
         self.by_event: dict[str, list[Rule]] = defaultdict(list)
         for rule in self.rules:
             self.by_event[rule.event].append(rule)
-        # Something listens to an event type: a rule, or a plugin's durable_event.
+        # Something listens to every event: a plugin's durable_event (see DurableExtension.emit).
         self.event_hook_used = bool(self.pm.hook.durable_event.get_hookimpls())
         self.breakers = Breakers(ext.redis, ext.keys)
         self.history = RuleHistory(
@@ -58,8 +58,9 @@ class RuleEngine:
             settings.rule_history_maxlen,
             text_limit=settings.max_text_bytes,
             retention=settings.retention,
+            redact_args=settings.redact_args,
         )
-        self._disabled: dict[str, tuple[float, bool]] = {}
+        self._switches: dict[str, tuple[float, bool | None]] = {}
 
     # -- evaluation ------------------------------------------------------------------
 
@@ -129,24 +130,32 @@ class RuleEngine:
         ]
 
     def is_enabled(self, rule: Rule) -> bool:
-        """The rule's own `enabled`, and no run-time switch turned it off."""
-        if not rule.enabled:
-            return False
-        cached = self._disabled.get(rule.name)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > DISABLED_CACHE_SECONDS:
-            disabled = bool(self.ext.redis.exists(self.ext.keys.rule_disabled(rule.name)))
-            cached = (now, disabled)
-            self._disabled[rule.name] = cached
-        return not cached[1]
+        """The rule's run-time switch when one is stored, else its `enabled:`."""
+        switch = self.switch(rule.name)
+        return rule.enabled if switch is None else switch
 
-    def set_enabled(self, rule_name: str, enabled: bool) -> None:
-        key = self.ext.keys.rule_disabled(rule_name)
-        if enabled:
+    def switch(self, rule_name: str) -> bool | None:
+        """The stored switch (True: on, False: off), None when there is none.
+
+        Read from Redis at most once a second per rule and process, so a
+        switch reaches every worker within a second at no cost per event.
+        """
+        cached = self._switches.get(rule_name)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > SWITCH_CACHE_SECONDS:
+            raw = self.ext.redis.get(self.ext.keys.rule_switch(rule_name))
+            cached = (now, SWITCH_VALUES.get(raw or b""))
+            self._switches[rule_name] = cached
+        return cached[1]
+
+    def set_switch(self, rule_name: str, enabled: bool | None) -> None:
+        """Switch the rule on or off in every worker; None clears the switch."""
+        key = self.ext.keys.rule_switch(rule_name)
+        if enabled is None:
             self.ext.redis.delete(key)
         else:
-            self.ext.redis.set(key, "1")
-        self._disabled.pop(rule_name, None)
+            self.ext.redis.set(key, "on" if enabled else "off")
+        self._switches.pop(rule_name, None)
 
     def listens(self, event_type: str) -> bool:
         """Would an event of this type do anything here (a rule, a plugin hook)?"""

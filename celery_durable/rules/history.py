@@ -14,6 +14,7 @@ import redis
 from ..codec import packb_lenient, unpackb
 from ..keys import Keys
 from ..limits import bound_strings
+from ..redaction import without_arguments
 from ..settings import DEFAULT_MAX_TEXT_BYTES
 
 SUCCESS, FAILURE, SKIPPED = "success", "failure", "skipped"
@@ -23,7 +24,8 @@ class RuleHistory:
     """`text_limit` cuts every text of an entry (error messages, tracebacks,
     action results) to that many bytes; `retention` (seconds, None for ever)
     drops the history of a rule that has not fired for that long (a rule
-    renamed or removed)."""
+    renamed or removed); `redact_args` (durable_redact_args) keeps task
+    arguments out of it."""
 
     def __init__(
         self,
@@ -33,14 +35,19 @@ class RuleHistory:
         *,
         text_limit: int = DEFAULT_MAX_TEXT_BYTES,
         retention: float | None = None,
+        redact_args: bool = False,
     ):
         self.client = client
         self.keys = keys
         self.maxlen = maxlen
         self.text_limit = text_limit
         self.retention = retention
+        self.redact_args = redact_args
 
     def record(self, rule_name: str, entry: dict[str, Any]) -> None:
+        event = entry.get("event")
+        if self.redact_args and isinstance(event, dict) and isinstance(event.get("data"), dict):
+            entry = {**entry, "event": {**event, "data": without_arguments(event["data"])}}
         key = self.keys.rule_history(rule_name)
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(

@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import ConfigurationError
 from .base import Action, Condition, Trigger
+from .bounds import Between
 from .model import DEFAULT_MAX_EXECUTIONS, DEFAULT_WINDOW_HOURS, BreakerPolicy, Rule
 from .registry import PartRegistry
 from .render import check_template
@@ -36,6 +37,12 @@ RULE_KEYS = {
     "circuit_breaker",
 }
 BREAKER_KEYS = {"max_executions", "time_window_hours", "notify"}
+# The breaker keeps one sorted-set member per execution in its window.
+MAX_BREAKER_EXECUTIONS = 100_000
+WINDOW_HOURS = Between(0, 24 * 7, low_open=True)
+# A rules file is a small tree: these bound what YAML aliases can make of it.
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
 
 
 class RulesError(ConfigurationError):
@@ -45,10 +52,6 @@ class RulesError(ConfigurationError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
-
-
-class _Problem(Exception):
-    pass
 
 
 def read_specs(rules: Any) -> tuple[list[Any], str]:
@@ -64,6 +67,11 @@ def read_specs(rules: Any) -> tuple[list[Any], str]:
             raise RulesError([f"cannot read it: {exc.strerror}"], source) from None
         except yaml.YAMLError as exc:
             raise RulesError([f"is not valid YAML: {exc}"], source) from None
+        except RecursionError:
+            raise RulesError(
+                [f"nests too deeply to read (at most {MAX_DEPTH} levels)"], source
+            ) from None
+        _check_shape(loaded, source)
         if isinstance(loaded, dict) and "rules" in loaded:
             loaded = loaded["rules"]
         missing: set[str] = set()
@@ -82,10 +90,56 @@ def read_specs(rules: Any) -> tuple[list[Any], str]:
             raise RulesError(["must hold a list of rules"], source)
         return loaded, source
     if isinstance(rules, list | tuple):
+        _check_shape(rules, "durable_rules")
         return list(rules), "durable_rules"
     raise RulesError(
         [f"must be a list of rules or a path to a YAML file, got {type(rules).__name__}"]
     )
+
+
+def _check_shape(value: Any, source: str) -> None:
+    """Refuse what YAML aliases can make of a file before anything walks it.
+
+    An alias may point at a structure that contains it (`a: &a [*a]`: a list
+    holding itself, which any walk recurses into until RecursionError), or
+    repeat a structure so often that expanding it is a "billion laughs".
+    Both are refused with a RulesError saying where.
+    """
+    budget = [MAX_VALUES]
+
+    def walk(node: Any, where: str, depth: int, on_path: set[int]) -> str | None:
+        if not isinstance(node, dict | list | tuple):
+            return None
+        here = where or "the top level"
+        if id(node) in on_path:
+            return (
+                f"{here}: contains itself (a recursive YAML alias such as `a: &a [*a]`); "
+                "a rule must be a plain tree of values"
+            )
+        if depth >= MAX_DEPTH:
+            return f"{here}: nests deeper than {MAX_DEPTH} levels"
+        on_path.add(id(node))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, item in items:
+            budget[0] -= 1
+            if budget[0] < 0:
+                return (
+                    f"holds more than {MAX_VALUES} values once YAML aliases are expanded; "
+                    "rules are small: write them out"
+                )
+            if isinstance(node, dict):
+                step = f"{where}.{key}" if where else str(key)
+            else:
+                step = f"{where}[{key}]"
+            found = walk(item, step, depth + 1, on_path)
+            if found:
+                return found
+        on_path.discard(id(node))
+        return None
+
+    problem = walk(value, "", 0, set())
+    if problem:
+        raise RulesError([problem], source)
 
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -122,8 +176,8 @@ def load_rules(rules: Any, registry: PartRegistry) -> list[Rule]:
         label = _label(spec, index)
         try:
             rule = build_rule(spec, registry, label)
-        except _Problem as exc:
-            problems.append(f"{label}: {exc}")
+        except RuleProblems as exc:
+            problems.extend(f"{label}: {p}" for p in exc.problems)
             continue
         if rule.name in seen:
             problems.append(
@@ -138,40 +192,52 @@ def load_rules(rules: Any, registry: PartRegistry) -> list[Rule]:
     return loaded
 
 
+class RuleProblems(Exception):
+    """Everything wrong with one rule, each problem as `field: message`."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 def build_rule(spec: Any, registry: PartRegistry, label: str = "rule") -> Rule:
+    """A checked rule; `RuleProblems` lists every problem found, not only the first."""
     if not isinstance(spec, dict):
-        raise _Problem(f"must be a mapping, got {type(spec).__name__}")
+        raise RuleProblems([f"must be a mapping, got {type(spec).__name__}"])
     if "template" in spec:
-        if spec["template"] not in TEMPLATES:
-            raise _Problem(
-                f"template: unknown template {spec['template']!r}; "
-                f"known: {', '.join(sorted(TEMPLATES))}"
+        template = spec["template"]
+        if not isinstance(template, str) or template not in TEMPLATES:
+            raise RuleProblems(
+                [f"template: unknown template {template!r}; known: {', '.join(sorted(TEMPLATES))}"]
             )
         spec = apply_template(spec)
+    problems: list[str] = []
     unknown = set(spec) - RULE_KEYS
     if unknown:
-        raise _Problem(
-            f"unknown field(s) {', '.join(sorted(unknown))}; "
+        problems.append(
+            f"unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
             f"a rule has {', '.join(sorted(RULE_KEYS))}"
         )
     name = spec.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise _Problem("name: every rule needs a non-empty name")
+        problems.append("name: every rule needs a non-empty name")
     enabled = spec.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise _Problem(f"enabled: expected true or false, got {enabled!r}")
-    event, trigger, conditions = _trigger(spec.get("trigger"), registry)
-    extra = tuple(type(trigger).variables)
-    actions = _actions(spec, registry, extra)
-    breaker = _breaker(spec.get("circuit_breaker"), registry, extra)
+        problems.append(f"enabled: expected true or false, got {enabled!r}")
+    event, trigger, conditions = _trigger(spec.get("trigger"), registry, problems)
+    extra = tuple(type(trigger).variables) if trigger is not None else ()
+    actions = _actions(spec, registry, extra, problems)
+    breaker = _breaker(spec.get("circuit_breaker"), registry, extra, problems)
+    if problems or event is None or trigger is None or breaker is None:
+        raise RuleProblems(problems)
     return Rule(
-        name=name,
+        name=str(name),
         event=event,
         trigger=trigger,
         conditions=conditions,
         actions=actions,
         breaker=breaker,
-        enabled=enabled,
+        enabled=bool(enabled),
         description=str(spec.get("description", "")),
         spec=spec,
     )
@@ -182,116 +248,158 @@ def _label(spec: Any, index: int) -> str:
     return f"rule {name!r} (#{index})" if isinstance(name, str) else f"rule #{index}"
 
 
-def _trigger(raw: Any, registry: PartRegistry) -> tuple[str, Trigger, tuple[Condition, ...]]:
+def _trigger(
+    raw: Any, registry: PartRegistry, problems: list[str]
+) -> tuple[str | None, Trigger | None, tuple[Condition, ...]]:
     if not isinstance(raw, dict):
-        raise _Problem("trigger: expected a mapping with an `event:` key")
+        problems.append("trigger: expected a mapping with an `event:` key")
+        return None, None, ()
     event = raw.get("event")
-    if event not in registry.triggers:
-        raise _Problem(
+    trigger = None
+    if not isinstance(event, str) or event not in registry.triggers:
+        problems.append(
             f"trigger.event: unknown trigger {event!r}; "
             f"known: {', '.join(sorted(registry.triggers))}"
         )
-    params = {k: v for k, v in raw.items() if k not in ("event", "conditions")}
-    trigger = instantiate(registry.triggers[event], params, "trigger")
+        event = None
+    else:
+        params = {k: v for k, v in raw.items() if k not in ("event", "conditions")}
+        trigger = instantiate(registry.triggers[event], params, "trigger", problems)
     conditions_raw = raw.get("conditions") or {}
     if not isinstance(conditions_raw, dict):
-        raise _Problem("trigger.conditions: expected a mapping of condition: value")
+        problems.append("trigger.conditions: expected a mapping of condition: value")
+        return event, trigger, ()
     conditions = []
     for key, value in conditions_raw.items():
         where = f"trigger.conditions.{key}"
-        cls = registry.conditions.get(key)
+        cls = registry.conditions.get(key) if isinstance(key, str) else None
         if cls is None:
-            raise _Problem(
+            problems.append(
                 f"{where}: unknown condition; known: {', '.join(sorted(registry.conditions))}"
             )
-        if cls.events is not None and event not in cls.events:
-            raise _Problem(
+            continue
+        if event is not None and cls.events is not None and event not in cls.events:
+            problems.append(
                 f"{where}: does not apply to {event} events "
                 f"(only to {', '.join(sorted(cls.events))})"
             )
+            continue
         try:
             conditions.append(cls(value))
         except (ValueError, TypeError) as exc:
-            raise _Problem(f"{where}: {exc}") from None
+            problems.append(f"{where}: {exc}")
     return event, trigger, tuple(conditions)
 
 
 def _actions(
-    spec: dict[str, Any], registry: PartRegistry, variables: tuple[str, ...] = ()
+    spec: dict[str, Any],
+    registry: PartRegistry,
+    variables: tuple[str, ...],
+    problems: list[str],
 ) -> tuple[Action, ...]:
     if "action" in spec and "actions" in spec:
-        raise _Problem("give either `action:` or `actions:`, not both")
+        problems.append("give either `action:` or `actions:`, not both")
+        return ()
     if "action" in spec:
         raw, prefix = [spec["action"]], "action"
     else:
         raw, prefix = spec.get("actions"), "actions"
         if not isinstance(raw, list) or not raw:
-            raise _Problem("actions: a rule needs `action:` or a non-empty `actions:` list")
+            problems.append("actions: a rule needs `action:` or a non-empty `actions:` list")
+            return ()
     actions = []
     for index, item in enumerate(raw):
         where = prefix if prefix == "action" else f"actions[{index}]"
-        actions.append(build_action(item, registry, where, variables))
+        action = build_action(item, registry, where, variables, problems)
+        if action is not None:
+            actions.append(action)
     return tuple(actions)
 
 
 def build_action(
-    raw: Any, registry: PartRegistry, where: str, variables: tuple[str, ...] = ()
-) -> Action:
+    raw: Any,
+    registry: PartRegistry,
+    where: str,
+    variables: tuple[str, ...],
+    problems: list[str],
+) -> Action | None:
+    """The action `raw` describes, or None with its problems added to `problems`."""
     if not isinstance(raw, dict) or "type" not in raw:
-        raise _Problem(f"{where}: expected a mapping with a `type:`")
+        problems.append(f"{where}: expected a mapping with a `type:`")
+        return None
     kind = raw["type"]
-    cls = registry.actions.get(kind)
+    cls = registry.actions.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise _Problem(
+        problems.append(
             f"{where}.type: unknown action {kind!r}; known: {', '.join(sorted(registry.actions))}"
         )
+        return None
     params = {k: v for k, v in raw.items() if k != "type"}
-    action = instantiate(cls, params, f"{where} ({kind})")
+    found = len(problems)
     for field in cls.template_fields:
         value = params.get(field)
         if isinstance(value, str):
             try:
                 check_template(value, variables)
             except ValueError as exc:
-                raise _Problem(f"{where}.{field}: {exc}") from None
-    return action
+                problems.append(f"{where}.{field}: {exc}")
+    action = instantiate(cls, params, f"{where} ({kind})", problems)
+    return action if len(problems) == found else None
 
 
-def _breaker(raw: Any, registry: PartRegistry, variables: tuple[str, ...] = ()) -> BreakerPolicy:
+def _breaker(
+    raw: Any, registry: PartRegistry, variables: tuple[str, ...], problems: list[str]
+) -> BreakerPolicy | None:
     if raw is None:
         return BreakerPolicy()
     if not isinstance(raw, dict):
-        raise _Problem("circuit_breaker: expected a mapping")
+        problems.append("circuit_breaker: expected a mapping")
+        return None
+    found = len(problems)
     unknown = set(raw) - BREAKER_KEYS
     if unknown:
-        raise _Problem(f"circuit_breaker: unknown field(s) {', '.join(sorted(unknown))}")
+        problems.append(f"circuit_breaker: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
     max_executions = raw.get("max_executions", DEFAULT_MAX_EXECUTIONS)
     if (
         not isinstance(max_executions, int)
         or isinstance(max_executions, bool)
-        or max_executions < 1
+        or not 1 <= max_executions <= MAX_BREAKER_EXECUTIONS
     ):
-        raise _Problem(
-            f"circuit_breaker.max_executions: expected an integer >= 1, got {max_executions!r}"
+        problems.append(
+            f"circuit_breaker.max_executions: expected an integer from 1 to "
+            f"{MAX_BREAKER_EXECUTIONS}, got {max_executions!r}"
         )
     hours = raw.get("time_window_hours", DEFAULT_WINDOW_HOURS)
-    if not isinstance(hours, int | float) or isinstance(hours, bool) or hours <= 0:
-        raise _Problem(f"circuit_breaker.time_window_hours: expected a number > 0, got {hours!r}")
+    wrong = WINDOW_HOURS.problem(hours)
+    if not isinstance(hours, int | float) or isinstance(hours, bool):
+        wrong = f"expected a number, got {hours!r}"
+    if wrong:
+        problems.append(f"circuit_breaker.time_window_hours: {wrong}")
     notify = None
     if raw.get("notify") is not None:
-        notify = build_action(raw["notify"], registry, "circuit_breaker.notify", variables)
+        notify = build_action(
+            raw["notify"], registry, "circuit_breaker.notify", variables, problems
+        )
+    if len(problems) != found:
+        return None
     return BreakerPolicy(max_executions, float(hours) * 3600, notify)
 
 
-def instantiate(cls: type, params: dict[str, Any], where: str) -> Any:
-    """Build a rule part from its parameters, or say precisely what is wrong."""
+def instantiate(cls: type, params: dict[str, Any], where: str, problems: list[str]) -> Any:
+    """Build a rule part from its parameters, or add to `problems` precisely what is wrong.
+
+    Every unknown, missing, mistyped and out-of-bounds parameter is reported;
+    the constructor runs only when there is none (it may still refuse a
+    combination with `ValueError`).
+    """
+    found = len(problems)
     signature = inspect.signature(cls)
     accepted = signature.parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
     unknown = [k for k in params if k not in accepted]
     if unknown and not takes_any:
         known = ", ".join(accepted) or "none"
-        raise _Problem(
+        problems.append(
             f"{where}: unknown parameter(s) {', '.join(map(repr, unknown))}; it takes: {known}"
         )
     missing = [
@@ -302,21 +410,37 @@ def instantiate(cls: type, params: dict[str, Any], where: str) -> Any:
         and name not in params
     ]
     if missing:
-        raise _Problem(f"{where}: missing parameter(s) {', '.join(map(repr, missing))}")
+        problems.append(f"{where}: missing parameter(s) {', '.join(map(repr, missing))}")
     hints = _hints(cls)
     for key, value in params.items():
-        expected = hints.get(key)
+        expected, limits = _split_annotated(hints.get(key))
         if expected is not None and not _is_instance(value, expected):
-            raise _Problem(f"{where}.{key}: expected {_type_name(expected)}, got {value!r}")
+            problems.append(f"{where}.{key}: expected {_type_name(expected)}, got {value!r}")
+            continue
+        for limit in limits:
+            wrong = limit.problem(value)
+            if wrong:
+                problems.append(f"{where}.{key}: {wrong}")
+    if len(problems) != found:
+        return None
     try:
         return cls(**params)
     except (ValueError, TypeError) as exc:
-        raise _Problem(f"{where}: {exc}") from None
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _split_annotated(hint: Any) -> tuple[Any, list[Any]]:
+    """(the type, the bounds declared with it) of `Annotated[type, Between(...)]`."""
+    if typing.get_origin(hint) is typing.Annotated:
+        base, *metadata = typing.get_args(hint)
+        return base, [m for m in metadata if hasattr(m, "problem")]
+    return hint, []
 
 
 def _hints(cls: type) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(cls.__init__)
+        return typing.get_type_hints(cls.__init__, include_extras=True)
     except Exception:  # unresolvable annotations: skip type checks, keep the rest
         return {}
 

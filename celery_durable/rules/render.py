@@ -1,8 +1,10 @@
 """Safe message templates: `{task_name}` and friends, nothing more.
 
 `str.format` would let a rule read attributes and items (`{task_args.__class__}`,
-`{error_message[0]}`); here a field must be one of the documented variable
-names, checked when the rules load, and values are rendered as text.
+`{error_message[0]}`) and run format specs (`{task_name:>300000000}` builds a
+300 MB string; `{task_name:d}` raises every time the rule fires). Here a
+field must be one of the documented variable names with no conversion and no
+format spec, checked when the rules load, and values are inserted as text.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ _formatter = string.Formatter()
 def check_template(template: str, extra: tuple[str, ...] = ()) -> None:
     """Raise ValueError naming the first field that is not a plain variable.
 
+    A plain variable has no `.attribute`, `[index]`, `!conversion` or `:spec`.
+
     `extra` are the variables the rule's trigger adds (see `Trigger.variables`).
     """
     known = (*VARIABLES, *extra)
@@ -51,9 +55,13 @@ def check_template(template: str, extra: tuple[str, ...] = ()) -> None:
                     f"no attribute or index access ({', '.join(known)})"
                 )
             raise ValueError(f"unknown template variable {{{field}}}; known: {', '.join(known)}")
-        if conversion or (spec and "{" in spec):
+        if conversion or spec:
+            written = (
+                f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            )
             raise ValueError(
-                f"template field {{{field}}}: conversions and nested fields are not allowed"
+                f"template field {written}: format specs and conversions are not allowed "
+                f"(write {{{field}}}); values are inserted as text"
             )
 
 
@@ -62,8 +70,9 @@ def variables(event: Activity, rule_name: str) -> dict[str, str]:
     error = data.get("error") or {}
     message = data.get("error_message") or (error.get("message") if isinstance(error, dict) else "")
     args = data.get("args_repr") or ""
-    if data.get("kwargs_repr") not in (None, "", "{}"):
-        args = f"{args} {data['kwargs_repr']}".strip()
+    kwargs = data.get("kwargs_repr")
+    if kwargs not in (None, "", "{}") and kwargs != args:  # both redacted: one placeholder
+        args = f"{args} {kwargs}".strip()
     retry = data.get("retry") or {}
     values = {
         "task_name": data.get("task_name"),
@@ -86,11 +95,10 @@ def render(template: str, event: Activity, rule_name: str) -> str:
     """Render a checked template; values are text, so no object is reachable."""
     values = variables(event, rule_name)
     out: list[str] = []
-    for literal, field, spec, _ in _formatter.parse(template):
+    for literal, field, _, _ in _formatter.parse(template):
         out.append(literal)
         if field is not None:
             # A trigger's own variable (checked at load) comes from the event's data.
             value: Any = values.get(field, event.data.get(field, ""))
-            value = "" if value is None else str(value)
-            out.append(format(value, spec or ""))
+            out.append("" if value is None else str(value))  # never a format spec
     return "".join(out)

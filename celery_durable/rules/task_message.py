@@ -137,9 +137,21 @@ def arguments(message: dict[str, Any]) -> tuple[list[Any], dict[str, Any], dict[
     return list(args), dict(kwargs), dict(embed or {})
 
 
-def resend(app: Celery, message: dict[str, Any], *, countdown: float = 0.0) -> str:
-    """Send the task again with the same everything but a new id; return that id."""
-    args, kwargs, embed = arguments(message)
+def resend(
+    app: Celery,
+    message: dict[str, Any],
+    *,
+    countdown: float = 0.0,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> str:
+    """Send the task again with the same everything but a new id; return that id.
+
+    `args` and `kwargs`, when given, replace the task's own arguments.
+    """
+    own_args, own_kwargs, embed = arguments(message)
+    args = own_args if args is None else args
+    kwargs = own_kwargs if kwargs is None else kwargs
     retry = message["retry"]
     task_id = str(uuid.uuid4())  # the form Celery gives its own task ids
     options = dict(message["options"])

@@ -22,9 +22,15 @@ app.conf.update(
                 "event": "task.failed",
                 "conditions": {"task_name_pattern": "mail.*", "error_pattern": "ConnectionError"},
             },
-            "action": {"type": "webhook", "url": "http://127.0.0.1:9/hook"},
+            "action": {"type": "webhook", "url": "http://127.0.0.1:9/hook?token=CLISECRET"},
             "circuit_breaker": {"max_executions": 2},
-        }
+        },
+        {
+            "name": "quiet",
+            "enabled": False,
+            "trigger": {"event": "worker.offline"},
+            "action": {"type": "webhook", "url": "http://127.0.0.1:9/quiet"},
+        },
     ],
 )
 celery_durable.install(app)

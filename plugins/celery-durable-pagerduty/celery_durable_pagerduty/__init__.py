@@ -70,6 +70,7 @@ class PagerDuty(Action):
     name = "pagerduty"
     template_fields = ("summary",)
     notification = True
+    secret_fields = ("routing_key",)  # redacted from errors and logs by celery_durable
 
     def __init__(
         self,
@@ -85,8 +86,8 @@ class PagerDuty(Action):
             raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must be an http(s) URL, got {url!r}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0, got {timeout!r}")
+        if not 0 < timeout <= 60:  # also refuses NaN; the action runner waits this long
+            raise ValueError(f"timeout must be > 0 and <= 60, got {timeout!r}")
         self.routing_key = routing_key
         self.severity = severity
         self.url = url

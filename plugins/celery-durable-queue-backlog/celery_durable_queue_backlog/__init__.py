@@ -59,8 +59,8 @@ class QueueBacklog(Trigger):
             raise ValueError(f"queues must be a list of queue names, got {queues!r}")
         if threshold < 1:
             raise ValueError(f"threshold must be >= 1, got {threshold!r}")
-        if interval_seconds <= 0:
-            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
+        if not 0 < interval_seconds <= 3600:  # also refuses NaN
+            raise ValueError(f"interval_seconds must be > 0 and <= 3600, got {interval_seconds!r}")
         self.queues = list(dict.fromkeys(queues))  # in order, once each
         self.threshold = threshold
         # celery_durable's poller reads `poll_interval` from the rule's trigger

@@ -17,6 +17,8 @@ pytest-celery without a clash.
   Redis (`celery_durable.contrib.workers.WorkerProcesses`), all killed at
   teardown; `durable_worker_processes_options` (override it) says which app
   they run and how.
+- `durable_http_receiver`: a real HTTP server on 127.0.0.1 that records
+  the requests rules send it (`celery_durable.contrib.http_receiver`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ..extension import DurableExtension, extension_for
 from ..install import install
 from ..options import parse_duration
 from ..workflows.runs import RunHandle
+from .http_receiver import HttpReceiver
 from .redis_server import RedisServer
 from .workers import WorkerProcesses
 
@@ -160,3 +163,10 @@ def durable_worker_processes(
         if workers.workers:
             print(workers.tails(), file=sys.stderr)
         workers.close()
+
+
+@pytest.fixture
+def durable_http_receiver() -> Iterator[HttpReceiver]:
+    """A local HTTP server for a rule's webhook or Slack URL (`durable_http_receiver.url`)."""
+    with HttpReceiver() as receiver:
+        yield receiver

@@ -14,7 +14,6 @@ plugin; `tests/conftest.py` gives it these defaults (`SUITE_OPTIONS`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,50 +44,14 @@ __all__ = [
 
 
 class WorkerProcess(_contrib.WorkerProcess):
-    """One worker of a suite app (default `tests.apps.sleepy`) on `redis_url`."""
+    """One worker of a suite app (`SUITE_OPTIONS`, then `options`) on `redis_url`."""
 
-    def __init__(
-        self,
-        redis_url: str,
-        log_path: Path,
-        *,
-        app: str = DEFAULT_APP,
-        concurrency: int = 1,
-        name: str | None = None,
-        env: dict[str, str] | None = None,
-        extra_args: Sequence[str] = (),
-    ):
-        super().__init__(
-            redis_url,
-            log_path,
-            app=app,
-            concurrency=concurrency,
-            name=name,
-            env=env,
-            extra_args=extra_args,
-            url_env=REDIS_URL_ENV,
-            cwd=REPO_ROOT,
-        )
+    def __init__(self, redis_url: str, log_path: Path, **options: Any):
+        super().__init__(redis_url, log_path, **{**SUITE_OPTIONS, **options})
 
 
 class WorkerProcesses(_contrib.WorkerProcesses):
-    """Workers of a suite app (default `tests.apps.sleepy`) on `redis_url`."""
+    """Workers of a suite app (`SUITE_OPTIONS`, then `options`) on `redis_url`."""
 
-    def __init__(
-        self,
-        redis_url: str,
-        log_dir: Path,
-        *,
-        app: str = DEFAULT_APP,
-        max_running: int = 3,
-        env: dict[str, str] | None = None,
-    ):
-        super().__init__(
-            redis_url,
-            log_dir,
-            app=app,
-            max_running=max_running,
-            env=env,
-            url_env=REDIS_URL_ENV,
-            cwd=REPO_ROOT,
-        )
+    def __init__(self, redis_url: str, log_dir: Path, **options: Any):
+        super().__init__(redis_url, log_dir, **{**SUITE_OPTIONS, **options})

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, TypedDict
 
 __all__ = ["HttpReceiver", "ReceivedRequest", "Reply"]
@@ -122,12 +121,7 @@ class HttpReceiver:
     def __enter__(self) -> HttpReceiver:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _record(self, request: ReceivedRequest) -> Reply:

@@ -41,13 +41,13 @@ import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+from typing import IO, TypedDict, Unpack
 
 from celery import Celery
 
 __all__ = [
     "READY_LINE",
+    "WorkerOptions",
     "WorkerProcess",
     "WorkerProcessError",
     "WorkerProcesses",
@@ -62,6 +62,18 @@ _numbers = itertools.count(1)
 _live: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()
 
 PathLike = str | os.PathLike[str]
+
+
+class WorkerOptions(TypedDict, total=False):
+    """Options of `WorkerProcess` that `WorkerProcesses` passes on (see its docstring)."""
+
+    app: str
+    env: Mapping[str, str] | None
+    extra_args: Sequence[str]
+    url_env: str | None
+    cwd: PathLike | None
+    loglevel: str
+    ready_line: str | None
 
 
 class WorkerProcessError(RuntimeError):
@@ -352,19 +364,15 @@ class WorkerProcess:
     def __enter__(self) -> WorkerProcess:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
 class WorkerProcesses:
-    """Starts workers of one app on one broker; `close()` (or leaving `with`) kills all.
+    """Starts workers on one broker; `close()` (or leaving `with`) kills all of them.
 
-    Takes the options of `WorkerProcess` once for all its workers. At most
+    `defaults` are options of `WorkerProcess` for every worker (`app`,
+    `url_env`, `cwd`, ...); `start()` may override them. At most
     `max_running` workers may run at once, so that a test cannot overload a
     small machine by mistake.
     """
@@ -374,23 +382,13 @@ class WorkerProcesses:
         broker_url: str,
         log_dir: PathLike,
         *,
-        app: str | None = None,
         max_running: int = 3,
-        env: Mapping[str, str] | None = None,
-        url_env: str | None = None,
-        cwd: PathLike | None = None,
-        loglevel: str = "info",
-        ready_line: str | None = READY_LINE,
+        **defaults: Unpack[WorkerOptions],
     ):
         self.broker_url = broker_url
         self.log_dir = Path(log_dir)
-        self.app = app
         self.max_running = max_running
-        self.env = dict(env or {})
-        self.url_env = url_env
-        self.cwd = cwd
-        self.loglevel = loglevel
-        self.ready_line = ready_line
+        self.defaults = defaults
         self.workers: list[WorkerProcess] = []
         self._control: Celery | None = None
 
@@ -410,20 +408,12 @@ class WorkerProcesses:
         wait: bool = True,
         timeout: float = 30.0,
         name: str | None = None,
-        app: str | None = None,
-        extra_args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
+        **options: Unpack[WorkerOptions],
     ) -> WorkerProcess:
         """Start one worker; with `wait`, return once it is ready."""
+        names = [name] if name else None
         (worker,) = self.start_many(
-            1,
-            concurrency,
-            wait=wait,
-            timeout=timeout,
-            names=[name] if name else None,
-            app=app,
-            extra_args=extra_args,
-            env=env,
+            1, concurrency, wait=wait, timeout=timeout, names=names, **options
         )
         return worker
 
@@ -435,13 +425,12 @@ class WorkerProcesses:
         wait: bool = True,
         timeout: float = 30.0,
         names: Sequence[str] | None = None,
-        app: str | None = None,
-        extra_args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
+        **options: Unpack[WorkerOptions],
     ) -> list[WorkerProcess]:
         """Start `count` workers at once, then wait (one deadline) until all are ready."""
-        app = app or self.app
-        if app is None:
+        merged: WorkerOptions = {**self.defaults, **options}
+        merged["env"] = {**(self.defaults.get("env") or {}), **(options.get("env") or {})}
+        if not merged.get("app"):
             raise WorkerProcessError(
                 "no app to start: give app='myproject.celery' here or to WorkerProcesses "
                 "(with pytest, override the durable_worker_processes_options fixture)"
@@ -459,15 +448,9 @@ class WorkerProcesses:
             worker = WorkerProcess(
                 self.broker_url,
                 self.log_dir / f"worker-{number}.log",
-                app=app,
                 concurrency=concurrency,
                 name=name or f"w{number}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-                env={**self.env, **(env or {})},
-                extra_args=extra_args,
-                url_env=self.url_env,
-                cwd=self.cwd,
-                loglevel=self.loglevel,
-                ready_line=self.ready_line,
+                **merged,
             )
             self.workers.append(worker)
             started.append(worker.start())
@@ -510,12 +493,7 @@ class WorkerProcesses:
     def __enter__(self) -> WorkerProcesses:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

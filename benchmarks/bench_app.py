@@ -37,12 +37,6 @@ use_redis(os.environ.get(REDIS_URL_ENV, "redis://127.0.0.1:6379/0"))
 # -- plain Celery ----------------------------------------------------------------
 
 
-@app.task(name="bench.ping")
-def ping() -> str:
-    """Answered once a pool process is up: the worker is ready."""
-    return "pong"
-
-
 @app.task(name="bench.noop")
 def noop(x: int) -> int:
     return x + 1

@@ -2,7 +2,7 @@
 
 One run starts a private appendonly redis-server and, for each scenario, two
 real `celery -A benchmarks.recovery worker --pool prefork --concurrency 2`
-processes (`tests.worker_processes.WorkerProcess`) on it, starts `--runs`
+processes (`celery_durable.contrib.workers`) on it, starts `--runs`
 pieces of work of `--steps` steps of `--step-seconds` each, and when about
 half of all steps are done kills one worker with SIGKILL, main process and
 pool processes together. Scenarios:
@@ -36,7 +36,8 @@ was running at the kill). Ratios are plain Celery's times over
 celery_durable's, from the same invocation.
 
     python benchmarks/recovery.py [--runs 100] [--steps 10] [--step-seconds 0.03]
-        [--plain-wait 90] [--durable-wait 90] [--json]
+        [--plain-wait 150] [--durable-wait 90] [--concurrency 2]
+        [--redis-url URL] [--json] [--quick]
 
 Progress goes to stderr, the figures to stdout (a table, or JSON with --json).
 Worker logs are kept in a temporary directory, printed on failure.
@@ -45,40 +46,36 @@ Worker logs are kept in a temporary directory, printed on failure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/recovery.py`: the repository on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 from celery import Celery, chain
 
 import celery_durable
+from benchmarks import _harness as bench
 from celery_durable import get_context, step, workflow
 from celery_durable.codec import unpackb
+from celery_durable.contrib.workers import WorkerProcess
 from celery_durable.extension import extension_for
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `python benchmarks/recovery.py` from anywhere
-
-from tests.apps import NOWHERE_URL, REDIS_URL_ENV  # noqa: E402
-
 APP_MODULE = "benchmarks.recovery"
+REDIS_URL_ENV = "CELERY_DURABLE_BENCH_REDIS_URL"
 PLAIN_ENV = "CELERY_DURABLE_RECOVERY_PLAIN"  # "1": the worker app without celery_durable
 HEARTBEAT_ENV = "CELERY_DURABLE_RECOVERY_HEARTBEAT"
 TIMEOUT_ENV = "CELERY_DURABLE_RECOVERY_WORKER_TIMEOUT"
 THROTTLE_ENV = "CELERY_DURABLE_RECOVERY_RESTORE_THROTTLE"  # kombu's unacked_restore_throttle
 VISIBILITY_TIMEOUT = 30  # seconds, for the plain Celery baseline
-CONCURRENCY = 2
 STEPS_KEY = "bench:steps"  # every step body, both sides: INCR
 DONE_KEY = "bench:plain:done"  # chain id -> time its last task ended
 ENDED_KEY = "bench:plain:ended"  # "<chain>:<position>" -> time the task body ended
@@ -119,7 +116,7 @@ def _from_env(name: str) -> float | None:
 
 # The workers' app (`celery -A benchmarks.recovery worker`), set up from the environment.
 app = make_app(
-    os.environ.get(REDIS_URL_ENV) or NOWHERE_URL,
+    os.environ.get(REDIS_URL_ENV) or "redis://127.0.0.1:1/0",  # a closed port, unless a worker
     durable=os.environ.get(PLAIN_ENV) != "1",
     heartbeat=_from_env(HEARTBEAT_ENV),
     worker_timeout=_from_env(TIMEOUT_ENV),
@@ -175,10 +172,6 @@ def plain_step(chain_id: str, position: int, seconds: float, last: bool) -> None
 # -- the benchmark ---------------------------------------------------------------------
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 @dataclass
 class Figures:
     scenario: str
@@ -195,60 +188,26 @@ class Figures:
     notes: list[str] = field(default_factory=list)
 
 
-class Workers:
-    """Two worker subprocesses of this module; every one killed on exit."""
-
-    def __init__(self, url: str, log_dir: Path, env: dict[str, str]):
-        from tests.worker_processes import WorkerProcess
-
-        self.control = Celery("recovery-control", broker=url, set_as_current=False)
-        self.workers = [
-            WorkerProcess(
-                url,
-                log_dir / f"worker-{uuid.uuid4().hex[:6]}.log",
-                app=APP_MODULE,
-                concurrency=CONCURRENCY,
-                env=env,
-            )
-            for _ in range(2)
-        ]
-
-    def __enter__(self) -> Workers:
-        for worker in self.workers:
-            worker.start()
-        deadline = time.monotonic() + 60
-        for worker in self.workers:
-            while not self.control.control.ping(destination=[worker.hostname], timeout=0.25):
-                if not worker.is_alive():
-                    raise RuntimeError(f"{worker} exited\n{worker.tail()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{worker} did not answer a ping\n{worker.tail()}")
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is not None:
-            for worker in self.workers:
-                log(worker.tail(20))
-        for worker in self.workers:
-            if worker.is_alive():
-                try:
-                    worker.stop(timeout=20)
-                except Exception as exc:
-                    log(f"{worker} did not stop cleanly: {exc!r}")
-            worker.close()
-        self.control.close()
-
-
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout:g}s: {what}")
-        time.sleep(0.005)
+    bench.wait_for(what, condition, bench.Deadline(timeout, f"waiting for {what}"))
+
+
+def two_workers(
+    url: str, args: argparse.Namespace, env: dict[str, str], durable: bool
+) -> AbstractContextManager[list[WorkerProcess]]:
+    return bench.celery_workers(
+        APP_MODULE,
+        url,
+        url_env=REDIS_URL_ENV,
+        count=2,
+        concurrency=args.concurrency,
+        env=env,
+        durable=durable,
+    )
 
 
 def durable_scenario(
-    url: str, log_dir: Path, args: argparse.Namespace, heartbeat: float, worker_timeout: float
+    url: str, args: argparse.Namespace, heartbeat: float, worker_timeout: float
 ) -> Figures:
     figures = Figures(
         scenario="celery_durable",
@@ -262,8 +221,7 @@ def durable_scenario(
     ext = extension_for(client_app)
     client = ext.redis
     began = time.monotonic()
-    with Workers(url, log_dir, env) as workers:
-        victim = workers.workers[0]
+    with two_workers(url, args, env, durable=True) as (victim, _survivor):
         runs = [
             celery_durable.start(steps, args.steps, args.step_seconds) for _ in range(args.runs)
         ]
@@ -273,7 +231,7 @@ def durable_scenario(
             if int(client.get(STEPS_KEY) or 0) < half:
                 return False
             held = client.smembers(ext.keys.worker_runs(victim.hostname))
-            if len(held) != CONCURRENCY:
+            if len(held) != args.concurrency:
                 return False
             pipe = client.pipeline(transaction=False)
             for run_id in held:
@@ -288,7 +246,7 @@ def durable_scenario(
         wait_for(victim_mid_run, 60, "half the steps done, the victim mid-run")
         victim.kill(children=True)
         killed_at = time.time()
-        log(f"  killed {victim.hostname} at {int(client.get(STEPS_KEY))} steps done")
+        bench.log(f"  killed {victim.hostname} at {int(client.get(STEPS_KEY))} steps done")
 
         finals = {"completed", "failed", "cancelled", "timed_out"}
 
@@ -339,9 +297,7 @@ def durable_scenario(
     return figures
 
 
-def plain_scenario(
-    url: str, log_dir: Path, args: argparse.Namespace, restore_throttle: int | None
-) -> Figures:
+def plain_scenario(url: str, args: argparse.Namespace, restore_throttle: int | None) -> Figures:
     sweep = "kombu default sweep" if restore_throttle is None else "sweep every 10s"
     figures = Figures(
         scenario="plain Celery chains",
@@ -353,8 +309,7 @@ def plain_scenario(
     if restore_throttle is not None:
         env[THROTTLE_ENV] = str(restore_throttle)
     began = time.monotonic()
-    with Workers(url, log_dir, env) as workers:
-        victim = workers.workers[0]
+    with two_workers(url, args, env, durable=False) as (victim, _survivor):
         chain_ids = [uuid.uuid4().hex for _ in range(args.runs)]
         for chain_id in chain_ids:
             chain(
@@ -369,7 +324,7 @@ def plain_scenario(
         wait_for(lambda: int(client.get(STEPS_KEY) or 0) >= half, 60, "half the steps done")
         victim.kill(children=True)
         killed_at = time.time()
-        log(f"  killed {victim.hostname} at {int(client.get(STEPS_KEY))} steps done")
+        bench.log(f"  killed {victim.hostname} at {int(client.get(STEPS_KEY))} steps done")
 
         try:
             wait_for(lambda: client.zcard(DONE_KEY) == args.runs, args.plain_wait, "all chains")
@@ -411,13 +366,10 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def print_table(report: dict[str, Any]) -> None:
-    env = report["environment"]
+def print_table(report: bench.Report) -> None:
     print(
-        f"recovery after kill -9 of 1 of 2 workers (prefork, concurrency {CONCURRENCY}): "
-        f"{env['runs']} runs of {env['steps']} steps of {env['step_seconds'] * 1000:g} ms; "
-        f"celery {env['celery']}, kombu {env['kombu']}, redis-py {env['redis_py']}, "
-        f"Python {env['python']}, {env['cpus']} CPUs"
+        f"recovery after kill -9 of 1 of 2 workers: {report['runs']} runs of "
+        f"{report['steps']} steps of {report['step_seconds'] * 1000:g} ms"
     )
     print("seconds from the kill")
     header = (
@@ -444,11 +396,9 @@ def print_table(report: dict[str, Any]) -> None:
 
 def ratios(durable: Figures, plain: Figures) -> dict[str, str]:
     def ratio(plain_value: float | None, durable_value: float | None, bound: float | None) -> str:
-        if durable_value is None or durable_value <= 0:
-            return "n/a"
-        if plain_value is None:
-            return f"> {bound / durable_value:.1f}x (plain not recovered)" if bound else "n/a"
-        return f"{plain_value / durable_value:.1f}x"
+        if plain_value is None and bound and durable_value:
+            return f"> {bench.times(bench.ratio(bound, durable_value), 1)} (plain not recovered)"
+        return bench.times(bench.ratio(plain_value, durable_value), 1)
 
     return {
         "durable": durable.detection,
@@ -460,57 +410,43 @@ def ratios(durable: Figures, plain: Figures) -> dict[str, str]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run(url: str, args: argparse.Namespace) -> bench.Report:
+    flush = redis.Redis.from_url(url)
+    scenarios: list[Figures] = []
+    for heartbeat, timeout in ((2.0, 10.0), (0.5, 3.0)):
+        flush.flushdb()
+        bench.log(f"celery_durable, worker timeout {timeout:g}s, heartbeat {heartbeat:g}s ...")
+        scenarios.append(durable_scenario(url, args, heartbeat, timeout))
+        bench.log(f"  {scenarios[-1]}")
+    plains = []
+    for throttle in (None, 1):
+        flush.flushdb()
+        bench.log(
+            f"plain Celery, visibility_timeout {VISIBILITY_TIMEOUT}s, throttle {throttle} ..."
+        )
+        plains.append(plain_scenario(url, args, throttle))
+        bench.log(f"  {plains[-1]}")
+    flush.close()
+    return {
+        "runs": args.runs,
+        "steps": args.steps,
+        "step_seconds": args.step_seconds,
+        "scenarios": [asdict(s) for s in [*scenarios, *plains]],
+        "ratios": [ratios(s, plain) for plain in plains for s in scenarios],
+    }
+
+
+QUICK = {"runs": 20, "durable_wait": 40.0, "plain_wait": 20.0}
+APPENDONLY = True  # a redis-server as durable as one in production
+
+
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--step-seconds", type=float, default=0.03)
     parser.add_argument("--durable-wait", type=float, default=90.0)
     parser.add_argument("--plain-wait", type=float, default=150.0)
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-
-    from benchmarks._harness import exit_on_sigterm
-    from celery_durable.contrib.redis_server import RedisServer
-
-    exit_on_sigterm()
-    scenarios: list[Figures] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="recovery-bench-") as logs,
-        RedisServer(appendonly=True) as server,
-    ):
-        flush = redis.Redis.from_url(server.url)
-        for heartbeat, timeout in ((2.0, 10.0), (0.5, 3.0)):
-            flush.flushdb()
-            log(f"celery_durable, worker timeout {timeout:g}s, heartbeat {heartbeat:g}s ...")
-            scenarios.append(durable_scenario(server.url, Path(logs), args, heartbeat, timeout))
-            log(f"  {scenarios[-1]}")
-        plains = []
-        for throttle in (None, 1):
-            flush.flushdb()
-            log(f"plain Celery, visibility_timeout {VISIBILITY_TIMEOUT}s, throttle {throttle} ...")
-            plains.append(plain_scenario(server.url, Path(logs), args, throttle))
-            log(f"  {plains[-1]}")
-        flush.close()
-    report = {
-        "environment": {
-            "runs": args.runs,
-            "steps": args.steps,
-            "step_seconds": args.step_seconds,
-            "celery": version("celery"),
-            "kombu": version("kombu"),
-            "redis_py": version("redis"),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-        },
-        "scenarios": [asdict(s) for s in [*scenarios, *plains]],
-        "ratios": [ratios(s, plain) for plain in plains for s in scenarios],
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
 
 
 if __name__ == "__main__":
-    main()
+    bench.main(__name__)

@@ -165,12 +165,6 @@ if CONFIG == "rules_noxadd":
 # -- the tasks ---------------------------------------------------------------------
 
 
-@app.task(name="rules_bench.ping")
-def ping() -> str:
-    """Answered once a pool process is up: the worker is ready."""
-    return "pong"
-
-
 @app.task(name="rules_bench.ok", ignore_result=True)
 def ok(i: int) -> int:
     return i + 1

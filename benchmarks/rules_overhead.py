@@ -41,7 +41,7 @@ After the failing batch the script checks that B and C did report every
 failure to the global event stream and that no rule queued an action.
 
     python benchmarks/rules_overhead.py [--tasks 5000] [--rounds 3] [--warmup 300]
-        [--concurrency 2] [--timeout 120] [--json] [--redis-url redis://host:6379/0]
+        [--timeout 120] [--concurrency 2] [--redis-url redis://host:6379/0] [--json] [--quick]
 
 Progress goes to stderr, the figures to stdout (a table, or JSON with --json).
 With `--redis-url` the keys are left there (the database is flushed between
@@ -51,7 +51,6 @@ workers: use an empty one).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -61,28 +60,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `python benchmarks/rules_overhead.py` from anywhere
+if __package__ in (None, ""):  # `python benchmarks/rules_overhead.py`: the repository on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 os.environ.pop("CELERY_DURABLE_BENCH_RULES_CONFIG", None)  # this process only sends
 
-import redis  # noqa: E402
-from celery import Task  # noqa: E402
+import redis
+from celery import Task
 
-from benchmarks import rules_app  # noqa: E402
-from benchmarks._harness import (  # noqa: E402
-    Deadline,
-    celery_worker,
-    environment,
-    exit_on_sigterm,
-    log,
-    redis_url,
-)
-from celery_durable.keys import Keys  # noqa: E402
+from benchmarks import _harness as bench
+from benchmarks import rules_app
+from celery_durable.keys import Keys
 
 TARGET = 0.95
-POLL = 0.005
 CONTROL_TIMEOUT = 5.0
 
 # (label, rules_app configuration, description)
@@ -93,7 +83,6 @@ CONFIGS = (
 )
 WORKLOADS = ("succeed", "fail")
 CPU_PARTS = ("main_cpu_ms_per_task", "pool_cpu_ms_per_task", "redis_cpu_ms_per_task")
-Worker = tuple[int, str]  # process group id, hostname
 
 
 @dataclass(frozen=True)
@@ -167,14 +156,10 @@ def consume(hostname: str, on: bool) -> None:
         raise RuntimeError(f"worker {hostname} did not answer {command.__name__}")
 
 
-def wait_for(what: str, check: Any, deadline: Deadline) -> None:
-    while not check():
-        deadline.remaining()  # raises TimeoutError naming `what` when time is up
-        time.sleep(POLL)
-
-
-def run_batch(client: redis.Redis, task: Task, n: int, worker: Worker, deadline: Deadline) -> Batch:
-    pgid, hostname = worker
+def run_batch(
+    client: redis.Redis, task: Task, n: int, worker: bench.WorkerProcess, deadline: bench.Deadline
+) -> Batch:
+    pgid, hostname = worker.pid, worker.hostname  # the worker leads its own process group
     keys = Keys("durable")
     client.delete(rules_app.DONE_KEY, rules_app.FIRST_KEY, rules_app.LAST_KEY)
     events_before = client.xlen(keys.events())
@@ -182,13 +167,13 @@ def run_batch(client: redis.Redis, task: Task, n: int, worker: Worker, deadline:
         for i in range(n):
             task.apply_async((i,), queue=rules_app.BENCH_QUEUE, producer=producer)
     queued = lambda: client.llen(rules_app.BENCH_QUEUE) >= n  # noqa: E731
-    wait_for("queueing the batch", queued, deadline)
+    bench.wait_for("queueing the batch", queued, deadline)
     cpu_before = group_cpu_seconds(pgid), redis_cpu_seconds(client)
     busy_before, own_before = machine_busy_seconds(), own_cpu_seconds()
     began = time.perf_counter()
     consume(hostname, True)
     done = lambda: int(client.get(rules_app.DONE_KEY) or 0) >= n  # noqa: E731
-    wait_for("the batch", done, deadline)
+    bench.wait_for("the batch", done, deadline)
     wall = time.perf_counter() - began
     main_after, pool_after = group_cpu_seconds(pgid)
     main_cpu = main_after - cpu_before[0][0]
@@ -220,27 +205,25 @@ def run_batch(client: redis.Redis, task: Task, n: int, worker: Worker, deadline:
 def measure_worker(
     url: str, label: str, config: str, round_no: int, args: argparse.Namespace
 ) -> dict[str, Batch]:
-    hostname = f"rules_bench_{label}{round_no}@localhost"
     client = redis.Redis.from_url(url)
     try:
-        with celery_worker(
+        with bench.celery_worker(
             "benchmarks.rules_app",
             url,
             url_env=rules_app.REDIS_URL_ENV,
-            ping=rules_app.ping,
             concurrency=args.concurrency,
-            extra_args=["-Q", "celery", "-n", hostname],
-            extra_env={rules_app.CONFIG_ENV: config},
-        ) as process:
-            worker = (process.pid, hostname)  # the worker leads its own process group
-            deadline = Deadline(args.timeout, f"worker {label} round {round_no}")
+            name=f"rules_bench_{label}{round_no}@localhost",
+            extra_args=["-Q", "celery"],
+            env={rules_app.CONFIG_ENV: config},
+        ) as worker:
+            deadline = bench.Deadline(args.timeout, f"worker {label} round {round_no}")
             tasks = {"succeed": rules_app.ok, "fail": rules_app.fail}
             for workload in WORKLOADS:
                 run_batch(client, tasks[workload], args.warmup, worker, deadline)
             figures = {
                 w: run_batch(client, tasks[w], args.tasks, worker, deadline) for w in WORKLOADS
             }
-        check(label, config, figures, args.tasks)
+        verify(label, config, figures, args.tasks)
         return figures
     finally:
         client.flushdb()  # the next worker starts from an empty database
@@ -260,7 +243,7 @@ def _reported(client: redis.Redis, stream: str, before: int, settle: float = 2.0
     return count
 
 
-def check(label: str, config: str, figures: dict[str, Batch], n: int) -> None:
+def verify(label: str, config: str, figures: dict[str, Batch], n: int) -> None:
     """With rules listening (C) every failure was seen; no rule matched anything."""
     expected = n if config.startswith("rules") else 0
     reported = figures["fail"].reported
@@ -275,16 +258,15 @@ def check(label: str, config: str, figures: dict[str, Batch], n: int) -> None:
 
 def _stats(values: list[float], base: list[float]) -> dict[str, Any]:
     median = statistics.median(values)
-    base_median = statistics.median(base)
     return {
         "values": values,
         "median": median,
         "min": min(values),
         "max": max(values),
         # A figure that was 0 for A (an idle machine's "other load") has no ratio.
-        "over_A": median / base_median if base_median else None,
+        "over_A": bench.ratio(median, statistics.median(base)),
         # Each round's own ratio against that round's A: how much the ratio moves.
-        "round_ratios": [v / a if a else None for v, a in zip(values, base, strict=True)],
+        "round_ratios": [bench.ratio(v, a) for v, a in zip(values, base, strict=True)],
     }
 
 
@@ -316,13 +298,7 @@ def summarize(runs: dict[str, dict[str, list[Batch]]]) -> dict[str, Any]:
     return summary
 
 
-def print_table(report: dict[str, Any]) -> None:
-    env = report["environment"]
-    print(
-        f"Redis {env['redis']}, Python {env['python']}, Celery {env['celery']}, "
-        f"celery_durable {env['celery_durable']}; worker --pool {env['pool']} "
-        f"--concurrency {env['concurrency']}; {env['cpus']} CPUs"
-    )
+def print_table(report: bench.Report) -> None:
     print(
         f"{report['tasks']} tasks per batch, {report['rounds']} rounds interleaved A,B,C; "
         "median (min..max) over the rounds; /A: ratio of the medians.\n"
@@ -356,7 +332,7 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"  target C/A >= {TARGET}: {verdict} (C/A = {ratio:.3f})\n")
 
 
-def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
+def run(url: str, args: argparse.Namespace) -> bench.Report:
     rules_app.use_redis(url)
     runs: dict[str, dict[str, list[Batch]]] = {
         label: {w: [] for w in WORKLOADS} for label, _, _ in CONFIGS
@@ -367,13 +343,12 @@ def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
             figures = measure_worker(url, label, config, round_no, args)
             for workload, batch in figures.items():
                 runs[label][workload].append(batch)
-            log(
+            bench.log(
                 f"round {round_no} {label} ({config}): "
                 + ", ".join(f"{w} {b.tasks_per_s:.0f}/s" for w, b in figures.items())
                 + f"  [{time.monotonic() - began:.0f}s]"
             )
     return {
-        "environment": environment(url, args.concurrency),
         "tasks": args.tasks,
         "rounds": args.rounds,
         "warmup": args.warmup,
@@ -386,27 +361,21 @@ def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+TIMEOUT = 120.0  # seconds allowed per part (--timeout)
+QUICK = {"tasks": 300, "rounds": 1, "warmup": 50}
+
+
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per measured batch")
     parser.add_argument("--rounds", type=int, default=3, help="workers per configuration")
     parser.add_argument("--warmup", type=int, default=300, help="tasks per warm-up batch")
-    parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per worker")
-    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    if min(args.tasks, args.rounds, args.warmup, args.concurrency) < 1 or args.tasks < 2:
-        parser.error("--tasks must be at least 2; --rounds, --warmup, --concurrency at least 1")
 
-    with redis_url(args.redis_url) as url:
-        report = benchmark(url, args)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
+
+def check(args: argparse.Namespace) -> str | None:
+    if min(args.tasks, args.rounds, args.warmup) < 1 or args.tasks < 2:
+        return "--tasks must be at least 2; --rounds and --warmup at least 1"
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    bench.main(__name__)

@@ -25,7 +25,8 @@ the costs, part 3 the effect of the one round trip on throughput.
 
     python benchmarks/rules_profile.py [--tasks 2000] [--calls 2000] [--repeat 5]
         [--configs plain,rules] [--ablation-rounds 3] [--ablation-tasks 3000]
-        [--skip-micro] [--skip-workers] [--skip-ablation]
+        [--skip-micro] [--skip-workers] [--skip-ablation] [--concurrency 2]
+        [--redis-url URL] [--quick]
 """
 
 from __future__ import annotations
@@ -38,28 +39,28 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `python benchmarks/rules_profile.py` from anywhere
+if __package__ in (None, ""):  # `python benchmarks/rules_profile.py`: the repository on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # This process loads the rules itself (part 1); workers get their own config.
 os.environ["CELERY_DURABLE_BENCH_RULES_CONFIG"] = "rules"
 
-import redis  # noqa: E402
-from billiard.einfo import ExceptionInfo  # noqa: E402
+import redis
+from billiard.einfo import ExceptionInfo
 
-from benchmarks import rules_app  # noqa: E402
-from benchmarks._harness import Deadline, celery_worker, exit_on_sigterm, log  # noqa: E402
-from benchmarks.rules_overhead import run_batch  # noqa: E402
-from celery_durable.activity import TASK_FAILED, Activity  # noqa: E402
-from celery_durable.contrib.redis_server import RedisServer  # noqa: E402
-from celery_durable.extension import installed  # noqa: E402
-from celery_durable.worker import holdings  # noqa: E402
-from celery_durable.worker.monitor import WorkerMonitor  # noqa: E402
-from celery_durable.worker.task_events import failure_data  # noqa: E402
+from benchmarks import _harness as bench
+from benchmarks import rules_app
+from benchmarks.rules_overhead import run_batch
+from celery_durable.activity import TASK_FAILED, Activity
+from celery_durable.contrib.workers import WorkerProcess
+from celery_durable.extension import installed
+from celery_durable.worker import holdings
+from celery_durable.worker.monitor import WorkerMonitor
+from celery_durable.worker.task_events import failure_data
 
 # -- part 1: costs per call ----------------------------------------------------------------
 
@@ -126,7 +127,11 @@ def micro(url: str, calls: int, repeat: int) -> None:
         request_id = task.request.id
 
         def data() -> dict[str, Any]:
-            return failure_data(ext, task, request_id, error, (7,), {}, einfo)
+            return failure_data(ext, task, request_id, error, (7,), {}, einfo)[0]
+
+        def emit() -> None:
+            event_data, complete = failure_data(ext, task, request_id, error, (7,), {}, einfo)
+            ext.emit(TASK_FAILED, event_data, complete=complete)
 
         event = Activity(TASK_FAILED, data())
         encoded = event.encode()
@@ -139,7 +144,7 @@ def micro(url: str, calls: int, repeat: int) -> None:
         def emit_without_rules() -> None:
             ext.rules_active = False
             try:
-                ext.emit(TASK_FAILED, data())
+                emit()
             finally:
                 ext.rules_active = True
 
@@ -151,10 +156,7 @@ def micro(url: str, calls: int, repeat: int) -> None:
             ("pm.hook.durable_event", lambda: engine.pm.hook.durable_event(event=event)),
             ("RuleEngine.handle() (10 rules, none match)", lambda: engine.handle(event)),
             ("failure_data + emit, rules not evaluated", emit_without_rules),
-            (
-                "failure_data + emit, rules evaluated (B/C path)",
-                lambda: ext.emit(TASK_FAILED, data()),
-            ),
+            ("failure_data + emit, rules evaluated (B/C path)", emit),
         ]
         print(f"\nper call, median of {repeat} x {calls} calls, in this process:")
         print(f"  event size encoded: {len(encoded)} bytes")
@@ -204,20 +206,31 @@ def cumulative(stats: pstats.Stats, path: str, name: str) -> float:
     return total
 
 
-def profile_worker(url: str, config: str, tasks: int, timeout: float) -> pstats.Stats:
+def rules_worker(
+    url: str, config: str, name: str, concurrency: int, env: dict[str, str] | None = None
+) -> AbstractContextManager[WorkerProcess]:
+    """A worker of `benchmarks.rules_app` in configuration `config`, on the "celery" queue."""
+    return bench.celery_worker(
+        "benchmarks.rules_app",
+        url,
+        url_env=rules_app.REDIS_URL_ENV,
+        concurrency=concurrency,
+        name=f"{name}@localhost",
+        extra_args=["-Q", "celery"],
+        env={rules_app.CONFIG_ENV: config, **(env or {})},
+    )
+
+
+def profile_worker(
+    url: str, config: str, tasks: int, timeout: float, concurrency: int
+) -> pstats.Stats:
     client = redis.Redis.from_url(url)
     with tempfile.TemporaryDirectory(prefix="rules-profile-") as directory:
-        hostname = f"rules_profile_{config}@localhost"
-        with celery_worker(
-            "benchmarks.rules_app",
-            url,
-            url_env=rules_app.REDIS_URL_ENV,
-            ping=rules_app.ping,
-            extra_args=["-Q", "celery", "-n", hostname],
-            extra_env={rules_app.CONFIG_ENV: config, rules_app.PROFILE_ENV: directory},
-        ) as process:
-            deadline = Deadline(timeout, f"profiling {config}")
-            run_batch(client, rules_app.fail, tasks, (process.pid, hostname), deadline)
+        profiled = {rules_app.PROFILE_ENV: directory}
+        name = f"rules_profile_{config}"
+        with rules_worker(url, config, name, concurrency, profiled) as worker:
+            deadline = bench.Deadline(timeout, f"profiling {config}")
+            run_batch(client, rules_app.fail, tasks, worker, deadline)
         files = sorted(Path(directory).glob("pool-*.prof"))
         if not files:
             raise RuntimeError("the pool processes wrote no profile")
@@ -254,29 +267,21 @@ def report_profiles(profiles: dict[str, pstats.Stats], tasks: int) -> None:
 ABLATION = (("A", "plain"), ("C", "rules"), ("C-noXADD", "rules_noxadd"))
 
 
-def ablation(url: str, rounds: int, tasks: int, timeout: float) -> None:
+def ablation(url: str, rounds: int, tasks: int, timeout: float, concurrency: int) -> None:
     client = redis.Redis.from_url(url)
     rates: dict[str, list[float]] = {label: [] for label, _ in ABLATION}
     cpu: dict[str, list[float]] = {label: [] for label, _ in ABLATION}
     for round_no in range(1, rounds + 1):
         for label, config in ABLATION:
-            hostname = f"rules_ablation_{config}{round_no}@localhost"
-            with celery_worker(
-                "benchmarks.rules_app",
-                url,
-                url_env=rules_app.REDIS_URL_ENV,
-                ping=rules_app.ping,
-                extra_args=["-Q", "celery", "-n", hostname],
-                extra_env={rules_app.CONFIG_ENV: config},
-            ) as process:
-                worker = (process.pid, hostname)
-                deadline = Deadline(timeout, f"ablation {label} round {round_no}")
+            name = f"rules_ablation_{config}{round_no}"
+            with rules_worker(url, config, name, concurrency) as worker:
+                deadline = bench.Deadline(timeout, f"ablation {label} round {round_no}")
                 run_batch(client, rules_app.fail, 300, worker, deadline)
                 batch = run_batch(client, rules_app.fail, tasks, worker, deadline)
             client.flushdb()
             rates[label].append(batch.tasks_per_s)
             cpu[label].append(batch.worker_cpu_ms + batch.redis_cpu_ms)
-            log(f"ablation round {round_no} {label}: {batch.tasks_per_s:.0f} failing tasks/s")
+            bench.log(f"ablation round {round_no} {label}: {batch.tasks_per_s:.0f} failing tasks/s")
     client.close()
     base_rate, base_cpu = statistics.median(rates["A"]), statistics.median(cpu["A"])
     print(f"\nablation: {tasks} failing tasks, {rounds} rounds interleaved, medians")
@@ -290,34 +295,38 @@ def ablation(url: str, rounds: int, tasks: int, timeout: float) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def run(url: str, args: argparse.Namespace) -> bench.Report:
+    if not args.skip_micro:
+        micro(url, args.calls, args.repeat)
+    rules_app.use_redis(url)
+    if not args.skip_workers:
+        profiles = {}
+        for config in args.configs.split(","):
+            bench.log(f"profiling a {config} worker")
+            profiles[config] = profile_worker(
+                url, config, args.tasks, args.timeout, args.concurrency
+            )
+        report_profiles(profiles, args.tasks)
+    if not args.skip_ablation:
+        ablation(url, args.ablation_rounds, args.ablation_tasks, args.timeout, args.concurrency)
+    return {}
+
+
+TIMEOUT = 120.0  # seconds allowed per part (--timeout)
+QUICK = {"tasks": 200, "calls": 200, "repeat": 2, "ablation_rounds": 1, "ablation_tasks": 300}
+
+
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=int, default=2000, help="failing tasks per worker")
     parser.add_argument("--calls", type=int, default=2000, help="calls per micro timing")
     parser.add_argument("--repeat", type=int, default=5, help="micro timings per piece")
     parser.add_argument("--configs", default="plain,rules", help="worker configurations")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per worker")
     parser.add_argument("--ablation-rounds", type=int, default=3)
     parser.add_argument("--ablation-tasks", type=int, default=3000)
     parser.add_argument("--skip-micro", action="store_true")
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--skip-ablation", action="store_true")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    with RedisServer() as server:
-        if not args.skip_micro:
-            micro(server.url, args.calls, args.repeat)
-        if not args.skip_workers:
-            rules_app.use_redis(server.url)
-            profiles = {}
-            for config in args.configs.split(","):
-                log(f"profiling a {config} worker")
-                profiles[config] = profile_worker(server.url, config, args.tasks, args.timeout)
-            report_profiles(profiles, args.tasks)
-        if not args.skip_ablation:
-            rules_app.use_redis(server.url)
-            ablation(server.url, args.ablation_rounds, args.ablation_tasks, args.timeout)
 
 
 if __name__ == "__main__":
-    main()
+    bench.main(__name__)

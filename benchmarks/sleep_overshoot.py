@@ -20,14 +20,13 @@ single draw of where the poller's cycle falls, so `--burst-rounds` bursts are
 pooled. A few short sleeps of each side warm the worker up first.
 
     python benchmarks/sleep_overshoot.py [--runs 50] [--seconds 2] [--spread 1]
-                                         [--burst-rounds 3] [--poll-interval S] [--json]
-                                         [--redis-url redis://host:6379/0]
+        [--burst-rounds 3] [--poll-interval S] [--timeout 60] [--concurrency 2]
+        [--redis-url redis://host:6379/0] [--json] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -36,23 +35,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `python benchmarks/sleep_overshoot.py` from anywhere
+if __package__ in (None, ""):  # `python benchmarks/sleep_overshoot.py`: the repository on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-from benchmarks import timer_app  # noqa: E402
-from benchmarks._harness import (  # noqa: E402
-    Deadline,
-    celery_worker,
-    environment,
-    exit_on_sigterm,
-    log,
-    percentile,
-    redis_url,
-)
-from celery_durable import start  # noqa: E402
-from celery_durable.extension import extension_for  # noqa: E402
+from benchmarks import _harness as bench
+from benchmarks import timer_app
+from celery_durable import start
+from celery_durable.extension import extension_for
 
 WARMUP_RUNS = 4
 WARMUP_SECONDS = 0.3
@@ -97,7 +86,8 @@ def resume_overshoot(run_id: str, events: list[dict[str, Any]]) -> float:
         raise RuntimeError(f"run {run_id}: no suspension and resume in its history {kinds}")
     if len(suspended) != 1 or len(executing) != 2:
         # An early or duplicate wake-up (re-suspended, or fenced out) would show here.
-        log(f"note: run {run_id} has {len(executing)} executions, {len(suspended)} suspensions")
+        counts = f"{len(executing)} executions, {len(suspended)} suspensions"
+        bench.log(f"note: run {run_id} has {counts}")
     return executing[1]["ts"] - suspended[0]["data"]["until"]
 
 
@@ -118,8 +108,8 @@ def summarize(values: list[float]) -> Overshoot:
     ms = [v * 1000 for v in values]
     return Overshoot(
         runs=len(ms),
-        p50_ms=percentile(ms, 50),
-        p95_ms=percentile(ms, 95),
+        p50_ms=bench.percentile(ms, 50),
+        p95_ms=bench.percentile(ms, 95),
         max_ms=max(ms),
         mean_ms=statistics.fmean(ms),
         min_ms=min(ms),
@@ -128,7 +118,7 @@ def summarize(values: list[float]) -> Overshoot:
 
 def overshoots(side: Side, runs: int, seconds: float, spread: float, timeout: float) -> list[float]:
     """Start `runs` runs, the i-th at i * spread / runs seconds; each one's overshoot."""
-    deadline = Deadline(timeout, "a batch of sleeps")
+    deadline = bench.Deadline(timeout, "a batch of sleeps")
     began = time.monotonic()
     waiters = []
     for i in range(runs):
@@ -140,28 +130,27 @@ def overshoots(side: Side, runs: int, seconds: float, spread: float, timeout: fl
     return [wait(deadline.remaining()) for wait in waiters]
 
 
-def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
+def run(url: str, args: argparse.Namespace) -> bench.Report:
     timer_app.use_redis(url)
     env = {}
     if args.poll_interval:
         env[timer_app.POLL_INTERVAL_ENV] = str(args.poll_interval)
     poll_interval = args.poll_interval or extension_for(timer_app.app).settings.timer_poll_interval
-    report: dict[str, Any] = {
-        "environment": run_environment(url, args.concurrency, poll_interval),
+    report: bench.Report = {
+        "environment": {"timer_poll_interval_s": poll_interval},
         "runs": args.runs,
         "sleep_s": args.seconds,
         "spread_s": args.spread,
         "burst_rounds": args.burst_rounds,
     }
-    with celery_worker(
+    with bench.celery_worker(
         "benchmarks.timer_app",
         url,
         url_env=timer_app.REDIS_URL_ENV,
-        ping=timer_app.ping,
         concurrency=args.concurrency,
-        extra_env=env,
+        env=env,
     ):
-        log("warm-up")
+        bench.log("warm-up")
         for side in (plain_side, durable_side):
             overshoots(side, WARMUP_RUNS, WARMUP_SECONDS, 0.0, args.timeout)
         for mode, spread, rounds in (
@@ -171,35 +160,23 @@ def benchmark(url: str, args: argparse.Namespace) -> dict[str, Any]:
             values: dict[str, list[float]] = {"plain": [], "durable": []}
             for round_ in range(rounds):
                 for name, side in (("plain", plain_side), ("durable", durable_side)):
-                    log(f"{mode} {round_ + 1}/{rounds}: {name}, {args.runs} sleeps")
+                    bench.log(f"{mode} {round_ + 1}/{rounds}: {name}, {args.runs} sleeps")
                     values[name] += overshoots(side, args.runs, args.seconds, spread, args.timeout)
-            report[mode] = {name: asdict(summarize(v)) for name, v in values.items()}
-            plain, durable = report[mode]["plain"], report[mode]["durable"]
-            report[mode]["durable_over_plain"] = {
-                k: durable[k] / plain[k] if plain[k] > 0 else None
-                for k in ("p50_ms", "p95_ms", "max_ms")
+            plain, durable = (asdict(summarize(values[name])) for name in ("plain", "durable"))
+            report[mode] = {
+                "plain": plain,
+                "durable": durable,
+                "durable_over_plain": bench.ratios(durable, plain, ("p50_ms", "p95_ms", "max_ms")),
             }
     return report
-
-
-def run_environment(url: str, concurrency: int, poll_interval: float) -> dict[str, Any]:
-    return {**environment(url, concurrency), "timer_poll_interval_s": poll_interval}
 
 
 # -- reporting ---------------------------------------------------------------------------
 
 
-def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}x"
-
-
-def print_table(report: dict[str, Any]) -> None:
-    env = report["environment"]
-    print(
-        f"Redis {env['redis']}, Celery {env['celery']}; worker --pool {env['pool']} "
-        f"--concurrency {env['concurrency']}; durable_timer_poll_interval "
-        f"{env['timer_poll_interval_s']:g}s"
-    )
+def print_table(report: bench.Report) -> None:
+    poll_interval = report["environment"]["timer_poll_interval_s"]
+    print(f"durable_timer_poll_interval {poll_interval:g}s")
     print(f"{report['runs']} sleeps of {report['sleep_s']:g}s; overshoot = resumed - due, in ms\n")
     header = f"{'':<26}{'p50':>9}{'p95':>9}{'max':>9}{'mean':>9}{'min':>9}"
     for mode, title in (
@@ -216,19 +193,20 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{row['mean_ms']:>9.1f}{row['min_ms']:>9.1f}"
             )
         ratios = figures["durable_over_plain"]
-        print(
-            f"{'durable/plain':<26}{_ratio(ratios['p50_ms']):>9}{_ratio(ratios['p95_ms']):>9}"
-            f"{_ratio(ratios['max_ms']):>9}\n"
-        )
-    interval_ms = env["timer_poll_interval_s"] * 1000
+        shown = "".join(f"{bench.times(ratios[k], 1):>9}" for k in ("p50_ms", "p95_ms", "max_ms"))
+        print(f"{'durable/plain':<26}{shown}\n")
+    interval_ms = poll_interval * 1000
     print(
         f"(polling alone, due times uniform over a {interval_ms:.0f} ms poll interval, "
         f"would give p50 ~{interval_ms / 2:.0f} ms, p95 ~{interval_ms * 0.95:.0f} ms)"
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+TIMEOUT = 60.0  # seconds allowed per part (--timeout)
+QUICK = {"runs": 10, "seconds": 0.5, "spread": 0.3, "burst_rounds": 1}
+
+
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=50, help="sleeps per side and mode")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each sleep")
     parser.add_argument("--spread", type=float, default=1.0, help="seconds to spread starts over")
@@ -238,29 +216,20 @@ def main(argv: list[str] | None = None) -> None:
         default=3,
         help="bursts per side, pooled (one burst is one draw of the poller's phase)",
     )
-    parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
     parser.add_argument(
         "--poll-interval",
         type=float,
         help="set durable_timer_poll_interval on the worker (default: celery_durable's, 0.2s)",
     )
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per batch")
-    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    if min(args.runs, args.concurrency, args.burst_rounds) < 1 or args.seconds <= 0:
-        parser.error("--runs, --burst-rounds, --concurrency and --seconds must be positive")
-    if args.spread < 0:
-        parser.error("--spread must not be negative")
 
-    with redis_url(args.redis_url) as url:
-        report = benchmark(url, args)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
+
+def check(args: argparse.Namespace) -> str | None:
+    if min(args.runs, args.burst_rounds) < 1 or args.seconds <= 0:
+        return "--runs, --burst-rounds and --seconds must be positive"
+    if args.spread < 0:
+        return "--spread must not be negative"
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    bench.main(__name__)

@@ -27,14 +27,13 @@ database is flushed between parts, so give only a scratch one) and measures:
       a PING round trip is printed as the floor.
 
     python benchmarks/suspended_population.py [--runs 10000] [--due 1000]
-                                              [--populations 0,1000,10000,100000]
-                                              [--json] [--redis-url URL]
+        [--populations 0,1000,10000,100000] [--tuned-stream-node-max-bytes 1024]
+        [--concurrency 2] [--redis-url URL] [--json] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -44,27 +43,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `python benchmarks/suspended_population.py` from anywhere
+if __package__ in (None, ""):  # `python benchmarks/suspended_population.py`: the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import celery  # noqa: E402
-import redis  # noqa: E402
+import celery
+import redis
 
-import celery_durable  # noqa: E402
-from benchmarks import timer_app  # noqa: E402
-from benchmarks._harness import (  # noqa: E402
-    Deadline,
-    celery_worker,
-    exit_on_sigterm,
-    log,
-    percentile,
-    redis_url,
-)
-from celery_durable import start  # noqa: E402
-from celery_durable.extension import DurableExtension, extension_for  # noqa: E402
-from celery_durable.timers.store import WAKE  # noqa: E402
-from celery_durable.worker.poller import BATCH, LEASE, TimerPoller  # noqa: E402
+import celery_durable
+from benchmarks import _harness as bench
+from benchmarks import timer_app
+from celery_durable import start
+from celery_durable.extension import DurableExtension, extension_for
+from celery_durable.timers.store import WAKE
+from celery_durable.worker.poller import BATCH, LEASE, TimerPoller
 
 DAY = 86_400.0
 QUEUE = "celery"  # the app's default queue: run tasks and plain tasks alike
@@ -146,7 +137,7 @@ def broker_idle(client: redis.Redis) -> bool:
 
 
 def wait_all_sleeping(
-    client: redis.Redis, ext: DurableExtension, run_ids: list[str], deadline: Deadline
+    client: redis.Redis, ext: DurableExtension, run_ids: list[str], deadline: bench.Deadline
 ) -> None:
     left = list(run_ids)
     while True:
@@ -171,8 +162,10 @@ def durable_memory(client: redis.Redis, ext: DurableExtension, runs: int) -> Dur
     pending_before = ext.timers.pending()
     began = time.perf_counter()
     run_ids = [start(timer_app.sleeper, i, DAY).id for i in range(runs)]
-    log(f"(a) {runs} runs started in {time.perf_counter() - began:.1f}s; waiting for all to sleep")
-    wait_all_sleeping(client, ext, run_ids, Deadline(150, f"{runs} runs to suspend"))
+    bench.log(
+        f"(a) {runs} runs started in {time.perf_counter() - began:.1f}s; waiting for all to sleep"
+    )
+    wait_all_sleeping(client, ext, run_ids, bench.Deadline(150, f"{runs} runs to suspend"))
     seconds = time.perf_counter() - began
     after = settle(client)
     timers_set = ext.timers.pending() - pending_before
@@ -214,8 +207,8 @@ def plain_memory(client: redis.Redis, tasks: int) -> PlainMemory:
     began = time.perf_counter()
     for i in range(tasks):
         timer_app.noop.apply_async((i,), countdown=DAY)
-    log(f"(a) {tasks} plain countdown tasks sent; waiting for the worker to hold them all")
-    deadline = Deadline(150, f"the worker to take {tasks} countdown tasks")
+    bench.log(f"(a) {tasks} plain countdown tasks sent; waiting for the worker to hold them all")
+    deadline = bench.Deadline(150, f"the worker to take {tasks} countdown tasks")
     while client.llen(QUEUE) or client.hlen("unacked") < tasks:
         deadline.remaining()
         time.sleep(0.25)
@@ -231,17 +224,13 @@ def plain_memory(client: redis.Redis, tasks: int) -> PlainMemory:
 
 
 def part_a(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.Namespace) -> dict:
-    with celery_worker(
-        "benchmarks.timer_app",
-        url,
-        url_env=timer_app.REDIS_URL_ENV,
-        ping=timer_app.ping,
-        concurrency=args.concurrency,
+    with bench.celery_worker(
+        "benchmarks.timer_app", url, url_env=timer_app.REDIS_URL_ENV, concurrency=args.concurrency
     ):
-        log("(a) warm-up")
+        bench.log("(a) warm-up")
         for run in [start(timer_app.sleeper, i, 0.05) for i in range(4)]:
             run.result(timeout=30)
-        deadline = Deadline(30, "the broker to drain after the warm-up")
+        deadline = bench.Deadline(30, "the broker to drain after the warm-up")
         while not broker_idle(client):
             deadline.remaining()
             time.sleep(0.1)
@@ -254,7 +243,7 @@ def part_a(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.
             original = client.config_get(setting)[setting]
             client.config_set(setting, args.tuned_stream_node_max_bytes)
             try:
-                log(f"(a) again with {setting} {args.tuned_stream_node_max_bytes}")
+                bench.log(f"(a) again with {setting} {args.tuned_stream_node_max_bytes}")
                 tuned = durable_memory(client, ext, args.runs)
             finally:
                 client.config_set(setting, original)
@@ -262,14 +251,17 @@ def part_a(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.
     report = {
         "durable": asdict(durable),
         "plain": asdict(plain),
-        "durable_over_plain": durable.used_memory_delta_per_run / plain.used_memory_delta_per_task,
+        "durable_over_plain": bench.ratio(
+            durable.used_memory_delta_per_run, plain.used_memory_delta_per_task
+        ),
     }
     if tuned is not None:
         report["tuned"] = {
             "stream_node_max_bytes": args.tuned_stream_node_max_bytes,
             "durable": asdict(tuned),
-            "durable_over_plain": tuned.used_memory_delta_per_run
-            / plain.used_memory_delta_per_task,
+            "durable_over_plain": bench.ratio(
+                tuned.used_memory_delta_per_run, plain.used_memory_delta_per_task
+            ),
         }
     return report
 
@@ -308,7 +300,7 @@ def resume_loop(client: redis.Redis, ext: DurableExtension, due: int) -> float:
     began = time.perf_counter()
     woken = 0
     while True:
-        n = poller.poll_once()
+        n, _next_due = poller.poll_once()
         woken += n
         if n == 0:
             break
@@ -328,7 +320,7 @@ def resume_parts(
     claim = dispatch = release = 0.0
     while True:
         t0 = time.perf_counter()
-        claimed = timers.claim(ext.clock.now(), lease=LEASE, limit=BATCH)
+        claimed, _next_due = timers.claim(ext.clock.now(), lease=LEASE, limit=BATCH)
         t1 = time.perf_counter()
         for timer in claimed:
             ext.dispatch(timer.run_id)
@@ -373,7 +365,7 @@ def timed_polls(poller: TimerPoller, count: int) -> list[float]:
     samples = []
     for _ in range(count):
         began = time.perf_counter_ns()
-        woken = poller.poll_once()
+        woken, _next_due = poller.poll_once()
         samples.append((time.perf_counter_ns() - began) / 1000)
         if woken:
             raise RuntimeError(f"an empty poll woke {woken} runs")
@@ -395,7 +387,7 @@ def ping_us(client: redis.Redis) -> float:
         began = time.perf_counter_ns()
         client.ping()
         samples.append((time.perf_counter_ns() - began) / 1000)
-    return percentile(samples, 50)
+    return bench.percentile(samples, 50)
 
 
 def part_b(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.Namespace) -> dict:
@@ -407,7 +399,7 @@ def part_b(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.
     now = ext.clock.now()
     for population, pop_ext in exts.items():
         if population:
-            log(f"(b) scheduling {population} timers due in a day")
+            bench.log(f"(b) scheduling {population} timers due in a day")
             rng = random.Random(population)
             schedule_directly(
                 client,
@@ -417,14 +409,14 @@ def part_b(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.
         if pop_ext.timers.pending() != population:
             raise RuntimeError(f"{pop_ext.timers.pending()} timers, not {population}")
     largest = max(exts)
-    log("(b) warm-up")
+    bench.log("(b) warm-up")
     for pop_ext in exts.values():
         resume_loop(client, pop_ext, BATCH)
         timed_polls(TimerPoller(pop_ext, 0.2), 100)
     plain_sends(client, 100)
     plain_sends(client, 100, ignore_result=True)
 
-    log(f"(b) {ROUNDS} rounds of {args.due} resumes, among 0 and {largest} future timers")
+    bench.log(f"(b) {ROUNDS} rounds of {args.due} resumes, among 0 and {largest} future timers")
     among_none, among_largest, parts, sends, sends_ignoring = [], [], [], [], []
     for _ in range(ROUNDS):  # interleaved: each round measures every variant once
         among_none.append(resume_loop(client, ext, args.due))
@@ -442,7 +434,7 @@ def part_b(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.
         resumes.append(ResumeCost(largest, args.due, us(among_largest)))
     send_us = us(sends)
 
-    log(f"(b) {EMPTY_POLLS} empty polls per population {args.populations}, interleaved")
+    bench.log(f"(b) {EMPTY_POLLS} empty polls per population {args.populations}, interleaved")
     pollers = {p: TimerPoller(e, 0.2) for p, e in exts.items()}
     samples: dict[int, list[float]] = {p: [] for p in exts}
     blocks = 20
@@ -452,8 +444,8 @@ def part_b(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.
     empty = [
         EmptyPoll(
             future_timers=population,
-            us_p50=percentile(samples[population], 50),
-            us_p99=percentile(samples[population], 99),
+            us_p50=bench.percentile(samples[population], 50),
+            us_p99=bench.percentile(samples[population], 99),
             us_mean=statistics.fmean(samples[population]),
             server_us_per_claim=server_us_per_claim(client, pollers[population], 500),
         )
@@ -479,12 +471,8 @@ def part_b(url: str, client: redis.Redis, ext: DurableExtension, args: argparse.
 # -- reporting ---------------------------------------------------------------------------
 
 
-def print_table(report: dict[str, Any]) -> None:
-    env = report["environment"]
-    print(
-        f"Redis {env['redis']}, Celery {env['celery']}; worker --pool prefork "
-        f"--concurrency {env['concurrency']} for (a); poller in-process for (b)\n"
-    )
+def print_table(report: bench.Report) -> None:
+    print("(a) with a worker; (b) the poller in this process\n")
     a = report["memory"]
     d, p = a["durable"], a["plain"]
     print(
@@ -508,7 +496,7 @@ def print_table(report: dict[str, Any]) -> None:
         f"    (unacked hash {p['unacked_share_bytes']:.0f} B + "
         f"unacked_index {p['unacked_index_share_bytes']:.0f} B per task)"
     )
-    print(f"  durable/plain                         {a['durable_over_plain']:>8.2f}x")
+    print(f"  durable/plain                         {bench.times(a['durable_over_plain']):>9}")
     tuned = a.get("tuned")
     if tuned:
         t = tuned["durable"]
@@ -518,7 +506,9 @@ def print_table(report: dict[str, Any]) -> None:
         )
         print(f"    used_memory growth per sleeping run {t['used_memory_delta_per_run']:>8.0f} B")
         print(f"    MEMORY USAGE of its event stream    {t['stream_bytes']:>8.0f} B")
-        print(f"    durable/plain                       {tuned['durable_over_plain']:>8.2f}x")
+        print(
+            f"    durable/plain                       {bench.times(tuned['durable_over_plain']):>9}"
+        )
     print()
 
     b = report["poller"]
@@ -558,22 +548,30 @@ def print_table(report: dict[str, Any]) -> None:
         )
 
 
-def environment(client: redis.Redis, concurrency: int) -> dict[str, Any]:
-    return {
-        "redis": client.info("server")["redis_version"],
-        "celery": celery.__version__,
-        "concurrency": concurrency,
-    }
+def run(url: str, args: argparse.Namespace) -> bench.Report:
+    timer_app.use_redis(url)
+    ext = extension_for(timer_app.app)
+    client = redis.Redis.from_url(url)
+    try:
+        return {
+            "memory": part_a(url, client, ext, args),
+            "poller": part_b(url, client, ext, args),
+        }
+    finally:
+        client.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+QUICK = {"runs": 300, "due": 100, "populations": [0, 1000]}
+
+
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=10_000, help="sleeping runs for (a)")
     parser.add_argument("--due", type=int, default=1000, help="timers due per round for (b)")
     parser.add_argument(
         "--populations",
-        default="0,1000,10000,100000",
-        help="future-timer counts for the empty polls, ascending",
+        type=lambda text: [int(p) for p in text.split(",")],
+        default=[0, 1000, 10_000, 100_000],
+        help="future-timer counts for the empty polls, ascending (0,1000,10000,100000)",
     )
     parser.add_argument(
         "--tuned-stream-node-max-bytes",
@@ -581,35 +579,13 @@ def main(argv: list[str] | None = None) -> None:
         default=1024,
         help="also measure (a) with this Redis stream-node-max-bytes (0: skip)",
     )
-    parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
-    parser.add_argument("--redis-url", help="a scratch Redis (flushed!) instead of a private one")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    try:
-        args.populations = [int(p) for p in args.populations.split(",")]
-    except ValueError:
-        parser.error("--populations: comma-separated integers")
-    if args.populations != sorted(args.populations) or args.runs < 1 or args.due < 1:
-        parser.error("--populations must ascend; --runs and --due must be at least 1")
 
-    with redis_url(args.redis_url) as url:
-        timer_app.use_redis(url)
-        ext = extension_for(timer_app.app)
-        client = redis.Redis.from_url(url)
-        try:
-            report = {
-                "environment": environment(client, args.concurrency),
-                "memory": part_a(url, client, ext, args),
-                "poller": part_b(url, client, ext, args),
-            }
-        finally:
-            client.close()
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
+
+def check(args: argparse.Namespace) -> str | None:
+    if args.populations != sorted(args.populations) or args.runs < 1 or args.due < 1:
+        return "--populations must ascend; --runs and --due must be at least 1"
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    bench.main(__name__)

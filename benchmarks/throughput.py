@@ -16,8 +16,8 @@ every run has its result), all runs started back to back; and the median
 latency of one run started alone and awaited (`--latency-runs` times, one at a
 time). A few runs of each side are done first as a warm-up.
 
-    python benchmarks/throughput.py [--runs 200] [--latency-runs 20] [--json]
-        [--concurrency 2] [--timeout 120] [--redis-url redis://host:6379/0]
+    python benchmarks/throughput.py [--runs 200] [--latency-runs 20] [--timeout 120]
+        [--concurrency 2] [--redis-url redis://host:6379/0] [--json] [--quick]
 
 Progress goes to stderr, the figures to stdout (a table, or JSON with --json).
 
@@ -27,7 +27,6 @@ With `--redis-url` the worker uses that Redis, whose keys are left there.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -36,23 +35,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # `python benchmarks/throughput.py`: the repository on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from celery import chain
 
+from benchmarks import _harness as bench
+from benchmarks import bench_app
 from celery_durable import start
-from celery_durable.contrib.redis_server import RedisServer
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `python benchmarks/throughput.py` from anywhere
-
-from benchmarks import bench_app  # noqa: E402
-from benchmarks._harness import (  # noqa: E402
-    Deadline,
-    celery_worker,
-    environment,
-    exit_on_sigterm,
-    log,
-)
 
 WARMUP_BATCH = 10
 WARMUP_SINGLE = 3
@@ -90,7 +80,7 @@ def _expect(result: Any, x: int) -> None:
         raise RuntimeError(f"run of {x} returned {result!r}, not {x + bench_app.STEPS}")
 
 
-def batch_seconds(dispatch: Dispatch, runs: int, deadline: Deadline) -> float:
+def batch_seconds(dispatch: Dispatch, runs: int, deadline: bench.Deadline) -> float:
     """Start `runs` runs back to back, wait for all; seconds from first start to last result."""
     began = time.perf_counter()
     waiters = [dispatch(x) for x in range(runs)]
@@ -99,7 +89,7 @@ def batch_seconds(dispatch: Dispatch, runs: int, deadline: Deadline) -> float:
     return time.perf_counter() - began
 
 
-def single_latencies(dispatch: Dispatch, runs: int, deadline: Deadline) -> list[float]:
+def single_latencies(dispatch: Dispatch, runs: int, deadline: bench.Deadline) -> list[float]:
     """Seconds for each of `runs` runs started alone and awaited, one after the other."""
     latencies = []
     for x in range(runs):
@@ -110,13 +100,13 @@ def single_latencies(dispatch: Dispatch, runs: int, deadline: Deadline) -> list[
 
 
 def measure(name: str, dispatch: Dispatch, args: argparse.Namespace) -> SideFigures:
-    deadline = Deadline(args.timeout, f"the {name} side")
-    log(f"{name}: warm-up")
+    deadline = bench.Deadline(args.timeout, f"the {name} side")
+    bench.log(f"{name}: warm-up")
     batch_seconds(dispatch, WARMUP_BATCH, deadline)
     single_latencies(dispatch, WARMUP_SINGLE, deadline)
-    log(f"{name}: {args.runs} runs back to back")
+    bench.log(f"{name}: {args.runs} runs back to back")
     seconds = batch_seconds(dispatch, args.runs, deadline)
-    log(f"{name}: {args.latency_runs} runs one at a time")
+    bench.log(f"{name}: {args.latency_runs} runs one at a time")
     latency = statistics.median(single_latencies(dispatch, args.latency_runs, deadline))
     return SideFigures(
         seconds=seconds,
@@ -125,40 +115,17 @@ def measure(name: str, dispatch: Dispatch, args: argparse.Namespace) -> SideFigu
     )
 
 
-# -- the worker --------------------------------------------------------------------------
-
-
-def print_table(report: dict[str, Any]) -> None:
-    env, plain, durable = report["environment"], report["plain"], report["durable"]
-    ratios = report["durable_over_plain"]
-    print(
-        f"Redis {env['redis']}, Python {env['python']}, Celery {env['celery']}, "
-        f"celery_durable {env['celery_durable']}; worker --pool {env['pool']} "
-        f"--concurrency {env['concurrency']}"
-    )
-    print(
-        f"{report['runs']} runs of {report['steps_per_run']} steps back to back; "
-        f"latency: median of {report['latency_runs']} runs one at a time\n"
-    )
-    print(f"{'':<16}{'steps/s':>10}{'median latency (ms)':>22}")
-    print(f"{'plain chain':<16}{plain['steps_per_s']:>10.0f}{plain['median_latency_ms']:>22.1f}")
-    print(f"{'durable':<16}{durable['steps_per_s']:>10.0f}{durable['median_latency_ms']:>22.1f}")
-    print(f"{'durable/plain':<16}{ratios['throughput']:>9.2f}x{ratios['latency']:>21.2f}x")
-
-
-def benchmark(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
+def run(redis_url: str, args: argparse.Namespace) -> bench.Report:
     bench_app.use_redis(redis_url)
-    with celery_worker(
+    with bench.celery_worker(
         "benchmarks.bench_app",
         redis_url,
         url_env=bench_app.REDIS_URL_ENV,
-        ping=bench_app.ping,
         concurrency=args.concurrency,
     ):
         plain = measure("plain", plain_dispatch, args)
         durable = measure("durable", durable_dispatch, args)
     return {
-        "environment": environment(redis_url, args.concurrency),
         "runs": args.runs,
         "steps_per_run": bench_app.STEPS,
         "latency_runs": args.latency_runs,
@@ -171,29 +138,36 @@ def benchmark(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def print_table(report: bench.Report) -> None:
+    plain, durable = report["plain"], report["durable"]
+    ratios = report["durable_over_plain"]
+    print(
+        f"{report['runs']} runs of {report['steps_per_run']} steps back to back; "
+        f"latency: median of {report['latency_runs']} runs one at a time\n"
+    )
+    print(f"{'':<16}{'steps/s':>10}{'median latency (ms)':>22}")
+    print(f"{'plain chain':<16}{plain['steps_per_s']:>10.0f}{plain['median_latency_ms']:>22.1f}")
+    print(f"{'durable':<16}{durable['steps_per_s']:>10.0f}{durable['median_latency_ms']:>22.1f}")
+    print(
+        f"{'durable/plain':<16}{bench.times(ratios['throughput']):>10}"
+        f"{bench.times(ratios['latency']):>22}"
+    )
+
+
+TIMEOUT = 120.0  # seconds allowed per part (--timeout)
+QUICK = {"runs": 20, "latency_runs": 5}
+
+
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=200, help="runs started back to back")
     parser.add_argument("--latency-runs", type=int, default=20, help="runs one at a time")
-    parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per side")
-    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    if args.runs < 1 or args.latency_runs < 1 or args.concurrency < 1:
-        parser.error("--runs, --latency-runs and --concurrency must be at least 1")
 
-    if args.redis_url:
-        report = benchmark(args.redis_url, args)
-    else:
-        with RedisServer() as server:
-            report = benchmark(server.url, args)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
+
+def check(args: argparse.Namespace) -> str | None:
+    if args.runs < 1 or args.latency_runs < 1:
+        return "--runs and --latency-runs must be at least 1"
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    bench.main(__name__)

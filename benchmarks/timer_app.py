@@ -40,12 +40,6 @@ if os.environ.get(POLL_INTERVAL_ENV):
 # -- plain Celery ----------------------------------------------------------------
 
 
-@app.task(name="timer_bench.ping")
-def ping() -> str:
-    """Answered once a pool process is up: the worker is ready."""
-    return "pong"
-
-
 @app.task(name="timer_bench.delayed", bind=True)
 def delayed(task: Task, i: int) -> dict[str, float | int | None]:
     """Sent with a countdown: when it started, and the eta it was due at."""

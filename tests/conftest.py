@@ -1,11 +1,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis as redis_lib
 
-pytest_plugins = ["tests.worker_processes", "tests.http_receiver"]
+from tests.worker_processes import SUITE_OPTIONS
+
+pytest_plugins = ["tests.http_receiver"]
+
+
+@pytest.fixture
+def durable_worker_processes_options() -> dict[str, Any]:
+    """`durable_worker_processes` runs `tests.apps.sleepy` unless a test module says otherwise."""
+    return dict(SUITE_OPTIONS)
 
 
 @pytest.fixture

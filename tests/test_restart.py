@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
-from celery import Celery, current_app
+from celery import Celery
 
 from celery_durable import RunHandle
 from celery_durable.extension import extension_for
-from tests.apps import sleepy
+from tests.apps import client_side, sleepy
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -26,13 +26,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def client_app(durable_redis_url: str) -> Iterator[Celery]:
     """The test process's side: the workers' app configuration, made current."""
-    previous = current_app._get_current_object()
-    app = sleepy.make_app(durable_redis_url, main="restart-tests-client")
-    app.set_current()
-    yield app
-    extension_for(app).redis.close()
-    app.close()
-    previous.set_current()
+    with client_side(sleepy.make_app(durable_redis_url, main="restart-tests-client")) as app:
+        yield app
 
 
 def statuses(runs: list[RunHandle]) -> Counter[str]:

@@ -1,525 +1,57 @@
-"""Real `celery worker` subprocesses for tests, always killed at the end.
+"""The suite's real `celery worker` subprocesses: `celery_durable.contrib.workers`,
+with the suite's defaults (the app `tests.apps.sleepy`, run from the
+repository root, its Redis given in `tests.apps.REDIS_URL_ENV`).
 
-`WorkerProcess` is one `python -m celery -A <module> worker --pool prefork`
-in its own session (process group = its pid), logging to a file; it waits
-ready with a deadline, names its pool children, and stops gracefully
-(`stop()`: SIGTERM, then SIGKILL of the whole group past a deadline) or not
-(`kill()`: SIGKILL, for fault tests). `WorkerProcesses` starts any number of
-them on one Redis and kills every one it started when it closes; the
-`durable_worker_processes` fixture is one of those per test:
+The `durable_worker_processes` fixture comes from celery_durable's pytest
+plugin; `tests/conftest.py` gives it these defaults (`SUITE_OPTIONS`):
 
     def test_x(durable_worker_processes):
         w1, w2 = durable_worker_processes.start_many(2, concurrency=1)
         ...
         w1.kill()                      # kill -9 of the main process
         w2.kill_pool_child()           # kill -9 of one pool child
-
-PID 1 of some containers does not reap orphans: a pool child that outlives a
-killed main process stays a zombie forever. Zombies run nothing, so every
-"is it still running" check here ignores them.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import itertools
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
-import weakref
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+from typing import Any
 
-import pytest
-from celery import Celery
-
+from celery_durable.contrib import workers as _contrib
+from celery_durable.contrib.workers import (
+    READY_LINE,
+    WorkerProcessError,
+    children_of,
+    group_members,
+)
 from tests.apps import REDIS_URL_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_APP = "tests.apps.sleepy"
-READY_LINE = "celery_durable active: journal at "
+SUITE_OPTIONS: dict[str, Any] = {"app": DEFAULT_APP, "url_env": REDIS_URL_ENV, "cwd": REPO_ROOT}
 
-_numbers = itertools.count(1)
-_live: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()
+__all__ = [
+    "DEFAULT_APP",
+    "READY_LINE",
+    "REPO_ROOT",
+    "SUITE_OPTIONS",
+    "WorkerProcess",
+    "WorkerProcessError",
+    "WorkerProcesses",
+    "children_of",
+    "group_members",
+]
 
 
-class WorkerProcessError(RuntimeError):
-    pass
+class WorkerProcess(_contrib.WorkerProcess):
+    """One worker of a suite app (`SUITE_OPTIONS`, then `options`) on `redis_url`."""
 
+    def __init__(self, redis_url: str, log_path: Path, **options: Any):
+        super().__init__(redis_url, log_path, **{**SUITE_OPTIONS, **options})
 
-class WorkerProcess:
-    """One `celery worker` subprocess; `with WorkerProcess(...) as w:` kills it on exit."""
 
-    def __init__(
-        self,
-        redis_url: str,
-        log_path: Path,
-        *,
-        app: str = DEFAULT_APP,
-        concurrency: int = 1,
-        name: str | None = None,
-        env: dict[str, str] | None = None,
-        extra_args: Sequence[str] = (),
-    ):
-        self.redis_url = redis_url
-        self.log_path = Path(log_path)
-        self.app = app
-        self.concurrency = concurrency
-        # Unique, so that a ping reaches this worker and no other one.
-        name = name or f"w{next(_numbers)}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.hostname = f"{name}@{socket.gethostname()}"
-        self.env = dict(env or {})
-        self.extra_args = list(extra_args)
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+class WorkerProcesses(_contrib.WorkerProcesses):
+    """Workers of a suite app (`SUITE_OPTIONS`, then `options`) on `redis_url`."""
 
-    def __repr__(self) -> str:
-        pid = self.process.pid if self.process else None
-        return f"<WorkerProcess {self.hostname} pid={pid}>"
-
-    # -- starting ------------------------------------------------------------------
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            self.app,
-            "worker",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            str(self.concurrency),
-            "--hostname",
-            self.hostname,
-            "-l",
-            "info",
-            "--without-mingle",
-            "--without-gossip",
-            *self.extra_args,
-        ]
-
-    def start(self) -> WorkerProcess:
-        if self.process is not None:
-            raise WorkerProcessError(f"{self} was already started")
-        env = {
-            **os.environ,
-            REDIS_URL_ENV: self.redis_url,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
-            ),
-            **self.env,
-        }
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.command(),
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: pgid == pid
-        )
-        _live.add(self)
-        return self
-
-    def wait_ready(self, control: Celery, timeout: float = 30.0) -> None:
-        """Wait until the worker answers a ping and has logged celery_durable's line."""
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self.process.poll() if self.process else None
-            if code is not None:
-                raise WorkerProcessError(
-                    f"{self} exited with code {code} before it was ready\n{self.tail()}"
-                )
-            if control.control.ping(destination=[self.hostname], timeout=0.25, limit=1):
-                break
-            if time.monotonic() > deadline:
-                raise WorkerProcessError(
-                    f"{self} did not answer a ping within {timeout:g}s\n{self.tail()}"
-                )
-        # The bootstep logs before the worker consumes, so the line is there by now.
-        if READY_LINE not in self.log_text():
-            raise WorkerProcessError(
-                f"{self} answers pings but its log has no {READY_LINE!r}: "
-                f"is celery_durable installed on {self.app}?\n{self.tail()}"
-            )
-
-    # -- looking at it ---------------------------------------------------------------
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise WorkerProcessError(f"{self} was not started")
-        return self.process.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.poll() if self.process else None
-
-    def is_alive(self) -> bool:
-        """Whether the main process runs (not exited, not a zombie)."""
-        return self.process is not None and self.process.poll() is None
-
-    def pool_pids(self) -> list[int]:
-        """The pids of the main process's live children (its prefork pool)."""
-        return children_of(self.pid)
-
-    def group_pids(self) -> list[int]:
-        """Every live (non-zombie) process of the worker's group: main, pool, orphans."""
-        return group_members(self.pid) if self.process is not None else []
-
-    def is_running(self) -> bool:
-        """Whether any process of the worker (main or pool child) still runs."""
-        return bool(self.group_pids())
-
-    def log_text(self) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def log_lines(self) -> list[str]:
-        return self.log_text().splitlines()
-
-    def tail(self, lines: int = 40) -> str:
-        body = "\n".join(f"    {line}" for line in self.log_lines()[-lines:])
-        return f"last lines of {self.hostname}'s log ({self.log_path}):\n{body}"
-
-    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.log_text():
-            if time.monotonic() > deadline:
-                raise WorkerProcessError(f"{self} did not log {text!r} in {timeout:g}s")
-            time.sleep(0.05)
-
-    # -- stopping ----------------------------------------------------------------------
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """Warm shutdown: SIGTERM, wait `timeout`; then SIGKILL the group. The exit code."""
-        self.terminate()
-        return self.wait_stopped(timeout)
-
-    def terminate(self) -> None:
-        """Send SIGTERM (warm shutdown) without waiting; see `wait_stopped()`."""
-        if self.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-
-    def wait_stopped(self, timeout: float = 20.0) -> int | None:
-        """Wait for the main process to exit; past `timeout`, SIGKILL the whole group."""
-        if self.process is None:
-            return None
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill(children=True)
-            raise WorkerProcessError(
-                f"{self} did not stop within {timeout:g}s of SIGTERM; killed it\n{self.tail()}"
-            ) from None
-        # Whatever the main process left behind (it should have reaped its pool).
-        self._kill_group_and_wait()
-        self._close_log()
-        return self.process.returncode
-
-    def kill(self, *, children: bool = False, timeout: float = 10.0) -> None:
-        """SIGKILL the main process (and with `children`, its whole group); reap it.
-
-        Without `children`, pool children are left as they are (orphans), as
-        after a real crash of the main process; `close()` still kills them.
-        """
-        if self.process is None:
-            return
-        if children:
-            _killpg(self.pid)
-        elif self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-        self.process.wait(timeout)
-        if children:
-            _wait_group_gone(self.pid, timeout)
-
-    def kill_pool_child(self, pid: int | None = None, timeout: float = 10.0) -> int:
-        """SIGKILL one pool child (the first one if `pid` is None); its pid once it is gone."""
-        pids = self.pool_pids()
-        if pid is None:
-            if not pids:
-                raise WorkerProcessError(f"{self} has no pool child to kill")
-            pid = pids[0]
-        elif pid not in pids:
-            raise WorkerProcessError(f"{pid} is not a pool child of {self} ({pids})")
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            if time.monotonic() > deadline:
-                raise WorkerProcessError(f"pool child {pid} of {self} survived SIGKILL")
-            time.sleep(0.02)
-        return pid
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Kill whatever of this worker still runs; never raises for a clean worker."""
-        if self.process is not None:
-            if self.process.poll() is None:
-                _killpg(self.pid)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout)
-            self._kill_group_and_wait(timeout)
-        self._close_log()
-        _live.discard(self)
-
-    def _kill_group_and_wait(self, timeout: float = 10.0) -> None:
-        if group_members(self.pid):
-            _killpg(self.pid)
-        _wait_group_gone(self.pid, timeout)
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> WorkerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class WorkerProcesses:
-    """Starts workers on one Redis; `close()` (or leaving `with`) kills all of them.
-
-    At most `max_running` workers may run at once (the machine is small).
-    """
-
-    def __init__(
-        self,
-        redis_url: str,
-        log_dir: Path,
-        *,
-        app: str = DEFAULT_APP,
-        max_running: int = 3,
-        env: dict[str, str] | None = None,
-    ):
-        self.redis_url = redis_url
-        self.log_dir = Path(log_dir)
-        self.app = app
-        self.max_running = max_running
-        self.env = dict(env or {})
-        self.workers: list[WorkerProcess] = []
-        self._control: Celery | None = None
-
-    @property
-    def control(self) -> Celery:
-        """A bare Celery app on the same broker, for pings (no celery_durable)."""
-        if self._control is None:
-            self._control = Celery(
-                "worker-processes-control", broker=self.redis_url, set_as_current=False
-            )
-        return self._control
-
-    def start(
-        self,
-        concurrency: int = 1,
-        *,
-        wait: bool = True,
-        timeout: float = 30.0,
-        name: str | None = None,
-        app: str | None = None,
-        extra_args: Sequence[str] = (),
-    ) -> WorkerProcess:
-        """Start one worker; with `wait`, return once it answers pings."""
-        (worker,) = self.start_many(
-            1,
-            concurrency,
-            wait=wait,
-            timeout=timeout,
-            names=[name] if name else None,
-            app=app,
-            extra_args=extra_args,
-        )
-        return worker
-
-    def start_many(
-        self,
-        count: int,
-        concurrency: int = 1,
-        *,
-        wait: bool = True,
-        timeout: float = 30.0,
-        names: Sequence[str] | None = None,
-        app: str | None = None,
-        extra_args: Sequence[str] = (),
-    ) -> list[WorkerProcess]:
-        """Start `count` workers at once, then wait (one deadline) until all are ready."""
-        running = len(self.running())
-        if running + count > self.max_running:
-            raise WorkerProcessError(
-                f"{count} more worker(s) would make {running + count} running, "
-                f"over max_running={self.max_running}"
-            )
-        started = []
-        for index in range(count):
-            number = len(self.workers) + 1
-            name = names[index] if names else None
-            worker = WorkerProcess(
-                self.redis_url,
-                self.log_dir / f"worker-{number}.log",
-                app=app or self.app,
-                concurrency=concurrency,
-                name=name or f"w{number}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-                env=self.env,
-                extra_args=extra_args,
-            )
-            self.workers.append(worker)
-            started.append(worker.start())
-        if wait:
-            deadline = time.monotonic() + timeout
-            for worker in started:
-                worker.wait_ready(self.control, max(0.5, deadline - time.monotonic()))
-        return started
-
-    def running(self) -> list[WorkerProcess]:
-        """Workers with any process (main or pool child) still running."""
-        return [w for w in self.workers if w.is_running()]
-
-    def stop_all(self, timeout: float = 20.0) -> None:
-        """Warm shutdown of every running worker at once (SIGTERM), one deadline for all."""
-        alive = [w for w in self.workers if w.is_alive()]
-        for worker in alive:
-            worker.terminate()
-        deadline = time.monotonic() + timeout
-        for worker in alive:
-            worker.wait_stopped(max(0.5, deadline - time.monotonic()))
-
-    def tails(self, lines: int = 40) -> str:
-        return "\n".join(w.tail(lines) for w in self.workers)
-
-    def close(self) -> None:
-        """Kill every process that any started worker left, and wait until they are gone."""
-        errors = []
-        for worker in self.workers:
-            try:
-                worker.close()
-            except Exception as exc:  # go on with the others; report at the end
-                errors.append(f"{worker}: {exc!r}")
-        if self._control is not None:
-            self._control.close()
-            self._control = None
-        if errors:
-            raise WorkerProcessError("could not kill every worker: " + "; ".join(errors))
-
-    def __enter__(self) -> WorkerProcesses:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-@pytest.fixture
-def durable_worker_processes(durable_redis_url: str, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    """Start real workers on the test's Redis; all are killed at teardown.
-
-    Their logs are under `tmp_path / "workers"` and their tails are printed at
-    teardown (pytest shows them when the test failed).
-    """
-    workers = WorkerProcesses(durable_redis_url, tmp_path / "workers")
-    try:
-        yield workers
-    finally:
-        if workers.workers:
-            print(workers.tails(), file=sys.stderr)
-        workers.close()
-
-
-# -- processes, through /proc ---------------------------------------------------------
-
-
-def _stat_fields(pid: int | str) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command: state, ppid, pgrp, ...; None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-    return text.rsplit(")", 1)[1].split()
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def _processes() -> Iterator[tuple[int, list[str]]]:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(entry.name)
-            if fields is not None:
-                yield int(entry.name), fields
-
-
-def children_of(pid: int) -> list[int]:
-    """Live (non-zombie) children of `pid`, from /proc/<pid>/task/*/children when the
-    kernel has it, else from every process's ppid."""
-    found: set[int] = set()
-    task_files = list(Path(f"/proc/{pid}/task").glob("*/children"))
-    if task_files:
-        for path in task_files:
-            with contextlib.suppress(OSError):
-                found.update(int(p) for p in path.read_text().split())
-        return sorted(p for p in found if _alive(p))
-    return sorted(p for p, f in _processes() if int(f[1]) == pid and f[0] != "Z")
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass
-    return sorted(p for p, f in _processes() if int(f[2]) == pgid and f[0] != "Z")
-
-
-def _killpg(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the group ended by itself meanwhile
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while group_members(pgid):
-        if time.monotonic() > deadline:
-            raise WorkerProcessError(
-                f"processes {group_members(pgid)} of worker group {pgid} are still running"
-            )
-        _killpg(pgid)
-        time.sleep(0.05)
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    """A last resort if a session ends without teardown (an interrupted run)."""
-    for worker in list(_live):
-        with contextlib.suppress(Exception):
-            if worker.process is not None:
-                _killpg(worker.pid)
+    def __init__(self, redis_url: str, log_dir: Path, **options: Any):
+        super().__init__(redis_url, log_dir, **{**SUITE_OPTIONS, **options})

@@ -1,1 +1,3 @@
-"""Helpers around celery_durable: a private redis-server, the pytest plugin."""
+"""Helpers around celery_durable for tests and scripts: a private redis-server
+(`redis_server`), real worker subprocesses (`workers`), a local HTTP receiver
+for rule actions (`http_receiver`), and the pytest plugin (`pytest`)."""

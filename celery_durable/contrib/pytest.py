@@ -13,13 +13,21 @@ pytest-celery without a clash.
 - `durable_wait_for_status`: wait, with a deadline, until a run has a status.
 - `durable_time_skip`: fast-forward durable time (sleeps, event timeouts,
   max_duration) for the app's in-process worker, without waiting.
+- `durable_worker_processes`: real `celery worker` subprocesses on that
+  Redis (`celery_durable.contrib.workers.WorkerProcesses`), all killed at
+  teardown; `durable_worker_processes_options` (override it) says which app
+  they run and how.
+- `durable_http_receiver`: a real HTTP server on 127.0.0.1 that records
+  the requests rules send it (`celery_durable.contrib.http_receiver`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +39,9 @@ from ..extension import DurableExtension, extension_for
 from ..install import install
 from ..options import parse_duration
 from ..workflows.runs import RunHandle
+from .http_receiver import HttpReceiver
 from .redis_server import RedisServer
+from .workers import WorkerProcesses
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +132,41 @@ class TimeSkip:
 @pytest.fixture
 def durable_time_skip(durable_app: Celery) -> TimeSkip:
     return TimeSkip(extension_for(durable_app))
+
+
+@pytest.fixture
+def durable_worker_processes_options() -> dict[str, Any]:
+    """Keyword arguments of `WorkerProcesses` for `durable_worker_processes`: override it.
+
+    At least the app to run, as `celery -A` names it: ``{"app": "myproject.celery"}``;
+    ``"url_env"`` names the environment variable from which that app reads its
+    Redis URL (set to the test's); ``"broker_url"`` replaces `durable_redis_url`.
+    """
+    return {}
+
+
+@pytest.fixture
+def durable_worker_processes(
+    durable_redis_url: str, durable_worker_processes_options: dict[str, Any], tmp_path: Path
+) -> Iterator[WorkerProcesses]:
+    """Start real workers on the test's Redis; all are killed at teardown.
+
+    Their logs are under `tmp_path / "workers"` and their tails are printed at
+    teardown (pytest shows them when the test failed).
+    """
+    options = dict(durable_worker_processes_options)
+    broker_url = options.pop("broker_url", durable_redis_url)
+    workers = WorkerProcesses(broker_url, tmp_path / "workers", **options)
+    try:
+        yield workers
+    finally:
+        if workers.workers:
+            print(workers.tails(), file=sys.stderr)
+        workers.close()
+
+
+@pytest.fixture
+def durable_http_receiver() -> Iterator[HttpReceiver]:
+    """A local HTTP server for a rule's webhook or Slack URL (`durable_http_receiver.url`)."""
+    with HttpReceiver() as receiver:
+        yield receiver

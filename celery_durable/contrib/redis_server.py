@@ -1,17 +1,19 @@
 """Start a private `redis-server` on a free loopback port.
 
-Used by the pytest fixtures and by the demo, so neither needs a Redis that is
-already running, and neither can touch one that is.
+Used by the pytest fixtures, the demo and the benchmarks, so none needs a
+Redis that is already running, and none can touch one that is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -112,3 +114,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_url(given: str | None = None, *, appendonly: bool = False) -> Iterator[str]:
+    """`given` as it is, else the URL of a private redis-server stopped on exit.
+
+    For a script whose user may name a Redis (an option, an environment
+    variable) and that should run without one.
+    """
+    if given:
+        yield given
+        return
+    with RedisServer(appendonly=appendonly) as server:
+        yield server.url

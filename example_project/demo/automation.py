@@ -54,7 +54,7 @@ class Automation:
         redis = shop_redis()
         sent = [json.loads(raw) for raw in redis.lrange(SENT_MAIL_KEY, -200, -1)]
         self.sent = next((s for s in sent if s.get("reference") == self.reference), None)
-        self.slack = [m for m in receiver.received() if any(r in m.text for r in self.failed_runs)]
+        self.slack = [m for m in receiver.messages() if any(r in m.text for r in self.failed_runs)]
         ids = [*self.chain, *self.failed_runs]
         self.audit = [
             line for line in redis.lrange(AUDIT_KEY, -200, -1) if any(i in line for i in ids)
@@ -69,19 +69,6 @@ class Automation:
             and len(self.slack) >= len(self.failed_runs)
             and len(self.audit) >= RECEIPT_REFUSALS + len(self.failed_runs)
         )
-
-    def fate(self, task_id: str) -> str:
-        """What became of one task of the retry chain: sent, or the error it failed with."""
-        if self.sent and self.sent.get("task_id") == task_id:
-            return f"sent the receipt ({self.sent.get('subject')})"
-        for entry in self.history.get(RETRY_RULE, []):
-            data = (entry.get("event") or {}).get("data") or {}
-            if data.get("task_id") == task_id:
-                retry = next((a for a in entry.get("actions", []) if a.get("type") == "retry"), {})
-                resent = retry.get("ok") and not retry.get("skipped")
-                then = "the rule sent it again" if resent else "the rule did not retry it"
-                return f"failed: {data.get('error_type')}; {then}"
-        return "no outcome seen"
 
     def fired(self) -> dict[str, int]:
         return {name: len(entries) for name, entries in self.history.items()}

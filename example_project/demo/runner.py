@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import secrets
+import shlex
 import signal
 import sys
 import tempfile
@@ -17,18 +20,19 @@ from types import FrameType
 from typing import Any
 
 import redis
+from celery.bin.celery import celery as celery_command
 from kombu.utils.url import maybe_sanitize_url
 
 import celery_durable
-from celery_durable.contrib.redis_server import RedisServer
+from celery_durable.contrib.redis_server import redis_url
+from celery_durable.contrib.workers import WorkerProcess, WorkerProcessError
 
-from ..celery import RULES_PATH, app, use_redis, use_slack_url
+from ..celery import RULES_PATH, use_redis, use_slack_url
 from ..plugins import AUDIT_KEY
 from ..services import DECLINED_CARD
 from ..workflows import ReturnOrder, process_order
 from .automation import RETRY_RULE, SLACK_RULE, Automation, wait_for_automation
 from .errors import DemoError
-from .report import render_history, render_rule, render_run
 from .scenario import (
     DECISIONS,
     ORDERS,
@@ -43,14 +47,16 @@ from .scenario import (
     watch,
 )
 from .slack import SlackReceiver
-from .worker import WorkerProcess
 
+# The directory that holds the example_project package: the worker's cwd, so
+# that `-A example_project` imports this very code.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_READY_TIMEOUT = 30.0
 RUNS_TIMEOUT = 30.0
 WAITING_TIMEOUT = 30.0
 RULES_TIMEOUT = 20.0
 
-_output = threading.Lock()  # the Slack receiver prints from its own thread
+_output = threading.RLock()  # the Slack receiver prints from its own thread
 
 
 def say(text: str = "") -> None:
@@ -68,7 +74,7 @@ def main() -> int:
         sys.stdout.reconfigure(errors="replace")
     try:
         summary = run_demo(began)
-    except DemoError as exc:
+    except (DemoError, WorkerProcessError) as exc:
         print(f"\ndemo FAILED: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
@@ -97,33 +103,48 @@ def run_demo(began: float) -> list[str]:
         use_redis(url)
         slack = stack.enter_context(SlackReceiver(say))
         # The worker reads DEMO_SLACK_URL when it loads rules.yaml; so does this process.
-        use_slack_url(slack.url)
-        say(f"slack: a stand-in for a Slack incoming webhook at {slack.url}")
+        use_slack_url(slack.webhook_url)
+        say(f"slack: a stand-in for a Slack incoming webhook at {slack.webhook_url}")
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="durable-demo-")))
-        worker = stack.enter_context(
-            WorkerProcess(url, workdir / "worker.log", env={"DEMO_SLACK_URL": slack.url})
+        worker = WorkerProcess(
+            url,
+            workdir / "worker.log",
+            app="example_project",
+            concurrency=2,
+            name=f"demo-{os.getpid()}",  # our own, so that a ping asks this worker only
+            env={"DEMO_SLACK_URL": slack.webhook_url},
+            url_env="DURABLE_REDIS_URL",
+            cwd=PROJECT_ROOT,
         )
+        stack.enter_context(worker)
         say(f"worker pid {worker.pid}: celery -A example_project worker (log {worker.log_path})")
-        line = worker.wait_ready(app, timeout=WORKER_READY_TIMEOUT)
-        if f"journal at {maybe_sanitize_url(url)} " not in line:
-            raise DemoError(f"the worker's journal is not at {maybe_sanitize_url(url)}: {line}")
-        say(f"worker ready after {time.monotonic() - began:.1f} s: {line}")
-        show_rules()
-        summary = play(batch=secrets.token_hex(3), slack=slack)
-        say("\nshutting down")
-    say(f"  worker stopped with exit code {worker.exit_code}; none of its processes is left")
-    if worker.exit_code != 0:
-        raise DemoError(f"the worker exited with code {worker.exit_code} on SIGTERM")
+        try:
+            line = worker.wait_ready(timeout=WORKER_READY_TIMEOUT)
+            if f"journal at {maybe_sanitize_url(url)} " not in line:
+                raise DemoError(f"the worker's journal is not at {maybe_sanitize_url(url)}: {line}")
+            say(f"worker ready after {time.monotonic() - began:.1f} s: {line}")
+            rules = [rule["name"] for rule in celery_durable.list_rules()]
+            say(f"\nautomation rules: {len(rules)} loaded from {RULES_PATH.name}: {rules}")
+            summary = play(batch=secrets.token_hex(3), slack=slack)
+            say("\nshutting down")
+            exit_code = worker.stop(timeout=15)
+        except Exception:
+            # Something went wrong while it ran: its log is the first place to look.
+            print(worker.tail(30), file=sys.stderr)
+            raise
+    say(f"  worker stopped with exit code {exit_code}; none of its processes is left")
+    if exit_code != 0:
+        raise DemoError(f"the worker exited with code {exit_code} on SIGTERM")
     return summary
 
 
 def _redis(stack: ExitStack) -> str:
     """The Redis from the environment, else a private redis-server stopped on exit."""
-    url = os.environ.get("DURABLE_REDIS_URL") or os.environ.get("REDIS_URL")
-    if not url:
-        server = stack.enter_context(RedisServer())
-        say(f"redis: private redis-server at {server.url}")
-        return server.url
+    given = os.environ.get("DURABLE_REDIS_URL") or os.environ.get("REDIS_URL")
+    url = stack.enter_context(redis_url(given))
+    if not given:
+        say(f"redis: private redis-server at {url}")
+        return url
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
@@ -135,12 +156,16 @@ def _redis(stack: ExitStack) -> str:
     return url
 
 
-def show_rules() -> None:
-    rules = celery_durable.list_rules()
-    say(f"\nautomation rules: {len(rules)} loaded from {RULES_PATH.name}")
-    for rule in rules:
-        for text in render_rule(rule):
-            say(text)
+def show_command(*args: str) -> None:
+    """Print what `celery -A example_project durable <args>` prints: the operator's view."""
+    out = io.StringIO()
+    with _output:  # the Slack receiver's lines wait, rather than land in `out`
+        with contextlib.redirect_stdout(out):
+            command = ["-A", "example_project", "durable", *args]
+            celery_command.main(command, prog_name="celery", standalone_mode=False)
+        say(f"$ celery -A example_project durable {shlex.join(args)}")
+        for line in out.getvalue().splitlines():
+            say(f"  {line}".rstrip())
 
 
 def play(batch: str, slack: SlackReceiver) -> list[str]:
@@ -191,9 +216,9 @@ def play(batch: str, slack: SlackReceiver) -> list[str]:
         problems.append(f"the rules had not done everything after {RULES_TIMEOUT:.0f} s")
 
     for item in tracked:
-        say()
-        for text in render_run(item.label, item.run, item.error):
-            say(text)
+        raised = f": result() raised {_qualname(item.error)}" if item.error else ""
+        say(f"\n{item.label}{raised}")
+        show_command("runs", "show", item.run.id)
     show_automation(automation)
 
     for item in tracked:
@@ -216,20 +241,16 @@ def approve(orders: list[Tracked]) -> None:
 
 
 def show_automation(automation: Automation) -> None:
-    say("\nrules fired (celery_durable.list_rules() and rule_history(name))")
-    for rule in automation.rules:
-        for text in render_rule(rule):
-            say(text)
-        say(f"    fired {len(automation.history.get(rule['name'], []))} time(s) in this demo:")
-        for text in render_history(automation.history.get(rule["name"], [])):
-            say(text)
+    say("\nwhat the rules did")
+    show_command("rules", "list")
+    for name in (RETRY_RULE, SLACK_RULE):
+        show_command("rules", "history", name)
 
     say("\nretries made by the rules (celery_durable.retry_chain(task_id))")
-    if automation.receipt_task:
-        say(f"  retry_chain({automation.receipt_task!r}):")
-        for n, task_id in enumerate(automation.chain):
-            what = "the original task" if n == 0 else f"retry {n}"
-            say(f"    {n + 1}. {task_id}  {what:<17} {automation.fate(task_id)}")
+    for n, task_id in enumerate(automation.chain):
+        what = "the original task" if n == 0 else f"retry {n}"
+        sent = automation.sent and automation.sent.get("task_id") == task_id
+        say(f"  {n + 1}. {task_id}  {what}" + ("  sent the receipt" if sent else ""))
 
     say("\nslack messages received (by the stand-in at DEMO_SLACK_URL)")
     for message in automation.slack:
@@ -237,6 +258,10 @@ def show_automation(automation: Automation) -> None:
     say(f"\naudit log written by the audit_log plugin action (Redis list {AUDIT_KEY})")
     for line in automation.audit:
         say(f"  {line}")
+
+
+def _qualname(error: BaseException) -> str:
+    return f"{type(error).__module__}.{type(error).__qualname__}"
 
 
 def _order_key(order: dict[str, Any], batch: str) -> str:

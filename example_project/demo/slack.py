@@ -1,22 +1,19 @@
 """A stand-in for Slack's incoming webhooks, on 127.0.0.1, in the demo's process.
 
 The Slack rule in `rules.yaml` posts `{"text": ...}` to `${DEMO_SLACK_URL}`;
-the demo sets that to this receiver's URL, for its worker too. Each message is
-printed as it arrives, the way the channel would show it (emoji shortcodes
-drawn, `*bold*` markers dropped), and kept for the demo's checks.
+the demo sets that to this receiver's `webhook_url`, for its worker too. Each
+message is printed as it arrives, the way the channel would show it (emoji
+shortcodes drawn, `*bold*` markers dropped), and kept for the demo's checks.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+
+from celery_durable.contrib.http_receiver import HttpReceiver, ReceivedRequest, Reply
 
 CHANNEL = "#shop-alerts"
 PATH = "/services/T0DEMO/B0SHOP/alerts"  # shaped like a real webhook's path
@@ -44,68 +41,32 @@ class SlackMessage:
         return text
 
 
-class SlackReceiver:
-    """`with SlackReceiver(print_line) as slack:` serves on `slack.url` until the block ends."""
+class SlackReceiver(HttpReceiver):
+    """`with SlackReceiver(print_line) as slack:` serves on `slack.webhook_url`."""
 
     def __init__(self, show: Callable[[str], None]):
+        super().__init__(reply=self._answer)
         self.show = show
-        self.messages: list[SlackMessage] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                try:
-                    text = str(json.loads(raw)["text"])
-                except (ValueError, KeyError, TypeError):
-                    # What Slack answers to a body without text.
-                    self._answer(400, b"no_text")
-                    return
-                receiver._received(text)
-                self._answer(200, b"ok")
-
-            def _answer(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass  # the demo prints the messages themselves
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="demo-slack", daemon=True
-        )
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{PATH}"
+    def webhook_url(self) -> str:
+        return f"{self.url}{PATH}"
 
-    def _received(self, text: str) -> None:
-        message = SlackMessage(text, time.time())
-        with self._lock:
-            self.messages.append(message)
+    def messages(self) -> list[SlackMessage]:
+        """The messages received so far, oldest first."""
+        found = [(_text(r), r["received_at"]) for r in self.received(PATH)]
+        return [SlackMessage(text, at) for text, at in found if text is not None]
+
+    def _answer(self, request: ReceivedRequest) -> Reply:
+        text = _text(request)
+        if text is None:
+            return 400, b"no_text"  # what Slack answers to a body without text
+        message = SlackMessage(text, request["received_at"])
         clock = time.strftime("%H:%M:%S", time.localtime(message.received_at))
         self.show(f"  [slack {CHANNEL} {clock}] Shop alerts: {message.shown}")
+        return 200, b"ok"
 
-    def received(self) -> list[SlackMessage]:
-        with self._lock:
-            return list(self.messages)
 
-    def __enter__(self) -> SlackReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5.0)
+def _text(request: ReceivedRequest) -> str | None:
+    body = request["json"]
+    return str(body["text"]) if isinstance(body, dict) and "text" in body else None

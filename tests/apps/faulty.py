@@ -34,12 +34,12 @@ import redis
 from celery import Celery
 from celery.signals import task_prerun
 
-import celery_durable
 from celery_durable import get_context, sleep, step, wait_for_event, workflow
 from celery_durable.errors import EventTimeoutError
 from celery_durable.extension import RUN_TASK_NAME, extension_for
 
-from . import NOWHERE_URL, REDIS_URL_ENV
+from . import NOWHERE_URL, REDIS_URL_ENV, make_worker_app, wait_at_gate
+from . import gate_key as gate_key  # the tests open gates through the app module
 
 HEARTBEAT_INTERVAL = 0.5
 WORKER_TIMEOUT = 3.0
@@ -48,21 +48,14 @@ REDISPATCH_AFTER = 1.0
 
 def make_app(redis_url: str, main: str = "tests.apps.faulty", **conf: Any) -> Celery:
     """A Celery app on `redis_url` (broker and journal) with celery_durable installed."""
-    app = Celery(main, broker=redis_url, set_as_current=False)
-    app.conf.update(
-        durable_redis_url=redis_url,
+    return make_worker_app(
+        main,
+        redis_url,
         durable_heartbeat_interval=HEARTBEAT_INTERVAL,
         durable_worker_timeout=WORKER_TIMEOUT,
         durable_redispatch_after=REDISPATCH_AFTER,
-        # One message per pool process: with acks_late a busy worker holds no
-        # run it has not started, so the runs a killed worker held are exactly
-        # the ones it was executing.
-        worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
         **conf,
     )
-    celery_durable.install(app)
-    return app
 
 
 app = make_app(os.environ.get(REDIS_URL_ENV) or NOWHERE_URL)
@@ -70,11 +63,6 @@ app = make_app(os.environ.get(REDIS_URL_ENV) or NOWHERE_URL)
 
 def count_key(run_id: str, position: int) -> str:
     return f"test:count:{run_id}:{position}"
-
-
-def gate_key(run_id: str) -> str:
-    """The list that opens a run's `gate` step: RPUSH anything onto it."""
-    return f"test:gate:{run_id}"
 
 
 def held_key(run_id: str) -> str:
@@ -126,9 +114,7 @@ def work(position: int, delay: float) -> int:
 def gate(position: int, timeout: float) -> int:
     """Count, then block until the test opens the gate (see `gate_key`)."""
     entered = _count(position)
-    run_id = get_context().run_id
-    if extension_for().redis.blpop([gate_key(run_id)], timeout=timeout) is None:
-        raise TimeoutError(f"the gate of run {run_id} was not opened within {timeout}s")
+    wait_at_gate(timeout)
     return entered
 
 

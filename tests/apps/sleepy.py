@@ -15,27 +15,16 @@ import os
 
 from celery import Celery
 
-import celery_durable
 from celery_durable import get_context, sleep, step, workflow
 from celery_durable.extension import extension_for
 
-from . import NOWHERE_URL, REDIS_URL_ENV
+from . import NOWHERE_URL, REDIS_URL_ENV, make_worker_app, wait_at_gate
+from . import gate_key as gate_key  # the tests open gates through the app module
 
 
 def make_app(redis_url: str, main: str = "tests.apps.sleepy") -> Celery:
     """A Celery app on `redis_url` (broker and journal) with celery_durable installed."""
-    # Not made current on import: the test process makes its client app current
-    # itself, and a worker makes the app it loads current anyway.
-    app = Celery(main, broker=redis_url, set_as_current=False)
-    app.conf.update(
-        durable_redis_url=redis_url,
-        # A run's task holds its pool slot while its steps run inline: take one
-        # message at a time, so a busy child does not sit on runs another could take.
-        worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
-    )
-    celery_durable.install(app)
-    return app
+    return make_worker_app(main, redis_url)
 
 
 app = make_app(os.environ.get(REDIS_URL_ENV) or NOWHERE_URL)
@@ -43,11 +32,6 @@ app = make_app(os.environ.get(REDIS_URL_ENV) or NOWHERE_URL)
 
 def count_key(step_name: str, run_id: str) -> str:
     return f"test:count:{step_name}:{run_id}"
-
-
-def gate_key(run_id: str) -> str:
-    """The list that opens a run's `gate` step: RPUSH anything onto it."""
-    return f"test:gate:{run_id}"
 
 
 def _count(step_name: str) -> int:
@@ -74,9 +58,7 @@ def after_nap() -> int:
 def gate(timeout: float) -> int:
     """Blocks until the test opens the gate (see `gate_key`): a step to kill a worker in."""
     entered = _count("gate")
-    run_id = get_context().run_id
-    if extension_for().redis.blpop([gate_key(run_id)], timeout=timeout) is None:
-        raise TimeoutError(f"the gate of run {run_id} was not opened within {timeout}s")
+    wait_at_gate(timeout)
     return entered
 
 

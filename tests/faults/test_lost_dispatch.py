@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from celery import Celery, current_app
+from celery import Celery
 
 import celery_durable
 from celery_durable.extension import extension_for
-from tests.apps import NOWHERE_URL, faulty
+from tests.apps import NOWHERE_URL, client_side, faulty
 from tests.faults import wait_until
 
 pytestmark = pytest.mark.slow
@@ -20,19 +20,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def cut_off_client(durable_redis_url: str) -> Iterator[Celery]:
     """A client whose journal is reachable but whose broker is not."""
-    previous = current_app._get_current_object()
-    app = faulty.make_app(durable_redis_url, main="faults-cut-off-client")
-    app.conf.update(
+    app = faulty.make_app(
+        durable_redis_url,
+        main="faults-cut-off-client",
         broker_url=NOWHERE_URL,
         task_publish_retry=False,
         # Else kombu tries to connect for about six seconds before it gives up.
         broker_transport_options={"max_retries": 0},
     )
-    app.set_current()
-    yield app
-    extension_for(app).redis.close()
-    app.close()
-    previous.set_current()
+    with client_side(app):
+        yield app
 
 
 def test_a_run_whose_dispatch_failed_is_sent_by_a_worker_process(

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from celery import Celery, current_app
+from celery import Celery
 
 import celery_durable
 from celery_durable.extension import DurableExtension, extension_for
-from tests.apps import faulty
+from tests.apps import client_side, faulty
 from tests.faults import wait_until
 
 pytestmark = pytest.mark.slow
@@ -107,14 +107,10 @@ def proxy(durable_redis_url: str) -> Iterator[LostReplyProxy]:
 @pytest.fixture
 def lossy_client(durable_redis_url: str, proxy: LostReplyProxy) -> Iterator[Celery]:
     """A client app whose journal connection goes through the proxy."""
-    previous = current_app._get_current_object()
     app = faulty.make_app(durable_redis_url, main="faults-lossy-client")
     app.conf.durable_redis_url = proxy.url
-    app.set_current()
-    yield app
-    extension_for(app).redis.close()
-    app.close()
-    previous.set_current()
+    with client_side(app):
+        yield app
 
 
 def test_an_append_whose_reply_was_lost_is_recognised_as_its_own(

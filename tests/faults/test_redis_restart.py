@@ -8,21 +8,21 @@ restarted.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_lib
-from celery import Celery, current_app
+from celery import Celery
 
 from celery_durable.codec import unpackb
 from celery_durable.contrib.redis_server import RedisServer
+from celery_durable.contrib.workers import WorkerProcesses
 from celery_durable.extension import extension_for
-from tests.apps import faulty
+from tests.apps import client_side, faulty
 from tests.faults import check_steps_once, executions, results, statuses, wait_until
-from tests.worker_processes import WorkerProcesses
 
 pytestmark = pytest.mark.slow
 
@@ -46,24 +46,21 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def own_client(own_redis: RedisServer) -> Iterator[Celery]:
-    previous = current_app._get_current_object()
-    app = faulty.make_app(own_redis.url, main="faults-restart-client")
-    app.set_current()
-    yield app
-    extension_for(app).redis.close()
-    app.close()
-    previous.set_current()
+    with client_side(faulty.make_app(own_redis.url, main="faults-restart-client")) as app:
+        yield app
 
 
 @pytest.fixture
-def own_workers(own_redis: RedisServer, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    started = WorkerProcesses(own_redis.url, tmp_path / "workers", app="tests.apps.faulty")
-    try:
-        yield started
-    finally:
-        if started.workers:
-            print(started.tails(), file=sys.stderr)
-        started.close()
+def durable_worker_processes_options(
+    durable_worker_processes_options: dict[str, Any], own_redis: RedisServer
+) -> dict[str, Any]:
+    return {**durable_worker_processes_options, "broker_url": own_redis.url}
+
+
+@pytest.fixture
+def own_workers(durable_worker_processes: WorkerProcesses) -> WorkerProcesses:
+    """Workers of `tests.apps.faulty` on the test's own redis-server."""
+    return durable_worker_processes
 
 
 def test_workers_carry_on_after_redis_restarts(own_redis, own_client, own_workers):

@@ -2,7 +2,7 @@
 
 The integration test needs nothing but the package installed: the
 `durable_*` fixtures come from celery_durable's pytest plugin (a private
-redis-server on a free port), and a local HTTP server stands in for PagerDuty.
+redis-server on a free port), and its local HTTP receiver stands in for PagerDuty.
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 from celery import Celery
 from celery_durable.activity import Activity
+from celery_durable.contrib.http_receiver import HttpReceiver, ReceivedRequest, Reply
 from celery_durable.extension import extension_for
 from celery_durable.install import install
 from celery_durable.plugins import make_plugin_manager
@@ -35,63 +34,16 @@ ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 # -- a local stand-in for https://events.pagerduty.com/v2/enqueue ----------------------
 
 
-class FakePagerDuty:
-    """Records the JSON bodies POSTed to it and answers like the Events API v2."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.paths: list[str] = []
-        self.arrived = threading.Condition()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = json.loads(raw)
-                answer = json.dumps(
-                    {
-                        "status": "success",
-                        "message": "Event processed",
-                        "dedup_key": body.get("dedup_key"),
-                    }
-                ).encode()
-                self.send_response(202)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-                with fake.arrived:
-                    fake.received.append(body)
-                    fake.paths.append(self.path)
-                    fake.arrived.notify_all()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # a free port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v2/enqueue"
-
-    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        with self.arrived:
-            while len(self.received) < count:
-                left = deadline - time.monotonic()
-                assert left > 0, f"PagerDuty got {len(self.received)} event(s), expected {count}"
-                self.arrived.wait(left)
-            return list(self.received)
+def events_api_answer(request: ReceivedRequest) -> Reply:
+    """What the Events API v2 answers to an accepted event."""
+    dedup_key = (request["json"] or {}).get("dedup_key")
+    return 202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
 
 
 @pytest.fixture
-def pagerduty() -> Iterator[FakePagerDuty]:
-    fake = FakePagerDuty()
-    fake.thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+def pagerduty(durable_http_receiver: HttpReceiver) -> HttpReceiver:
+    durable_http_receiver.reply = events_api_answer
+    return durable_http_receiver
 
 
 # -- unit: the payload -------------------------------------------------------------------
@@ -280,7 +232,7 @@ def test_a_missing_routing_key_is_refused(registry):
 
 
 @pytest.fixture
-def durable_app_config(pagerduty: FakePagerDuty) -> dict[str, Any]:
+def durable_app_config(pagerduty: HttpReceiver) -> dict[str, Any]:
     return {
         "durable_rules": [
             {
@@ -293,7 +245,7 @@ def durable_app_config(pagerduty: FakePagerDuty) -> dict[str, Any]:
                     "type": "pagerduty",
                     "routing_key": ROUTING_KEY,
                     "severity": "critical",
-                    "url": pagerduty.url,
+                    "url": f"{pagerduty.url}/v2/enqueue",
                     "timeout": 5,
                 },
             }
@@ -314,9 +266,10 @@ def charge(durable_app: Celery) -> Any:
 
 def test_a_failed_task_triggers_a_pagerduty_alert(pagerduty, charge, durable_worker, durable_app):
     result = charge.delay(42)
-    (body,) = pagerduty.wait_for(1)
+    (post,) = pagerduty.wait_for(1, timeout=15)
+    body = post["json"]
 
-    assert pagerduty.paths == ["/v2/enqueue"]
+    assert post["path"] == "/v2/enqueue"
     assert body["routing_key"] == ROUTING_KEY
     assert body["event_action"] == "trigger"
     assert body["dedup_key"] == f"Page on billing failures:task.failed:{result.id}"

@@ -2,16 +2,13 @@
 
 Needs nothing but the package installed: the `durable_*` fixtures come from
 celery_durable's pytest plugin (a private redis-server on a free port, which
-is also the broker), and a local HTTP server receives the rule's webhook.
+is also the broker), and its local HTTP receiver gets the rule's webhook.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,6 +17,7 @@ import redis
 from celery import Celery
 from celery_durable import signals
 from celery_durable.activity import Activity
+from celery_durable.contrib.http_receiver import HttpReceiver
 from celery_durable.extension import extension_for
 from celery_durable.plugins import make_plugin_manager
 from celery_durable.rules.loader import RulesError, load_rules
@@ -27,55 +25,6 @@ from celery_durable.rules.polling import TriggerPolling
 from celery_durable.rules.registry import PartRegistry
 
 from celery_durable_queue_backlog import QueueBacklog, queue_lengths
-
-# -- a local webhook receiver ---------------------------------------------------------
-
-
-class Receiver:
-    """Records the JSON bodies POSTed to it."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.arrived = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                with receiver.arrived:
-                    receiver.received.append(body)
-                    receiver.arrived.notify_all()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # a free port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        with self.arrived:
-            while len(self.received) < count:
-                left = deadline - time.monotonic()
-                assert left > 0, f"got {len(self.received)} webhook call(s), expected {count}"
-                self.arrived.wait(left)
-            return list(self.received)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
 
 
 def send_messages(app: Celery, queue: str, count: int, **options: Any) -> None:
@@ -194,7 +143,7 @@ RULE = "Backlogged queue"
 
 
 @pytest.fixture
-def durable_app_config(receiver: Receiver) -> dict[str, Any]:
+def durable_app_config(durable_http_receiver: HttpReceiver) -> dict[str, Any]:
     return {
         "durable_rules": [
             {
@@ -205,7 +154,11 @@ def durable_app_config(receiver: Receiver) -> dict[str, Any]:
                     "threshold": 5,
                     "interval_seconds": 0.5,
                 },
-                "action": {"type": "webhook", "url": receiver.url, "retries": 0},
+                "action": {
+                    "type": "webhook",
+                    "url": f"{durable_http_receiver.url}/hook",
+                    "retries": 0,
+                },
             }
         ]
     }
@@ -223,21 +176,23 @@ def fired() -> Iterator[list[dict[str, Any]]]:
     signals.rule_fired.disconnect(record)
 
 
-def test_a_backlog_fires_the_rule(durable_app, durable_worker, receiver, fired):
+def test_a_backlog_fires_the_rule(durable_app, durable_worker, durable_http_receiver, fired):
     # The in-process worker consumes "celery" only (the queues it knew when it
     # started): messages sent to "backlogged" and "quiet" now stay there.
     send_messages(durable_app, "backlogged", 7)
     send_messages(durable_app, "quiet", 2)
 
-    first, *_ = receiver.wait_for(1)
+    post, *_ = durable_http_receiver.wait_for(1, timeout=15)
 
+    first = post["json"]
+    assert post["path"] == "/hook"
     assert first["rule"] == RULE
     assert first["event"]["type"] == "queue.backlog"
     expected = {"queue": "backlogged", "length": 7, "threshold": 5, "polled_by": RULE}
     assert first["event"]["data"] == expected
     assert fired[0] == {"rule": RULE, "type": "queue.backlog", "data": expected}
     # It polls every interval_seconds and fires while the backlog lasts; never for "quiet".
-    receiver.wait_for(2, timeout=5)
+    durable_http_receiver.wait_for(2, timeout=5)
     assert {e["data"]["queue"] for e in fired} == {"backlogged"}
     (polled,) = TriggerPolling(extension_for(durable_app)).rules
     assert polled.trigger.poll_interval == 0.5

@@ -389,6 +389,8 @@ class WorkerProcesses:
         self.log_dir = Path(log_dir)
         self.max_running = max_running
         self.defaults = defaults
+        #: Environment variables for every worker started from now on (a test may add some).
+        self.env: dict[str, str] = dict(defaults.get("env") or {})
         self.workers: list[WorkerProcess] = []
         self._control: Celery | None = None
 
@@ -429,7 +431,7 @@ class WorkerProcesses:
     ) -> list[WorkerProcess]:
         """Start `count` workers at once, then wait (one deadline) until all are ready."""
         merged: WorkerOptions = {**self.defaults, **options}
-        merged["env"] = {**(self.defaults.get("env") or {}), **(options.get("env") or {})}
+        merged["env"] = {**self.env, **(options.get("env") or {})}
         if not merged.get("app"):
             raise WorkerProcessError(
                 "no app to start: give app='myproject.celery' here or to WorkerProcesses "

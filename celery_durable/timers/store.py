@@ -68,6 +68,11 @@ class TimerStore:
         if members:
             (pipe or self.client).zadd(self.key, members)
 
+    @staticmethod
+    def dispatch_member(run_id: str) -> str:
+        """The member of the timer that sends a new run again (see `Journal.create`)."""
+        return f"{DISPATCH}:{run_id}"
+
     def dispatched(self, run_id: str) -> None:
         """The run's first message is with the broker: no need to send it again."""
         self.client.zrem(self.key, f"{DISPATCH}:{run_id}")

@@ -88,7 +88,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
 
     def _on_received(self, sender: Any = None, request: Any = None, **kwargs: Any) -> None:
         if self.monitor is not None and getattr(sender, "app", None) is self.extension.app:
-            self.monitor.touch()
+            self.monitor.touch(request)
 
     def _on_failure(
         self,

@@ -15,6 +15,7 @@ import logging
 import threading
 
 from ..extension import DurableExtension
+from ..workflows.interruptions import trouble_log
 
 logger = logging.getLogger("celery_durable.poller")
 
@@ -55,18 +56,14 @@ class TimerPoller:
         return len(claimed), next_due
 
     def _loop(self) -> None:
-        failures = 0
         while not self._stopping.is_set():
             wait = self.interval
             try:
                 claimed, next_due = self.poll_once()
-                failures = 0
                 if claimed >= BATCH:  # a full batch: more are due, go on at once
                     continue
                 if next_due is not None:
                     wait = min(wait, max(0.0, next_due - self.ext.clock.now()))
             except Exception as exc:  # Redis or broker away: keep trying, quietly
-                failures += 1
-                if failures == 1 or failures % 100 == 0:
-                    logger.warning("timer poll failed (%d in a row): %r", failures, exc)
+                trouble_log.report(exc, "timer poller")
             self._stopping.wait(wait)

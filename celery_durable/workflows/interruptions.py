@@ -109,7 +109,9 @@ def advice(error: BaseException) -> str:
         return "the broker is unreachable: runs wait and go on when it is back"
     if isinstance(error, JournalConflictError):
         return "Redis lost acknowledged writes; the run goes on from what its journal holds"
-    return "the journal's Redis is unreachable: runs wait and go on when it is back"
+    if is_transient(error):
+        return "the journal's Redis is unreachable: runs wait and go on when it is back"
+    return "trying again"
 
 
 class TroubleLog:
@@ -145,7 +147,9 @@ def _kind(error: BaseException) -> str:
         return "access"
     if isinstance(error, OperationalError):
         return "broker"
-    return "connection"
+    if is_transient(error):
+        return "connection"
+    return type(error).__name__
 
 
 trouble_log = TroubleLog()

@@ -134,7 +134,14 @@ class TroubleLog:
                 return False
             self._last[kind] = now
             count, self._counts[kind] = self._counts[kind], 0
-        logger.warning("%s: %r (%d time(s) lately). %s", where, error, count, advice(error))
+        logger.warning(
+            "%s: %s: %s (%d time(s) lately). %s",
+            where,
+            type(error).__name__,
+            error,
+            count,
+            advice(error),
+        )
         return True
 
 

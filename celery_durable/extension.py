@@ -150,8 +150,10 @@ class DurableExtension:
     def launch(self, run_id: str) -> None:
         """Dispatch a run just created with a `dispatch:` timer as its safety net.
 
-        If the message cannot be sent (or this process dies first), the timer
-        fires after `durable_redispatch_after` seconds and a worker sends it.
+        If the message cannot be sent (or this process dies first, or the
+        message is lost on its way), the timer fires after
+        `durable_redispatch_after` seconds and a worker sends the run again
+        if it is still pending; the timer stays until the run moves on.
         """
         try:
             self.dispatch(run_id)
@@ -162,8 +164,6 @@ class DurableExtension:
                 exc,
                 self.settings.redispatch_after,
             )
-            return
-        self.timers.dispatched(run_id)
 
 
 def register(app: Celery, extension: DurableExtension) -> None:

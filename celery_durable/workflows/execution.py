@@ -584,9 +584,10 @@ class Execution:
         meta = {**(meta or {}), "wake_at": _text(wake_at), "deadline_at": _text(self.deadline)}
 
         def set_timers(pipe: Pipeline) -> None:
-            self.ext.timers.schedule(
-                self.run_id, wake_at=wake_at, deadline_at=self.deadline, pipe=pipe
-            )
+            timers = self.ext.timers
+            timers.schedule(self.run_id, wake_at=wake_at, deadline_at=self.deadline, pipe=pipe)
+            # Timers of the run's past: its first dispatch, an earlier wake kept to check on it.
+            timers.drop(self.run_id, wake=wake_at is None, deadline=False, pipe=pipe)
 
         # The timers go first, in the same round trip: a timer whose suspension
         # did not happen fires for nothing, a suspension without its timer

@@ -82,7 +82,7 @@ def _wake(ext: DurableExtension, run_id: str) -> None:
         ext.dispatch(run_id)
     except Exception as exc:
         logger.warning("could not wake run %s now (%r); a worker's poller will", run_id, exc)
-        ext.timers.schedule(run_id, dispatch_at=ext.clock.now())
+        ext.timers.schedule(run_id, wake_at=ext.clock.now())
 
 
 __all__ = ["EventType", "child_event_name", "finish"]

@@ -97,6 +97,11 @@ class Holdings:
         return dropped
 
 
+def run_ids(requests: list[Any]) -> set[str]:
+    """The runs that these requests (run-task messages among them) carry."""
+    return {str(r.args[0]) for r in requests if r.name == RUN_TASK_NAME and r.args}
+
+
 def record_of(request: Any, hostname: str) -> dict[str, Any]:
     body = request.body
     return {

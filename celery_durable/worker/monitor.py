@@ -33,7 +33,7 @@ from ..activity import TASK_ORPHANED, WORKER_OFFLINE
 from ..extension import RUN_TASK_NAME, DurableExtension
 from ..journal.events import FINAL_STATUSES, RunStatus
 from ..workflows.interruptions import trouble_log
-from .holdings import Holdings, decode_record, run_message, snapshot
+from .holdings import Holdings, decode_record, run_ids, run_message, snapshot
 from .task_events import orphaned_data
 
 logger = logging.getLogger("celery_durable.recovery")
@@ -58,6 +58,7 @@ class WorkerMonitor:
         # No judging other workers before this (monotonic) time: see the module's doc.
         self._judge_after = 0.0
         self._in_trouble = False
+        self._unheld: set[str] = set()  # runs filed here that no request held, last look
 
     def start(self) -> None:
         self.beat()  # on record before the first task arrives
@@ -180,6 +181,39 @@ class WorkerMonitor:
                 resent += 1
         return resent
 
+    def adopt_orphans(self) -> int:
+        """Send on the runs filed under this worker that no request of it executes.
+
+        An execution that ended without the journal knowing (Redis lost its
+        last writes and still says `running`) leaves such a run behind, and
+        its worker, alive, is never recovered. A run must be seen so twice in
+        a row (a claim or an end may be under way in between).
+        """
+        filed = {
+            m.decode() for m in self.ext.redis.smembers(self.ext.keys.worker_runs(self.hostname))
+        }
+        unheld = filed - run_ids(self.holdings.current())
+        confirmed, self._unheld = unheld & self._unheld, unheld
+        adopted = 0
+        for run_id in sorted(confirmed):
+            meta = self.ext.journal.meta(run_id)
+            status, owner = meta.get("status"), meta.get("owner", "")
+            if status == RunStatus.RUNNING and owner.startswith(f"{self.hostname}/"):
+                logger.warning(
+                    "run %s is filed under this worker as running, but nothing here executes "
+                    "it (Redis lost its last writes?); taking it over",
+                    run_id,
+                )
+                self.ext.dispatch(run_id, takeover=owner)
+                adopted += 1
+                continue
+            if status == RunStatus.PENDING:  # its claim was lost: it has to start anew
+                self.ext.dispatch(run_id)
+                adopted += 1
+            # Not this worker's to finish (ended, suspended, taken over): tidy up.
+            self.ext.redis.srem(self.ext.keys.worker_runs(self.hostname), run_id)
+        return adopted
+
     def _resume(self, run_id: str, dead: str | None, takeover: str | None = None) -> bool:
         meta = self.ext.journal.meta(run_id)
         status, owner = meta.get("status"), meta.get("owner", "")
@@ -231,6 +265,7 @@ class WorkerMonitor:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.interval
                     self.resend_dropped()
+                    self.adopt_orphans()
                     if time.monotonic() >= self._judge_after:
                         for dead in self.find_dead():
                             self.recover(dead)

@@ -653,22 +653,30 @@ class Execution:
         inbox_len: int | None = None,
         extra: Callable[[Pipeline], object] | None = None,
     ) -> Appended:
-        try:
-            appended = self.journal.append(
-                self.run_id, self.position, events, meta=meta, inbox_len=inbox_len, extra=extra
-            )
-        except JournalConflictError as exc:
-            if exc.actual < exc.expected:
-                self.stop = self._rewound(exc)
+        attempt = 0
+        while True:  # through Redis trouble: the same fenced append, again, until it is taken
+            try:
+                appended = self.journal.append(
+                    self.run_id, self.position, events, meta=meta, inbox_len=inbox_len, extra=extra
+                )
+                break
+            except JournalConflictError as exc:
+                if exc.actual < exc.expected:
+                    self.stop = self._rewound(exc)
+                    raise self.stop from None
+                logger.warning("%s; this execution stops", exc)
+                self.stop = FencedOut()
                 raise self.stop from None
-            logger.warning("%s; this execution stops", exc)
-            self.stop = FencedOut()
-            raise self.stop from None
-        except Exception as exc:
-            if not is_interruption(exc):
-                raise
-            self.stop = Interrupted(exc, self.claimed_as)
-            raise self.stop from None
+            except Exception as exc:
+                if not is_interruption(exc):
+                    raise
+                # Sending it again is safe: the fence refuses a write at a moved
+                # position, and one that landed before its reply was lost is
+                # recognised as ours. Executing the run again instead would run
+                # the step whose result this may be once more.
+                trouble_log.report(exc, f"run {self.run_id}: waiting to write to its journal")
+                time.sleep(interruptions.backoff(attempt))
+                attempt += 1
         for event in appended.events:
             self.position = event.seq
             self.state.apply(event)

@@ -84,7 +84,7 @@ def persevere(execute: Callable[[str | None], None], run_id: str, takeover: str 
             cause = exc.cause if isinstance(exc, Interrupted) else exc
             if isinstance(exc, Interrupted) and exc.owner:
                 takeover = exc.owner
-        trouble_log.report(cause, f"run {run_id}: execution stopped, to go on when it is back")
+        trouble_log.report(cause, f"run {run_id}: execution stopped until Redis takes its writes")
         if not isinstance(cause, JournalConflictError):  # a rewound journal: go on at once
             time.sleep(backoff(attempt))
             attempt += 1

@@ -59,6 +59,10 @@ def make_app(redis_url: str, main: str = "tests.apps.faulty", **conf: Any) -> Ce
         # the ones it was executing.
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
+        # Redis out of memory refuses kombu's acks (a ResponseError, a "channel
+        # error"): retry the consumer instead of letting the worker exit, as
+        # the README advises when broker and journal share a Redis.
+        broker_channel_error_retry=True,
         **conf,
     )
     celery_durable.install(app)

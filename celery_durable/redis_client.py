@@ -32,7 +32,13 @@ import redis
 from kombu.utils.url import maybe_sanitize_url
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
-from redis.exceptions import AuthorizationError, NoPermissionError
+from redis.exceptions import (
+    AuthorizationError,
+    ClusterDownError,
+    NoPermissionError,
+    ReadOnlyError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from .errors import ConfigurationError, DurableError, RedisAccessError, RedisOutOfMemoryError
@@ -112,10 +118,18 @@ def is_permanent(error: BaseException) -> bool:
 
 
 def is_transient(error: BaseException) -> bool:
-    """A connection lost or refused, a timeout, a server still loading its data."""
+    """A connection lost or refused, a timeout, a server still loading its data,
+    a primary demoted by a failover under way, a cluster resharding."""
     if is_permanent(error):
         return False
-    return isinstance(error, redis.ConnectionError | redis.TimeoutError)
+    return isinstance(
+        error,
+        redis.ConnectionError
+        | redis.TimeoutError
+        | ReadOnlyError
+        | TryAgainError
+        | ClusterDownError,
+    )
 
 
 def is_out_of_memory(error: BaseException) -> bool:

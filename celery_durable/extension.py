@@ -165,6 +165,26 @@ class DurableExtension:
                 self.settings.redispatch_after,
             )
 
+    def wake(self, run_id: str) -> None:
+        """Send the task of a run that waits for what just arrived (an event, a child's end).
+
+        A wake timer goes first: should the message not be sent, or be lost
+        on its way, a worker's poller sends the run after
+        `durable_redispatch_after` seconds (the run's own timeout timer is
+        moot once what it waited for came). A message that cannot be sent now
+        is logged, not raised: what woke the run is recorded already.
+        """
+        self.timers.schedule(run_id, wake_at=self.clock.now() + self.settings.redispatch_after)
+        try:
+            self.dispatch(run_id)
+        except Exception as exc:
+            logger.warning(
+                "could not wake run %s now (%r); a worker sends it within %gs",
+                run_id,
+                exc,
+                self.settings.redispatch_after,
+            )
+
 
 def register(app: Celery, extension: DurableExtension) -> None:
     _extensions[app] = extension

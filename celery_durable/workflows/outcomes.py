@@ -72,17 +72,8 @@ def finish(
         workflow_name=workflow_name,
     )
     if parent and appended.parent_waiting:
-        _wake(ext, parent)
+        ext.wake(parent)
     return appended
-
-
-def _wake(ext: DurableExtension, run_id: str) -> None:
-    """Send a waiting run's task; should the broker be away, a timer sends it."""
-    try:
-        ext.dispatch(run_id)
-    except Exception as exc:
-        logger.warning("could not wake run %s now (%r); a worker's poller will", run_id, exc)
-        ext.timers.schedule(run_id, wake_at=ext.clock.now())
 
 
 __all__ = ["EventType", "child_event_name", "finish"]

@@ -43,8 +43,17 @@ logger = logging.getLogger("celery_durable")
 
 class DurableExtension:
     def __init__(self, app: Celery):
-        self.app = app
+        # A weak reference: the registry below maps app -> extension weakly,
+        # and a strong one back to its own key would keep every app alive.
+        self._app = weakref.ref(app)
         self.rules_active = False  # set in workers: rules are evaluated where events happen
+
+    @property
+    def app(self) -> Celery:
+        app = self._app()
+        if app is None:
+            raise NotInstalledError("the Celery app of this celery_durable extension was freed")
+        return app
 
     @cached_property
     def settings(self) -> Settings:

@@ -27,7 +27,7 @@ def install(app: Celery) -> DurableExtension:
     extension = DurableExtension(app)
     register(app, extension)
     app.steps["worker"].add(DurableWorkerStep)
-    app.steps["worker"].add(JournalQueueStep)
+    app.steps["consumer"].add(JournalQueueStep)
     register_run_task(app)
     connect_task_events(app)
     return extension

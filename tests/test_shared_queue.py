@@ -111,10 +111,15 @@ def test_one_redis_under_two_names_is_one_journal(durable_redis_url):
     worker_app.conf.worker_hijack_root_logger = False
     assert extension_for(client).journal_id != extension_for(worker_app).journal_id
     try:
-        with start_worker(worker_app, pool="solo", perform_ping_check=False):
+        with start_worker(worker_app, pool="solo", perform_ping_check=False) as worker:
             client.set_current()
             run = celery_durable.start(journals.doubled, 21)
             assert run.result(timeout=15)["doubled"] == 42
+            # The journal queue is consumed, but the app's queues stay as configured
+            # (Celery's own integration suite checks that they are exactly {'celery'}).
+            consumer = worker.consumer.task_consumer
+            assert consumer.consuming_from(extension_for(worker_app).journal_id.queue)
+            assert set(worker_app.amqp.queues) == {"celery"}
     finally:
         previous.set_current()
         for app in (client, worker_app):

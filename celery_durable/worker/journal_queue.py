@@ -5,7 +5,7 @@ on one broker, or a client and workers that disagree on `durable_redis_url`)
 receive each other's run messages. A worker must never drop one: it forwards
 the message to the queue of the journal the message names
 (`JournalId.queue`), which every worker of that journal consumes besides its
-usual queues (`JournalQueueStep`). One hop, no loop: a message whose journal
+usual queues (`JournalQueueStep`, a consumer bootstep). One hop, no loop: a message whose journal
 has no worker yet waits there until one starts.
 
 Why not give the message back to its queue: kombu's Redis transport requeues
@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from celery import Task, bootsteps
+from kombu import Exchange, Queue
 
 from ..extension import RUN_TASK_NAME, DurableExtension, extension_for
 from ..journal.identity import JournalId
@@ -32,17 +33,29 @@ logger = logging.getLogger("celery_durable.worker")
 MISMATCH_LOG_INTERVAL = 60.0
 
 
-class JournalQueueStep(bootsteps.Step):
-    """Makes the worker consume its journal's queue, besides the queues it was given."""
+class JournalQueueStep(bootsteps.StartStopStep):
+    """Consumes the worker's journal queue, besides the queues it was given.
+
+    A consumer step, started after the task consumer (and again whenever the
+    consumer restarts after a lost connection). It adds the queue to the
+    task consumer only, as Celery's `add_consumer` control does, but leaves
+    `app.amqp.queues` as the user configured it.
+    """
 
     label = "celery_durable journal queue"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
 
-    def __init__(self, worker: Any, **kwargs: Any):
-        super().__init__(worker, **kwargs)
-        # Worker steps are made after the worker selected its queues (-Q)
-        # and before it consumes: select_add keeps this one whatever -Q said.
-        queue = extension_for(worker.app).journal_id.queue
-        worker.app.amqp.queues.select_add(queue)
+    def start(self, c: Any) -> None:
+        queue = journal_queue(extension_for(c.app).journal_id)
+        consumer = c.task_consumer
+        if not consumer.consuming_from(queue.name):
+            consumer.add_queue(queue)
+            consumer.consume()
+
+
+def journal_queue(journal: JournalId) -> Queue:
+    """The queue as an object: senders need not have it configured (task_create_missing_queues)."""
+    return Queue(journal.queue, Exchange(journal.queue, type="direct"), routing_key=journal.queue)
 
 
 def serves(ext: DurableExtension, named: JournalId, run_id: str) -> bool:
@@ -66,7 +79,7 @@ def forward(task: Task, ext: DurableExtension, named: JournalId, run_id: str) ->
         RUN_TASK_NAME,
         args=(run_id,),
         kwargs=dict(task.request.kwargs or {}),
-        queue=named.queue,
+        queue=journal_queue(named),
         ignore_result=True,
     )
     _mismatches.report(ext, named, run_id)

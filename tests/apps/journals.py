@@ -38,6 +38,8 @@ def make_app(
         durable_key_prefix=prefix,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
+        # Forwarding to another journal's queue must not need it configured.
+        task_create_missing_queues=False,
     )
     celery_durable.install(app)
     return app

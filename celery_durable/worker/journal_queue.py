@@ -17,6 +17,7 @@ every time, 24 times in a row, in a test with two apps on one queue).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -31,26 +32,88 @@ from ..journal.identity import JournalId
 logger = logging.getLogger("celery_durable.worker")
 
 MISMATCH_LOG_INTERVAL = 60.0
+CHECK_INTERVAL = 2.0  # seconds between two looks at the journal's queue
 
 
 class JournalQueueStep(bootsteps.StartStopStep):
-    """Consumes the worker's journal queue, besides the queues it was given.
+    """Consumes the worker's journal queue once run messages wait there.
 
-    A consumer step, started after the task consumer (and again whenever the
-    consumer restarts after a lost connection). It adds the queue to the
-    task consumer only, as Celery's `add_consumer` control does, but leaves
-    `app.amqp.queues` as the user configured it.
+    A consumer step, started after the task consumer. Every
+    `CHECK_INTERVAL` seconds (and at once: messages may have waited since
+    before this worker started) it asks the broker how many messages the
+    journal's queue holds, over a connection of its own; when there are
+    some, it adds the queue to the task consumer, as Celery's `add_consumer`
+    control does, and consumes it from then on (again after a reconnect).
+    Until then nothing changes: `app.amqp.queues` stays as configured and
+    `inspect active_queues` shows the usual queues (Celery's own
+    integration suite checks both).
     """
 
     label = "celery_durable journal queue"
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
+    def __init__(self, c: Any, **kwargs: Any):
+        super().__init__(c, **kwargs)
+        self.consuming = False
+        self._connection: Any = None
+        self._channel: Any = None
+        self._timer: Any = None
+
     def start(self, c: Any) -> None:
-        queue = journal_queue(extension_for(c.app).journal_id)
+        self.queue = journal_queue(extension_for(c.app).journal_id)
+        if self.consuming:  # a restarted consumer: carry on where it was
+            self._consume(c)
+            return
+        self._timer = c.timer.call_repeatedly(CHECK_INTERVAL, self._check, (c,))
+        self._check(c)
+
+    def stop(self, c: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._close()
+
+    shutdown = stop
+
+    def _check(self, c: Any) -> None:
+        if self.consuming:
+            return
+        try:
+            if self._connection is None:
+                # A connection of its own, opened with one try (not the default
+                # channel's retries): a check must never hold the event loop.
+                self._connection = c.app.connection_for_read()
+                self._channel = self._connection.channel()
+            waiting = self.queue(self._channel).queue_declare().message_count
+        except Exception as exc:  # the broker is away: the next check tries again
+            logger.debug("could not look at queue %s: %r", self.queue.name, exc)
+            self._close()
+            return
+        if waiting:
+            self.consuming = True
+            logger.warning(
+                "%d run message(s) of this worker's journal were forwarded to queue %r "
+                "by workers of other journals; consuming it from now on",
+                waiting,
+                self.queue.name,
+            )
+            c.call_soon(self._consume, c)  # the consumer's own thread adds the queue
+
+    def _consume(self, c: Any) -> None:
         consumer = c.task_consumer
-        if not consumer.consuming_from(queue.name):
-            consumer.add_queue(queue)
+        if consumer is not None and not consumer.consuming_from(self.queue.name):
+            consumer.add_queue(self.queue)
             consumer.consume()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._close()
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):  # a broken connection: nothing more to do
+                self._connection.release()
+            self._connection = self._channel = None
 
 
 def journal_queue(journal: JournalId) -> Queue:

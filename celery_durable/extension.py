@@ -185,7 +185,8 @@ class DurableExtension:
         `takeover` names the dead owner (`hostname/pid`) of a run left
         `running`: only then may the task execute a run in that status. The
         message names this app's journal, so that a worker of another
-        journal on the same queue hands it back instead of dropping it.
+        journal on the same queue forwards it to that journal instead of
+        dropping it (see `worker/journal_queue.py`).
         """
         options: dict[str, Any] = {"queue": self.settings.queue} if self.settings.queue else {}
         kwargs: dict[str, Any] = {"journal": self.journal_id.as_message()}

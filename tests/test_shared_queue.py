@@ -82,13 +82,15 @@ def test_two_prefixes_on_one_queue_complete_every_run(clients, durable_worker_pr
 
 
 @pytest.mark.slow
-def test_a_run_of_a_journal_no_worker_serves_waits_for_one(clients, durable_worker_processes):
+def test_a_run_of_a_journal_no_worker_serves_waits_for_one(
+    clients, durable_worker_processes, durable_redis_url
+):
     """A client whose journal is database 1; the first worker's is database 0."""
     worker = durable_worker_processes.start(app=f"{APPS}:alpha")
     runs = _start(clients["db1"], 5)
     # Forwarded to the queue of database 1's journal, where they wait.
     queue = extension_for(clients["db1"]).journal_id.queue
-    broker = redis.Redis.from_url(durable_worker_processes.redis_url)
+    broker = redis.Redis.from_url(durable_redis_url)
     wait_until(lambda: broker.llen(queue) == 5, timeout=20, what=f"5 messages in {queue}")
     assert FOREIGN in worker.log_text()
     assert {run.status() for run in runs} == {"pending"}

@@ -12,6 +12,7 @@ from .errors import (
     RedisOutOfMemoryError,
     ResultTimeoutError,
     RetryableError,
+    RulesError,
     RunEventLimitError,
     RunFinishedError,
     RunNotFoundError,
@@ -32,7 +33,6 @@ from .rules.api import (
 )
 from .rules.base import Action, Condition, Trigger
 from .rules.dry_run import dry_run, send_test_notification
-from .rules.loader import RulesError
 from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow

@@ -20,6 +20,7 @@ import redis
 from .. import signals
 from ..activity import Activity
 from ..codec import packb_lenient, unpackb
+from ..errors import ActionSkipped
 from ..keys import Keys
 from .context import RuleContext
 from .history import FAILURE, SKIPPED, SUCCESS
@@ -38,10 +39,6 @@ MAXLEN = 10_000
 # idle this long belongs to a worker that is gone: forget it.
 CONSUMER_IDLE_SECONDS = 86400.0
 FORGET_EVERY = 600.0
-
-
-class ActionSkipped(Exception):
-    """Raised by an action that decided not to act (say, max_attempts reached)."""
 
 
 class ActionQueue:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigurationError
+from ..errors import RulesError
 from .base import Action, Condition, Trigger
 from .bounds import Between
 from .model import DEFAULT_MAX_EXECUTIONS, DEFAULT_WINDOW_HOURS, BreakerPolicy, Rule
@@ -43,15 +43,6 @@ WINDOW_HOURS = Between(0, 24 * 7, low_open=True)
 # A rules file is a small tree: these bound what YAML aliases can make of it.
 MAX_DEPTH = 32
 MAX_VALUES = 100_000
-
-
-class RulesError(ConfigurationError):
-    """`durable_rules` has problems; the message lists each with its rule and field."""
-
-    def __init__(self, problems: list[str], source: str = "durable_rules"):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
 
 
 def read_specs(rules: Any) -> tuple[list[Any], str]:

@@ -17,13 +17,14 @@ from typing import Any
 import httpx
 import pytest
 from celery import Celery
+from celery_durable import RulesError
 from celery_durable.activity import Activity
 from celery_durable.contrib.http_receiver import HttpReceiver, ReceivedRequest, Reply
 from celery_durable.extension import extension_for
 from celery_durable.install import install
 from celery_durable.plugins import make_plugin_manager
 from celery_durable.rules.context import RuleContext
-from celery_durable.rules.loader import RulesError, load_rules
+from celery_durable.rules.loader import load_rules
 from celery_durable.rules.registry import PartRegistry
 
 from celery_durable_pagerduty import PagerDuty

@@ -12,13 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import packb_lenient, unpackb
+from .journal.events import EventType
 
+# The types of activity, each named once. A run's end is published under the
+# type of its final history event (`workflow.completed`, `workflow.failed`,
+# `workflow.cancelled`, `workflow.timed_out`); polling triggers add their own.
 TASK_FAILED = "task.failed"
 TASK_ORPHANED = "task.orphaned"
 TASK_EXECUTION_TIME_EXCEEDED = "task.execution_time_exceeded"
 WORKER_OFFLINE = "worker.offline"
-WORKFLOW_FAILED = "workflow.failed"
-WORKFLOW_TIMED_OUT = "workflow.timed_out"
+WORKFLOW_FAILED = EventType.WORKFLOW_FAILED.value
+WORKFLOW_TIMED_OUT = EventType.WORKFLOW_TIMED_OUT.value
+
+#: Activities about one Celery task: their data names it (`task_name`, `queue`, ...).
+TASK_ACTIVITIES = frozenset({TASK_FAILED, TASK_ORPHANED, TASK_EXECUTION_TIME_EXCEEDED})
+#: Runs that ended badly: their data holds `workflow_name` and `error`.
+RUN_FAILURES = frozenset({WORKFLOW_FAILED, WORKFLOW_TIMED_OUT})
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,10 @@ import logging
 import os
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
+
+import redis
 
 from .activity import Activity
-
-if TYPE_CHECKING:
-    from .extension import DurableExtension
 
 logger = logging.getLogger("celery_durable.events")
 
@@ -30,8 +28,12 @@ FLUSH_EVERY = 0.05  # seconds: a burst of events costs one round trip per this
 
 
 class EventWriter:
-    def __init__(self, ext: DurableExtension):
-        self.ext = ext
+    """Writes activities to the stream `key`, trimmed to about `maxlen` entries."""
+
+    def __init__(self, client: redis.Redis, key: str, maxlen: int):
+        self.client = client
+        self.key = key
+        self.maxlen = maxlen
         self._queue: deque[Activity] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -49,15 +51,12 @@ class EventWriter:
         written = 0
         with self._lock:
             while self._queue:
-                pipe = self.ext.redis.pipeline(transaction=False)
+                pipe = self.client.pipeline(transaction=False)
                 count = 0
                 while self._queue and count < BATCH:
                     activity = self._queue.popleft()
                     pipe.xadd(
-                        self.ext.keys.events(),
-                        {"e": activity.encode()},
-                        maxlen=self.ext.settings.events_maxlen,
-                        approximate=True,
+                        self.key, {"e": activity.encode()}, maxlen=self.maxlen, approximate=True
                     )
                     count += 1
                 pipe.execute()

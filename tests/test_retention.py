@@ -235,9 +235,10 @@ def test_a_rule_history_is_bounded_and_expires_after_the_retention(redis_client)
 
 
 def test_the_action_queue_is_capped_and_forgets_departed_consumers(durable_app, redis_client):
-    from celery_durable.rules.action_queue import MAXLEN
+    from celery_durable.rules.action_queue import MAXLEN, ActionQueue
 
-    queue = extension_for(durable_app).action_queue
+    ext = extension_for(durable_app)
+    queue = ActionQueue(ext.redis, ext.keys)
     pipe = redis_client.pipeline(transaction=False)
     for _ in range(MAXLEN + 1000):
         pipe.xadd(queue.key, {"j": b"\x80"})

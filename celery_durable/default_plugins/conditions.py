@@ -9,6 +9,7 @@ from .. import activity
 from ..hookspecs import hookimpl
 from ..rules import patterns
 from ..rules.base import Condition
+from ..rules.engine import rule_engine
 
 MAX_FAILURE_THRESHOLD = 10_000
 
@@ -115,7 +116,7 @@ class FailureCountThreshold(Condition):
                 recorded = ext.redis.zcount(key, event.ts - ext.settings.failure_window, "+inf")
                 facts["failure_count"] = int(recorded) + 1
             else:
-                facts["failure_count"] = ext.rules.count_failure(event)
+                facts["failure_count"] = rule_engine(ext).count_failure(event)
         return int(facts["failure_count"])
 
     def explain(self, event: Any, context: Any) -> str:

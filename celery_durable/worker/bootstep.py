@@ -16,14 +16,12 @@ from celery.signals import task_failure, task_received, worker_shutdown
 from ..errors import JournalConflictError, RedisAccessError
 from ..extension import RUN_TASK_NAME, extension_for
 from ..journal.events import EventType, RunStatus
-from ..rules.action_queue import ActionRunner
-from ..rules.polling import TriggerPolling
 from ..workflows.interruptions import backoff, is_interruption, trouble_log
 from ..workflows.outcomes import finish
 from ..workflows.registry import registered
 from .monitor import WorkerMonitor
 from .poller import TimerPoller
-from .task_events import ExecutionTimeWatch
+from .rules import ActionRunner, activate_rules
 
 logger = logging.getLogger("celery_durable.worker")
 
@@ -39,7 +37,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.extension = extension_for(worker.app)
         settings = self.extension.settings  # a bad setting stops the worker here
         # So do bad rules: loaded before the pool forks, inherited by its children.
-        self.extension.activate_rules()
+        activate_rules(self.extension)
         self.poller = TimerPoller(self.extension, settings.timer_poll_interval)
         self.actions: ActionRunner | None = None
         self.monitor: WorkerMonitor | None = None
@@ -54,7 +52,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.monitor = WorkerMonitor(ext, worker.hostname)
         self.monitor.start()
         self.poller.start()
-        self.actions = ActionRunner(ext, worker.hostname, tick=RulesTick(ext, worker.hostname))
+        self.actions = ActionRunner(ext, worker.hostname)
         self.actions.start()
         # Weakly: the worker holds this step; an in-process worker that is
         # dropped (tests) then frees its app instead of leaking it.
@@ -183,18 +181,6 @@ class DurableWorkerStep(bootsteps.StartStopStep):
             pass  # it moved on: someone else has it
         except Exception as exc:
             logger.error("could not recover run %s after %r: %r", run_id, exception, exc)
-
-
-class RulesTick:
-    """The rules' periodic chores, done from the action runner's thread."""
-
-    def __init__(self, ext: Any, hostname: str):
-        self.watch = ExecutionTimeWatch(ext, hostname)
-        self.polling = TriggerPolling(ext)
-
-    def __call__(self) -> None:
-        self.watch.check()
-        self.polling.check()
 
 
 def _alive(pid: int) -> bool:

@@ -24,6 +24,7 @@ from celery_durable.extension import extension_for
 from celery_durable.install import install
 from celery_durable.plugins import make_plugin_manager
 from celery_durable.rules.context import RuleContext
+from celery_durable.rules.engine import rule_engine
 from celery_durable.rules.loader import load_rules
 from celery_durable.rules.registry import PartRegistry
 
@@ -292,7 +293,7 @@ def test_a_failed_task_triggers_a_pagerduty_alert(pagerduty, charge, durable_wor
     assert "ConnectionError" in details["traceback"]
 
     # The rule's history records the action's result once the runner is done.
-    history = extension_for(durable_app).rules.history
+    history = rule_engine(extension_for(durable_app)).history
     deadline = time.monotonic() + 10
     while (entry := history.last("Page on billing failures")) is None:
         assert time.monotonic() < deadline, "no history entry for the rule"

@@ -20,6 +20,7 @@ from collections import deque
 import redis
 
 from .activity import Activity
+from .background import Background
 
 logger = logging.getLogger("celery_durable.events")
 
@@ -27,15 +28,21 @@ BATCH = 200
 FLUSH_EVERY = 0.05  # seconds: a burst of events costs one round trip per this
 
 
-class EventWriter:
-    """Writes activities to the stream `key`, trimmed to about `maxlen` entries."""
+class EventWriter(Background):
+    """Writes activities to the stream `key`, trimmed to about `maxlen` entries.
+
+    Its thread starts on first use in each process (a forked pool child
+    inherits the writer, not the thread), and writes every `FLUSH_EVERY`
+    seconds, or at once when a batch is full; Redis away, the queue keeps
+    the activities for the next round.
+    """
 
     def __init__(self, client: redis.Redis, key: str, maxlen: int):
+        super().__init__("event writer", FLUSH_EVERY)
         self.client = client
         self.key = key
         self.maxlen = maxlen
         self._queue: deque[Activity] = deque()
-        self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pid: int | None = None
 
@@ -44,7 +51,7 @@ class EventWriter:
             self._start()
         self._queue.append(activity)
         if len(self._queue) >= BATCH:
-            self._wake.set()
+            self.wake()
 
     def flush(self) -> int:
         """Write everything queued now; how many events were written."""
@@ -69,19 +76,15 @@ class EventWriter:
                 return
             self._queue = deque()  # a parent's queue is the parent's to write
             self._pid = os.getpid()
-            thread = threading.Thread(target=self._loop, name="celery_durable-events", daemon=True)
-            thread.start()
-            atexit.register(self._flush_quietly)
+            self.start()
+            atexit.register(self._flush_at_exit)
 
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait(FLUSH_EVERY)
-            self._wake.clear()
-            if self._queue:
-                self._flush_quietly()
+    def run_once(self) -> None:
+        if self._queue:
+            self.flush()
 
-    def _flush_quietly(self) -> None:
+    def _flush_at_exit(self) -> None:
         try:
             self.flush()
-        except Exception as exc:  # Redis away: the queue keeps them for the next try
+        except Exception as exc:  # Redis away: what is left is lost with the process
             logger.warning("could not write %d event(s) to the stream: %r", len(self._queue), exc)

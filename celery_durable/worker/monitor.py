@@ -25,14 +25,13 @@ runs whose messages its worker's consumer dropped unacknowledged (see
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from ..activity import TASK_ORPHANED, WORKER_OFFLINE
+from ..background import Background
 from ..extension import RUN_TASK_NAME, DurableExtension
 from ..journal.events import FINAL_STATUSES, RunStatus
-from ..workflows.interruptions import trouble_log
 from .holdings import Holdings, decode_record, run_ids, run_message, snapshot
 from .task_events import orphaned_data
 
@@ -43,16 +42,17 @@ SNAPSHOT_DEBOUNCE = 0.05
 DRAIN_CHECK = 0.05
 
 
-class WorkerMonitor:
+class WorkerMonitor(Background):
     def __init__(self, ext: DurableExtension, hostname: str):
+        super().__init__(
+            f"worker {hostname}: heartbeat or recovery", ext.settings.heartbeat_interval
+        )
         self.ext = ext
         self.hostname = hostname
-        self.interval = ext.settings.heartbeat_interval
         self.timeout = ext.settings.worker_timeout
-        self._stopping = threading.Event()
-        self._touched = threading.Event()
+        self._touched = False  # a message arrived: write the record of held tasks soon
         self._draining = False
-        self._thread: threading.Thread | None = None
+        self._next_beat = 0.0  # monotonic: when the next beat (and look around) is due
         transport = ext.app.conf.broker_transport_options or {}
         self.holdings = Holdings(keep_for=float(transport.get("visibility_timeout", 3600)))
         # No judging other workers before this (monotonic) time: see the module's doc.
@@ -62,17 +62,12 @@ class WorkerMonitor:
 
     def start(self) -> None:
         self.beat()  # on record before the first task arrives
-        self._thread = threading.Thread(
-            target=self._loop, name="celery_durable-monitor", daemon=True
-        )
-        self._thread.start()
+        self._next_beat = time.monotonic() + self.interval
+        super().start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """The worker has stopped cleanly: sign off now."""
-        self._stopping.set()
-        self._touched.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._sign_off()
 
     def stop_when_idle(self) -> None:
@@ -82,7 +77,7 @@ class WorkerMonitor:
         still looks dead and is recovered; one that drained signs off.
         """
         self._draining = True
-        self._touched.set()
+        self.wake()
 
     def _idle(self) -> bool:
         if self.holdings.current():
@@ -102,7 +97,8 @@ class WorkerMonitor:
         """A message arrived: write the record of held tasks soon."""
         if request is not None:
             self.holdings.received(request)
-        self._touched.set()
+        self._touched = True
+        self.wake()
 
     # -- one round ------------------------------------------------------------------
 
@@ -236,42 +232,46 @@ class WorkerMonitor:
             )
         return True
 
-    def _loop(self) -> None:
-        next_beat = time.monotonic() + self.interval
-        while not self._stopping.is_set():
-            wait = max(0.0, next_beat - time.monotonic())
-            if self._draining:
-                wait = min(wait, DRAIN_CHECK)
-            touched = self._touched.wait(wait)
-            if self._stopping.is_set():
-                return
-            try:
-                if self._draining and self._idle():
-                    self._stopping.set()
-                    self._sign_off()
-                    return
-                if touched:
-                    self._touched.clear()
-                    self._stopping.wait(SNAPSHOT_DEBOUNCE)  # let a burst of messages land
-                self.beat()
-                if self._in_trouble:  # Redis is back: give every worker time to beat
-                    self._in_trouble = False
-                    self._judge_after = time.monotonic() + self.timeout
-                    logger.warning(
-                        "worker %s: Redis answers again; judging other workers in %.0fs",
-                        self.hostname,
-                        self.timeout,
-                    )
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + self.interval
-                    self.resend_dropped()
-                    self.adopt_orphans()
-                    if time.monotonic() >= self._judge_after:
-                        for dead in self.find_dead():
-                            self.recover(dead)
-            except Exception as exc:  # Redis away: try again next round
-                self._in_trouble = True
-                trouble_log.report(exc, f"worker {self.hostname}: heartbeat or recovery")
+    def run_once(self) -> float:
+        """Beat when due or told (`touch`); when due, also look after runs and other workers.
+
+        Returns the wait until the next beat (shorter while draining).
+        """
+        if self._draining and self._idle():
+            self.stopping.set()
+            self._sign_off()
+            return 0.0
+        if self._touched:
+            self._touched = False
+            self.stopping.wait(SNAPSHOT_DEBOUNCE)  # let a burst of messages land
+        elif time.monotonic() < self._next_beat and not self._draining:
+            return self._until_next_beat()  # the round right after start(): it just beat
+        self.beat()
+        if self._in_trouble:  # Redis is back: give every worker time to beat
+            self._in_trouble = False
+            self._judge_after = time.monotonic() + self.timeout
+            logger.warning(
+                "worker %s: Redis answers again; judging other workers in %.0fs",
+                self.hostname,
+                self.timeout,
+            )
+        if time.monotonic() >= self._next_beat:
+            self._next_beat = time.monotonic() + self.interval
+            self.resend_dropped()
+            self.adopt_orphans()
+            if time.monotonic() >= self._judge_after:
+                for dead in self.find_dead():
+                    self.recover(dead)
+        return self._until_next_beat()
+
+    def on_error(self, error: Exception) -> None:
+        """Redis away: try again next round, and judge no one until all could beat again."""
+        self._in_trouble = True
+        super().on_error(error)
+
+    def _until_next_beat(self) -> float:
+        wait = max(0.0, self._next_beat - time.monotonic())
+        return min(wait, DRAIN_CHECK) if self._draining else wait
 
 
 __all__ = ["WorkerMonitor"]

@@ -16,12 +16,12 @@ queue (`run_job`) and, between jobs, does the rules' periodic chores:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from .. import signals
 from ..activity import TASK_EXECUTION_TIME_EXCEEDED, Activity
+from ..background import Background
 from ..errors import ActionSkipped
 from ..extension import RUN_TASK_NAME, DurableExtension
 from ..rules.action_queue import ActionQueue
@@ -39,6 +39,7 @@ logger = logging.getLogger("celery_durable.rules")
 # nothing pending and idle this long belongs to a worker that is gone.
 CONSUMER_IDLE_SECONDS = 86400.0
 FORGET_EVERY = 600.0
+RETRY_AFTER = 1.0  # seconds after a round that failed (Redis away)
 
 
 def activate_rules(ext: DurableExtension) -> RuleEngine:
@@ -48,33 +49,35 @@ def activate_rules(ext: DurableExtension) -> RuleEngine:
     return engine
 
 
-class ActionRunner:
+class ActionRunner(Background):
     """A thread in each worker's main process: works the action queue.
 
     Between jobs it also does the rules' periodic chores: checking the
-    execution time of running tasks, and polling triggers that poll.
+    execution time of running tasks, and polling triggers that poll. A
+    round waits for jobs in Redis (half a second at most), not in the thread.
     """
 
     def __init__(self, ext: DurableExtension, consumer: str):
+        super().__init__("action runner", RETRY_AFTER)
         self.ext = ext
         self.engine = rule_engine(ext)
         self.queue = ActionQueue(ext.redis, ext.keys)
         self.consumer = consumer
         self.watch = ExecutionTimeWatch(ext, consumer)
         self.polling = TriggerPolling(ext)
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._forget_at = time.monotonic() + FORGET_EVERY
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._loop, name="celery_durable-actions", daemon=True
-        )
-        self._thread.start()
+    def run_once(self) -> float:
+        self.watch.check()
+        self.polling.check()
+        if time.monotonic() >= self._forget_at:
+            self._forget_at = time.monotonic() + FORGET_EVERY
+            self.queue.forget_consumers(idle_seconds=CONSUMER_IDLE_SECONDS)
+        self.work_once()
+        return 0.0  # work_once waited for jobs already
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         try:  # a clean stop: this worker's consumer entry goes, unless it holds jobs
             self.queue.forget_consumers(idle_seconds=0, only=self.consumer)
         except Exception as exc:
@@ -86,7 +89,7 @@ class ActionRunner:
             self.consumer, block_ms=block_ms
         )
         for entry_id, job in jobs:
-            if self._stopping.is_set():
+            if self.stopping.is_set():
                 break  # unacknowledged: another worker claims it later
             try:
                 run_job(self.engine, job)
@@ -95,24 +98,6 @@ class ActionRunner:
                 continue
             self.queue.done(entry_id)
         return len(jobs)
-
-    def _loop(self) -> None:
-        failures = 0
-        forget_at = time.monotonic() + FORGET_EVERY
-        while not self._stopping.is_set():
-            try:
-                self.watch.check()
-                self.polling.check()
-                if time.monotonic() >= forget_at:
-                    forget_at = time.monotonic() + FORGET_EVERY
-                    self.queue.forget_consumers(idle_seconds=CONSUMER_IDLE_SECONDS)
-                self.work_once()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                if failures == 1 or failures % 50 == 0:
-                    logger.warning("action runner: %r", exc)
-                self._stopping.wait(min(5.0, 0.2 * failures))
 
 
 def run_job(engine: RuleEngine, job: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """One small base for celery_durable's background threads.
 
 The timer poller, the worker monitor, the rules' action runner and the
-event writer are each a daemon thread that does a round of work, waits,
+activity writer are each a daemon thread that does a round of work, waits,
 and goes again until it is stopped. `Background` is that loop, written
 once: a subclass says what a round is (`run_once`, which may ask for
 another wait than `interval`), and the base runs it, waits (cut short by

@@ -21,9 +21,9 @@ from kombu.utils.url import maybe_sanitize_url
 from redis.client import Pipeline
 
 from .activity import Activity, Complete, Listener
+from .activity_writer import ActivityWriter
 from .clock import Clock
 from .errors import NotInstalledError
-from .event_writer import EventWriter
 from .journal import Journal
 from .journal.identity import JournalId, journal_id
 from .keys import Keys
@@ -97,8 +97,8 @@ class DurableExtension:
         return Clock()
 
     @cached_property
-    def event_writer(self) -> EventWriter:
-        return EventWriter(self.redis, self.keys.events(), self.settings.events_maxlen)
+    def activity_writer(self) -> ActivityWriter:
+        return ActivityWriter(self.redis, self.keys.events(), self.settings.events_maxlen)
 
     def component(self, make: Callable[[DurableExtension], T]) -> T:
         """The one object `make(self)` makes for this app, made on first use.
@@ -157,7 +157,7 @@ class DurableExtension:
                 approximate=True,
             )
         else:
-            self.event_writer.add(stored)
+            self.activity_writer.add(stored)
         return stored
 
     def _stored(self, activity: Activity) -> Activity:

@@ -210,7 +210,7 @@ def test_the_sweep_trims_the_global_stream_to_the_retention(durable_app, redis_c
     for n in range(300):
         redis_client.xadd(stream, {"e": b"old"}, id=f"{old_ms}-{n}")
     ext.emit("worker.offline", {"worker": "w@x"})
-    ext.event_writer.flush()
+    ext.activity_writer.flush()
     RetentionSweep(ext).sweep()
     remaining = redis_client.xrange(stream)
     assert [fields[b"e"] for _, fields in remaining if fields[b"e"] == b"old"] == []

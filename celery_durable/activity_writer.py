@@ -1,12 +1,12 @@
-"""Writing the global event stream off the hot path, in batches.
+"""Writing activities to the global stream off the hot path, in batches.
 
-An event about a failed task is produced inside the task's pool process;
-writing it to Redis there would add a round trip to every failure. Events
-are queued in memory instead and written by a background thread, many per
-round trip. A process that exits flushes what is left; one that is killed
-loses the events of its last few milliseconds, which only the stream (a
-record for people and dry runs) would have held: rule actions are queued
-synchronously, before the event is handed here.
+An activity about a failed task is produced inside the task's pool process;
+writing it to Redis there would add a round trip to every failure.
+Activities are queued in memory instead and written by a background
+thread, many per round trip. A process that exits flushes what is left; one
+that is killed loses the activities of its last few milliseconds, which
+only the stream (a record for people and dry runs) would have held: rule
+actions are queued synchronously, before the activity is handed here.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from .background import Background
 logger = logging.getLogger("celery_durable.events")
 
 BATCH = 200
-FLUSH_EVERY = 0.05  # seconds: a burst of events costs one round trip per this
+FLUSH_EVERY = 0.05  # seconds: a burst of activities costs one round trip per this
 
 
-class EventWriter(Background):
+class ActivityWriter(Background):
     """Writes activities to the stream `key`, trimmed to about `maxlen` entries.
 
     Its thread starts on first use in each process (a forked pool child
@@ -38,7 +38,7 @@ class EventWriter(Background):
     """
 
     def __init__(self, client: redis.Redis, key: str, maxlen: int):
-        super().__init__("event writer", FLUSH_EVERY)
+        super().__init__("activity writer", FLUSH_EVERY)
         self.client = client
         self.key = key
         self.maxlen = maxlen
@@ -54,7 +54,7 @@ class EventWriter(Background):
             self.wake()
 
     def flush(self) -> int:
-        """Write everything queued now; how many events were written."""
+        """Write everything queued now; how many were written."""
         written = 0
         with self._lock:
             while self._queue:
@@ -87,4 +87,4 @@ class EventWriter(Background):
         try:
             self.flush()
         except Exception as exc:  # Redis away: what is left is lost with the process
-            logger.warning("could not write %d event(s) to the stream: %r", len(self._queue), exc)
+            logger.warning("could not write %d activities to the stream: %r", len(self._queue), exc)

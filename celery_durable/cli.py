@@ -559,3 +559,31 @@ def workers(ctx: click.Context, as_json: bool) -> None:
             for w in listed
         ],
     )
+
+
+# -- plugins ------------------------------------------------------------------------------
+
+
+@durable.command("plugins")
+@_json_option
+@click.pass_context
+@_errors_as_one_line
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """Loaded plugins and what each registers: why a rule's type may be unknown."""
+    from .extension import extension_for
+    from .plugins import describe_plugins, plugin_manager
+
+    listed = describe_plugins(plugin_manager(extension_for(_app(ctx))))
+    if as_json:
+        _print_json(listed)
+        return
+    for plugin in listed:
+        origin = plugin["source"]
+        if plugin["package"]:
+            origin += f", {plugin['package']} {plugin['version']}"
+        click.echo(f"{plugin['name']} ({origin})")
+        for kind in ("triggers", "conditions", "actions"):
+            if plugin[kind]:
+                click.echo(f"  {kind + ':':<12} {', '.join(plugin[kind])}")
+        if plugin["durable_event"]:
+            click.echo(f"  {'hook:':<12} durable_event")

@@ -17,6 +17,7 @@ import threading
 
 from ..extension import DurableExtension
 from ..retention import RetentionSweep
+from ..schedules.firing import fire_due_schedules
 
 logger = logging.getLogger("celery_durable.poller")
 
@@ -49,7 +50,7 @@ class TimerPoller:
         claimed, next_due = timers.claim(self.ext.clock.now(), lease=LEASE, limit=BATCH)
         sent: set[str] = set()
         try:
-            for timer in claimed:
+            for timer in fire_due_schedules(self.ext, claimed):  # schedule: members fire there
                 if timer.run_id not in sent:  # its wake and deadline may fall together
                     self.ext.dispatch(timer.run_id)
                     sent.add(timer.run_id)

@@ -44,20 +44,26 @@ def tick_key(name: str, tick: int) -> str:
     return f"schedule:{name}:{to_datetime(tick).isoformat(timespec='milliseconds')}"
 
 
-def fire_due_schedules(ext: DurableExtension, claimed: Sequence[ClaimedTimer]) -> list[Any]:
-    """Fire the claimed `schedule:` timers; return the other timers for the poller.
+def fire_due_schedules(
+    ext: DurableExtension, claimed: Sequence[ClaimedTimer]
+) -> tuple[list[Any], float | None]:
+    """Fire the claimed `schedule:` timers.
 
+    Returns the other timers, for the poller to dispatch, and the earliest
+    next tick set here (clock seconds), for it to wake up on time: the
+    claim's own answer about the earliest timer saw these ones leased.
     Never raises: a schedule that cannot be fired now keeps its lease and is
     claimed again when the lease ends.
     """
     due = [timer for timer in claimed if timer.kind == SCHEDULE]
     if not due:
-        return list(claimed)
+        return list(claimed), None
+    earliest = None
     try:
-        Firing(ext).fire(due)
+        earliest = Firing(ext).fire(due)
     except Exception as exc:  # Redis or the broker away: the leases fire again
         logger.warning("firing %d schedule(s) failed: %r", len(due), exc)
-    return [timer for timer in claimed if timer.kind != SCHEDULE]
+    return [timer for timer in claimed if timer.kind != SCHEDULE], earliest
 
 
 class Firing:
@@ -68,7 +74,8 @@ class Firing:
         self.store = ext.schedules
         self.worker = f"{socket.gethostname()}/{os.getpid()}"
 
-    def fire(self, timers: Sequence[ClaimedTimer]) -> None:
+    def fire(self, timers: Sequence[ClaimedTimer]) -> float | None:
+        """Fire these schedules; the earliest tick their timers were moved to (seconds)."""
         now_s = self.ext.clock.now()
         now = to_ms(now_s)
         names = [timer.run_id for timer in timers]  # the member's part after "schedule:"
@@ -93,6 +100,8 @@ class Firing:
             if ok:
                 moves.append((timer, advance.next_tick))
         self.store.move_timers(moves)
+        ticks = [tick for _, tick in moves if tick is not None]
+        return min(ticks) / 1000 if ticks else None
 
     def _fire_one(
         self, spec: ScheduleSpec, state: ScheduleState, now: int, now_s: float

@@ -48,9 +48,13 @@ class TimerPoller:
         """Claim and dispatch what is due: (runs woken, when the next timer is due)."""
         timers = self.ext.timers
         claimed, next_due = timers.claim(self.ext.clock.now(), lease=LEASE, limit=BATCH)
+        # schedule: members fire there, and move on to their next ticks.
+        runs, next_tick = fire_due_schedules(self.ext, claimed)
+        if next_tick is not None and (next_due is None or next_tick < next_due):
+            next_due = next_tick
         sent: set[str] = set()
         try:
-            for timer in fire_due_schedules(self.ext, claimed):  # schedule: members fire there
+            for timer in runs:
                 if timer.run_id not in sent:  # its wake and deadline may fall together
                     self.ext.dispatch(timer.run_id)
                     sent.add(timer.run_id)

@@ -92,7 +92,11 @@ def runs() -> None:
 
 @runs.command("list")
 @click.option("--workflow", help="Only runs of this workflow.")
-@click.option("--status", help="Only runs with this status (running, sleeping, ...).")
+@click.option(
+    "--status",
+    help="Only runs with this status (running, sleeping, ...), or 'stuck': runs left "
+    "without an owner or a timer (see `runs resume`).",
+)
 @click.option("--limit", default=50, show_default=True, help="At most this many runs.")
 @click.option("--cursor", help="Continue a previous listing.")
 @_json_option
@@ -109,6 +113,10 @@ def runs_list(
     """Runs, newest first."""
     from .workflows.listing import list_runs
 
+    if status == "stuck":
+        _list_stuck(ctx, limit, cursor, as_json)
+        return
+
     found, next_cursor = list_runs(
         workflow=workflow, status=status, limit=limit, cursor=cursor, app=_app(ctx)
     )
@@ -123,6 +131,31 @@ def runs_list(
         ],
     )
     _next_page(next_cursor)
+
+
+def _list_stuck(ctx: click.Context, limit: int, cursor: str | None, as_json: bool) -> None:
+    from .workflows.stuck import list_stuck
+
+    found, next_cursor = list_stuck(limit=limit, cursor=cursor, app=_app(ctx))
+    if as_json:
+        _print_json({"runs": found, "next_cursor": next_cursor})
+        return
+    _table(
+        ["run", "workflow", "status", "updated", "why"],
+        [[r["id"], r["workflow"], r["status"], _when(r["updated_at"]), r["reason"]] for r in found],
+    )
+    _next_page(next_cursor)
+
+
+@runs.command("resume")
+@click.argument("run_id")
+@click.pass_context
+@_errors_as_one_line
+def runs_resume(ctx: click.Context, run_id: str) -> None:
+    """Send a stuck run on (see `runs list --status stuck`); a run that is fine is left alone."""
+    from .workflows.stuck import resume_run
+
+    click.echo(resume_run(run_id, app=_app(ctx)))
 
 
 @runs.command("show")

@@ -38,6 +38,15 @@ class ConfigurationError(DurableError):
     """A setting, a decorator option or a registration is wrong."""
 
 
+class RedisAccessError(ConfigurationError):
+    """The journal's Redis refuses celery_durable for good: a wrong password, a user
+    without permissions, a TLS certificate that does not verify, an unknown command.
+
+    Raised at once, not retried; the message names `durable_redis_url`
+    (without its password) and what to change.
+    """
+
+
 class EncodingError(DurableError, TypeError):
     """A value cannot be recorded in the journal (msgpack cannot encode it)."""
 
@@ -100,6 +109,14 @@ class InboxChangedError(DurableError):
     def __init__(self, run_id: str):
         super().__init__(f"run {run_id}: an event arrived while the run was about to wait")
         self.run_id = run_id
+
+
+class RedisOutOfMemoryError(DurableError):
+    """Redis refused a write because it reached `maxmemory` (policy `noeviction`).
+
+    Nothing of the refused write was recorded. Inside a worker, executions
+    wait and go on when Redis has room again; the message says how to make room.
+    """
 
 
 class JournalCorruptError(DurableError):

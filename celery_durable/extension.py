@@ -185,8 +185,10 @@ class DurableExtension:
     def launch(self, run_id: str) -> None:
         """Dispatch a run just created with a `dispatch:` timer as its safety net.
 
-        If the message cannot be sent (or this process dies first), the timer
-        fires after `durable_redispatch_after` seconds and a worker sends it.
+        If the message cannot be sent (or this process dies first, or the
+        message is lost on its way), the timer fires after
+        `durable_redispatch_after` seconds and a worker sends the run again
+        if it is still pending; the timer stays until the run moves on.
         """
         try:
             self.dispatch(run_id)
@@ -197,8 +199,26 @@ class DurableExtension:
                 exc,
                 self.settings.redispatch_after,
             )
-            return
-        self.timers.dispatched(run_id)
+
+    def wake(self, run_id: str) -> None:
+        """Send the task of a run that waits for what just arrived (an event, a child's end).
+
+        A wake timer goes first: should the message not be sent, or be lost
+        on its way, a worker's poller sends the run after
+        `durable_redispatch_after` seconds (the run's own timeout timer is
+        moot once what it waited for came). A message that cannot be sent now
+        is logged, not raised: what woke the run is recorded already.
+        """
+        self.timers.schedule(run_id, wake_at=self.clock.now() + self.settings.redispatch_after)
+        try:
+            self.dispatch(run_id)
+        except Exception as exc:
+            logger.warning(
+                "could not wake run %s now (%r); a worker sends it within %gs",
+                run_id,
+                exc,
+                self.settings.redispatch_after,
+            )
 
 
 def _bounded(activity: Activity, limit: int) -> Activity:

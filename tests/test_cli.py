@@ -190,3 +190,30 @@ def test_workers_lists_live_workers(cli_app):
     assert [w["worker"] for w in listed] == [worker.hostname]
     assert listed[0]["alive"] is True and listed[0]["heartbeat_age"] < 5
     assert worker.hostname in table and "alive" in table
+
+
+def test_stuck_runs_are_listed_and_resumed(cli_app, redis_client):
+    from celery_durable.extension import extension_for
+
+    ext = extension_for(cli_app)
+    # Recorded as start() would, but its message and its dispatch timer are gone.
+    data = {"name": "tests.arithmetic", "args": [1, 2], "kwargs": {}}
+    ext.journal.create("stuck-1", "tests.arithmetic", data)
+    table = cli("runs", "list", "--status", "stuck")
+    assert table.output.splitlines()[0].split() == ["RUN", "WORKFLOW", "STATUS", "UPDATED", "WHY"]
+    assert "stuck-1" in table.output and "no dispatch timer" in table.output
+    listed = json.loads(cli("runs", "list", "--status", "stuck", "--json").output)
+    assert [r["id"] for r in listed["runs"]] == ["stuck-1"]
+
+    resumed = cli("runs", "resume", "stuck-1")
+    assert resumed.exit_code == 0 and "sent again" in resumed.output
+    assert redis_client.zscore(ext.keys.timers(), "dispatch:stuck-1") is not None
+    assert json.loads(cli("runs", "list", "--status", "stuck", "--json").output)["runs"] == []
+    again = cli("runs", "resume", "stuck-1")  # no longer stuck: nothing done
+    assert again.exit_code == 0 and "not stuck: nothing done" in again.output
+    with start_worker(cli_app, pool="solo", perform_ping_check=False):
+        assert celery_durable.get_run("stuck-1").result(timeout=15)["total"] == 3
+    missing = CliRunner().invoke(
+        celery_main, ["-A", "tests.apps.cli_app", "durable", "runs", "resume", "nope"]
+    )
+    assert missing.exit_code != 0 and missing.output.strip() == "Error: no run with id 'nope'"

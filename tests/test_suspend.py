@@ -260,6 +260,53 @@ def test_max_duration_stops_a_running_run_at_a_step_boundary(durable_worker, cou
     assert 1 <= counter("slow") < 10
 
 
+# -- step retries ----------------------------------------------------------------------
+
+
+def test_a_long_step_retry_suspends_the_run_and_resumes_it_when_due(
+    durable_worker, durable_wait_for_status, counter
+):
+    run = celery_durable.start(retried_later, 1.5)
+    # The wait holds no worker: the run sleeps on a timer, and the (solo)
+    # worker serves another run meanwhile.
+    durable_wait_for_status(run, "sleeping")
+    assert counter("retried_later") == 1
+    assert celery_durable.start(quick).result(timeout=5) == "quick"
+    assert run.result(timeout=15) == "ok on attempt 2"
+    retrying = next(e for e in run.events() if e["type"] == "step.retrying")
+    resumed = [e for e in run.events() if e["type"] == "workflow.executing"][1]
+    assert resumed["ts"] >= retrying["data"]["retry_at"]  # not before it was due
+    assert _types(run).count("workflow.suspended") == 1
+
+
+def test_cancel_during_a_step_retry_wait_ends_the_run_at_once(
+    durable_worker, durable_wait_for_status, counter
+):
+    run = celery_durable.start(retried_later, 20)
+    durable_wait_for_status(run, "sleeping")
+    began = time.monotonic()
+    assert run.cancel() is True
+    with pytest.raises(WorkflowCancelledError):
+        run.result(timeout=5)
+    assert time.monotonic() - began < 5
+    assert counter("retried_later") == 1  # the retry never ran
+
+
+def test_max_duration_ends_a_run_waiting_to_retry_a_step(durable_worker, counter):
+    began = time.monotonic()
+    run = celery_durable.start(short_lived_retry)
+    with pytest.raises(WorkflowTimedOutError):
+        run.result(timeout=15)
+    assert time.monotonic() - began < 10  # at its 2 s deadline, not after the 20 s wait
+    assert counter("retried_later") == 1
+
+
+def test_a_short_step_retry_waits_inline(durable_worker, counter):
+    run = celery_durable.start(retried_soon)
+    assert run.result(timeout=10) == "ok on attempt 2"
+    assert "workflow.suspended" not in _types(run)
+
+
 # -- child workflows --------------------------------------------------------------
 
 
@@ -377,6 +424,33 @@ def short_lived_nap() -> None:
 @workflow(name="tests.short_lived_wait", max_duration=0.5)
 def short_lived_wait() -> None:
     wait_for_event("never")
+
+
+def _fails_once() -> str:
+    n = count("retried_later")
+    if n == 1:
+        raise RuntimeError("first attempt breaks")
+    return f"ok on attempt {n}"
+
+
+@workflow(name="tests.retried_later")
+def retried_later(delay: float) -> str:
+    return step(max_retries=1, retry_delay=delay, name="tests.fails_once")(_fails_once)()
+
+
+@workflow(name="tests.short_lived_retry", max_duration="2s")
+def short_lived_retry() -> str:
+    return step(max_retries=1, retry_delay="20s", name="tests.fails_once")(_fails_once)()
+
+
+@workflow(name="tests.retried_soon")
+def retried_soon() -> str:
+    return step(max_retries=1, retry_delay="0.2s", name="tests.fails_once")(_fails_once)()
+
+
+@workflow(name="tests.quick")
+def quick() -> str:
+    return "quick"
 
 
 @step

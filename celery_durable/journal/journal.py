@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +40,9 @@ class Appended:
     events: list[Event]
     cancel_requested: bool  # someone asked the run to stop at its next boundary
     parent_waiting: bool = False  # the notified run waits for this notification
+    # The append happened but a command of `extra` failed (Redis out of
+    # memory, say): the caller writes it again before relying on it.
+    extra_error: Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Journal:
         # redis-py's cluster pipelines refuse EVALSHA.
         self._scripts_in_pipelines = not _is_cluster(client)
         self._send = client.register_script(_load_script("send.lua"))
+        self._start = client.register_script(_load_script("start.lua"))
 
     # -- writing ---------------------------------------------------------------
 
@@ -119,25 +124,33 @@ class Journal:
         that many entries (a waiting run must not miss an event sent while it
         decided to wait); `notify` adds an entry to another run's inbox (a
         parent's) in the same atomic write. `extra` queues more commands to
-        send in the same round trip (not atomically); they run whatever the
-        append's outcome.
+        send in the same round trip, *before* the append and not atomically:
+        they run whatever the append's outcome, so they must be harmless
+        without it (file a run under its worker, set a timer). When one of
+        them fails and the append happened, `Appended.extra_error` says so.
         """
         built, keys, args, final = self._prepare(run_id, expected, events, meta, inbox_len, notify)
         if final and self.retention is not None:
             extra = self._track_finished(run_id, extra)
+        extra_error = None
         if extra is None:
             result = self._append(keys=keys, args=args)
-        elif self._scripts_in_pipelines:
-            pipe = self.client.pipeline(transaction=False)
-            self._append(keys=keys, args=args, client=pipe)
-            extra(pipe)
-            result = pipe.execute()[0]
-        else:  # Redis Cluster pipelines take no scripts: the extras go first
+        else:
             pipe = self.client.pipeline(transaction=False)
             extra(pipe)
-            pipe.execute()
-            result = self._append(keys=keys, args=args)
-        return self._outcome(run_id, expected, built, result, notify)
+            if self._scripts_in_pipelines:
+                self._append(keys=keys, args=args, client=pipe)
+                *answers, result = pipe.execute(raise_on_error=False)
+                if isinstance(result, Exception):
+                    raise result
+            else:  # Redis Cluster pipelines take no scripts: a round trip of its own
+                answers = pipe.execute(raise_on_error=False)
+                result = self._append(keys=keys, args=args)
+            extra_error = next((a for a in answers if isinstance(a, Exception)), None)
+        appended = self._outcome(run_id, expected, built, result, notify)
+        if extra_error is not None:
+            return dataclasses.replace(appended, extra_error=extra_error)
+        return appended
 
     def _track_finished(
         self, run_id: str, extra: Callable[[Pipeline], object] | None
@@ -164,23 +177,40 @@ class Journal:
         data: dict[str, Any],
         *,
         meta: dict[str, str] | None = None,
-        extra: Callable[[Pipeline], object] | None = None,
+        timer: tuple[str, float] | None = None,
     ) -> Event | None:
         """Record `workflow.started` for a new run; None if the run already exists.
 
-        The run is indexed for listings in the same round trip (ZADD NX keeps
-        the first time when the run existed already), with `extra` commands.
+        The run's event, meta, index entry and `timer` (member, due time: the
+        one that dispatches it should its message be lost) are written by one
+        script, all or nothing. On Redis Cluster, where they live in several
+        slots, the index entry and the timer are written first: either is
+        harmless without the run, a run without them is not.
         """
-        meta = {"name": workflow_name, "created_at": repr(time.time()), **(meta or {})}
         now = time.time()
-
-        def index(pipe: Pipeline) -> None:
-            pipe.zadd(self.keys.runs_index(), {run_id: now}, nx=True)
-            if extra is not None:
-                extra(pipe)
-
+        meta = {"name": workflow_name, "created_at": repr(now), **(meta or {})}
+        started = Event(seq=1, type="workflow.started", data=data, ts=now)
+        member, due = timer if timer is not None else ("", 0.0)
+        if self._scripts_in_pipelines:
+            fields = {**meta, "seq": "1", "updated_at": repr(now), "status": status_after(started)}
+            keys = [
+                self.keys.run_events(run_id),
+                self.keys.run_meta(run_id),
+                self.keys.runs_index(),
+                self.keys.timers(),
+            ]
+            args = [packb(fields), run_id, repr(now), member, repr(due), started.encode()]
+            code, position = self._start(keys=keys, args=args)
+            if code == 1 or (int(position) == 1 and self._landed(run_id, [started])):
+                return started  # written now, or our own write sent again after a lost reply
+            return None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.keys.runs_index(), {run_id: now}, nx=True)
+        if timer is not None:
+            pipe.zadd(self.keys.timers(), {member: due})
+        pipe.execute()
         try:
-            appended = self.append(run_id, 0, [("workflow.started", data)], meta=meta, extra=index)
+            appended = self.append(run_id, 0, [("workflow.started", data)], meta=meta)
         except JournalConflictError:
             return None
         return appended.events[0]

@@ -7,6 +7,14 @@ run has at most one of each; scheduling again moves it. Claiming is one Lua call
 leases the due members, so of several workers polling, exactly one gets each;
 the poller releases a member once its run is dispatched, and a lease that is
 never released fires again.
+
+A message sent is not yet a message run (Redis may lose it in a crash, or
+refuse the worker's bookkeeping of it when out of memory), so a fired timer
+is not removed but moved on by `durable_redispatch_after` (or by how late the
+run already is, whichever is longer): when it fires again, a run that has
+moved on (claimed, suspended anew, ended) drops it, and one still waiting for
+that message is sent again. A pending run thus always has a timer, and so
+does a sleeping one.
 """
 
 from __future__ import annotations
@@ -68,14 +76,29 @@ class TimerStore:
         if members:
             (pipe or self.client).zadd(self.key, members)
 
+    @staticmethod
+    def dispatch_member(run_id: str) -> str:
+        """The member of the timer that sends a new run again (see `Journal.create`)."""
+        return f"{DISPATCH}:{run_id}"
+
     def dispatched(self, run_id: str) -> None:
-        """The run's first message is with the broker: no need to send it again."""
+        """Drop the run's dispatch timer (tests that record runs by hand use it)."""
         self.client.zrem(self.key, f"{DISPATCH}:{run_id}")
 
-    def drop(self, run_id: str, *, pipe: Pipeline | None = None) -> None:
-        (pipe or self.client).zrem(
-            self.key, f"{WAKE}:{run_id}", f"{DEADLINE}:{run_id}", f"{DISPATCH}:{run_id}"
-        )
+    def drop(
+        self,
+        run_id: str,
+        *,
+        wake: bool = True,
+        deadline: bool = True,
+        dispatch: bool = True,
+        pipe: Pipeline | None = None,
+    ) -> None:
+        """Remove the run's timers (those of the kinds asked for)."""
+        kinds = [(WAKE, wake), (DEADLINE, deadline), (DISPATCH, dispatch)]
+        members = [f"{kind}:{run_id}" for kind, asked in kinds if asked]
+        if members:
+            (pipe or self.client).zrem(self.key, *members)
 
     def claim(
         self, now: float, *, lease: float = 30.0, limit: int = 100
@@ -85,12 +108,20 @@ class TimerStore:
         claimed = [ClaimedTimer(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
         return claimed, float(earliest[1]) if earliest else None
 
-    def release(self, claimed: list[ClaimedTimer]) -> int:
+    def release(
+        self, claimed: list[ClaimedTimer], recheck_at: dict[str, float] | None = None
+    ) -> int:
+        """Remove claimed timers, or move those in `recheck_at` (member: due time) there.
+
+        A timer set again since its claim (its lease changed) is left alone.
+        """
         if not claimed:
             return 0
+        recheck_at = recheck_at or {}
         args: list[str | bytes] = []
         for timer in claimed:
-            args += [timer.member, timer.lease]
+            due = recheck_at.get(timer.member)
+            args += [timer.member, timer.lease, "" if due is None else repr(due)]
         return int(self._release(keys=[self.key], args=args))
 
     def next_due(self) -> float | None:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import bootsteps
 from celery.exceptions import TimeLimitExceeded
+from celery.platforms import EX_FAILURE
 from celery.signals import task_failure, task_received, worker_shutdown
 
-from ..errors import JournalConflictError
+from ..errors import JournalConflictError, RedisAccessError
 from ..extension import RUN_TASK_NAME, extension_for
 from ..journal.events import EventType, RunStatus
 from ..rules.action_queue import ActionRunner
 from ..rules.polling import TriggerPolling
 from ..schedules.registration import register_workflow_schedules
+from ..workflows.interruptions import backoff, is_interruption, trouble_log
 from ..workflows.outcomes import finish
 from ..workflows.registry import registered
 from .monitor import WorkerMonitor
@@ -46,7 +49,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
 
     def start(self, worker: Any) -> None:
         ext = self.extension
-        ext.redis.ping()
+        self._check_redis()
         register_workflow_schedules(ext)  # @workflow(schedule=...), before the poller fires
         self.hostname = worker.hostname
         self.worker = worker
@@ -77,6 +80,31 @@ class DurableWorkerStep(bootsteps.StartStopStep):
 
     terminate = shutdown = stop
 
+    def _check_redis(self) -> None:
+        """Wait for the journal's Redis; refuse to start, in one line, if it refuses us.
+
+        A wrong password, missing permissions, a TLS certificate that does not
+        verify: no retry helps, so the worker stops at once, saying what to
+        change. Redis away or loading: wait for it (SIGTERM still stops the
+        worker), saying so once per interval.
+        """
+        attempt = 0
+        while True:
+            try:
+                self.extension.redis.ping()
+                return
+            except RedisAccessError as exc:
+                logger.critical("celery_durable cannot start: %s", exc)
+                raise SystemExit(EX_FAILURE) from None
+            except Exception as exc:
+                if not is_interruption(exc):
+                    raise
+                trouble_log.report(
+                    exc, f"celery_durable: waiting for {self.extension.safe_redis_url}"
+                )
+            time.sleep(backoff(attempt))
+            attempt += 1
+
     def _on_worker_shutdown(self, sender: Any = None, **kwargs: Any) -> None:
         """A warm stop is complete, the pool drained: sign off, nothing to recover."""
         if sender is not self.worker:
@@ -90,7 +118,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
 
     def _on_received(self, sender: Any = None, request: Any = None, **kwargs: Any) -> None:
         if self.monitor is not None and getattr(sender, "app", None) is self.extension.app:
-            self.monitor.touch()
+            self.monitor.touch(request)
 
     def _on_failure(
         self,

@@ -14,6 +14,12 @@ A thread in every worker's main process, every `durable_heartbeat_interval`:
 
 Redis state confirms a loss (pub/sub heartbeats can be missed), and recovery
 does not wait for the broker's visibility timeout to redeliver anything.
+
+After Redis was away (a beat failed), every worker's last beat is old: the
+monitor waits one `durable_worker_timeout` of beats before it judges others,
+so that live workers get the time to beat again. It also sends again the
+runs whose messages its worker's consumer dropped unacknowledged (see
+`holdings.Holdings`), instead of leaving them to the visibility timeout.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from ..activity import TASK_ORPHANED, WORKER_OFFLINE
 from ..extension import RUN_TASK_NAME, DurableExtension
 from ..journal.events import FINAL_STATUSES, RunStatus
-from .holdings import decode_record, held_requests, run_message, snapshot
+from ..workflows.interruptions import trouble_log
+from .holdings import Holdings, decode_record, run_ids, run_message, snapshot
 from .task_events import orphaned_data
 
 logger = logging.getLogger("celery_durable.recovery")
@@ -45,6 +53,12 @@ class WorkerMonitor:
         self._touched = threading.Event()
         self._draining = False
         self._thread: threading.Thread | None = None
+        transport = ext.app.conf.broker_transport_options or {}
+        self.holdings = Holdings(keep_for=float(transport.get("visibility_timeout", 3600)))
+        # No judging other workers before this (monotonic) time: see the module's doc.
+        self._judge_after = 0.0
+        self._in_trouble = False
+        self._unheld: set[str] = set()  # runs filed here that no request held, last look
 
     def start(self) -> None:
         self.beat()  # on record before the first task arrives
@@ -71,7 +85,7 @@ class WorkerMonitor:
         self._touched.set()
 
     def _idle(self) -> bool:
-        if held_requests():
+        if self.holdings.current():
             return False
         return not self.ext.redis.scard(self.ext.keys.worker_runs(self.hostname))
 
@@ -84,15 +98,17 @@ class WorkerMonitor:
         except Exception as exc:
             logger.warning("could not sign off worker %s: %r", self.hostname, exc)
 
-    def touch(self) -> None:
+    def touch(self, request: Any = None) -> None:
         """A message arrived: write the record of held tasks soon."""
+        if request is not None:
+            self.holdings.received(request)
         self._touched.set()
 
     # -- one round ------------------------------------------------------------------
 
     def beat(self) -> None:
         keys = self.ext.keys
-        held = snapshot(self.hostname)
+        held = snapshot(self.hostname, self.holdings.current())
         # Not a transaction (the keys live in different cluster slots): only a
         # dead worker's record is ever read, and a dead worker does not write.
         pipe = self.ext.redis.pipeline(transaction=False)
@@ -151,14 +167,62 @@ class WorkerMonitor:
         )
         return True
 
-    def _resume(self, run_id: str, dead: str, takeover: str | None = None) -> bool:
+    def resend_dropped(self) -> int:
+        """Send again the runs whose messages this worker's consumer dropped unacknowledged."""
+        resent = 0
+        for request in self.holdings.dropped_runs():
+            args, kwargs = request.args or (), request.kwargs or {}
+            if args and self._resume(str(args[0]), None, kwargs.get("takeover") or None):
+                logger.warning(
+                    "run %s: its message was dropped unacknowledged (the broker connection "
+                    "closed); sent it again",
+                    args[0],
+                )
+                resent += 1
+        return resent
+
+    def adopt_orphans(self) -> int:
+        """Send on the runs filed under this worker that no request of it executes.
+
+        An execution that ended without the journal knowing (Redis lost its
+        last writes and still says `running`) leaves such a run behind, and
+        its worker, alive, is never recovered. A run must be seen so twice in
+        a row (a claim or an end may be under way in between).
+        """
+        filed = {
+            m.decode() for m in self.ext.redis.smembers(self.ext.keys.worker_runs(self.hostname))
+        }
+        unheld = filed - run_ids(self.holdings.current())
+        confirmed, self._unheld = unheld & self._unheld, unheld
+        adopted = 0
+        for run_id in sorted(confirmed):
+            meta = self.ext.journal.meta(run_id)
+            status, owner = meta.get("status"), meta.get("owner", "")
+            if status == RunStatus.RUNNING and owner.startswith(f"{self.hostname}/"):
+                logger.warning(
+                    "run %s is filed under this worker as running, but nothing here executes "
+                    "it (Redis lost its last writes?); taking it over",
+                    run_id,
+                )
+                self.ext.dispatch(run_id, takeover=owner)
+                adopted += 1
+                continue
+            if status == RunStatus.PENDING:  # its claim was lost: it has to start anew
+                self.ext.dispatch(run_id)
+                adopted += 1
+            # Not this worker's to finish (ended, suspended, taken over): tidy up.
+            self.ext.redis.srem(self.ext.keys.worker_runs(self.hostname), run_id)
+        return adopted
+
+    def _resume(self, run_id: str, dead: str | None, takeover: str | None = None) -> bool:
         meta = self.ext.journal.meta(run_id)
         status, owner = meta.get("status"), meta.get("owner", "")
         if not meta or status in FINAL_STATUSES:
             return False
         if status == RunStatus.RUNNING:
             # Its execution died here, or a takeover it held (unclaimed) died with it.
-            if not (owner.startswith(f"{dead}/") or (takeover and owner == takeover)):
+            died_here = dead is not None and owner.startswith(f"{dead}/")
+            if not (died_here or (takeover and owner == takeover)):
                 return False  # taken over already
             self.ext.dispatch(run_id, takeover=owner)
         elif status == RunStatus.PENDING:
@@ -190,12 +254,24 @@ class WorkerMonitor:
                     self._touched.clear()
                     self._stopping.wait(SNAPSHOT_DEBOUNCE)  # let a burst of messages land
                 self.beat()
+                if self._in_trouble:  # Redis is back: give every worker time to beat
+                    self._in_trouble = False
+                    self._judge_after = time.monotonic() + self.timeout
+                    logger.warning(
+                        "worker %s: Redis answers again; judging other workers in %.0fs",
+                        self.hostname,
+                        self.timeout,
+                    )
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.interval
-                    for dead in self.find_dead():
-                        self.recover(dead)
+                    self.resend_dropped()
+                    self.adopt_orphans()
+                    if time.monotonic() >= self._judge_after:
+                        for dead in self.find_dead():
+                            self.recover(dead)
             except Exception as exc:  # Redis away: try again next round
-                logger.warning("heartbeat or recovery failed: %r", exc)
+                self._in_trouble = True
+                trouble_log.report(exc, f"worker {self.hostname}: heartbeat or recovery")
 
 
 __all__ = ["WorkerMonitor"]

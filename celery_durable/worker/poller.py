@@ -2,27 +2,46 @@
 
 At least every `durable_timer_poll_interval` seconds, and right when the
 earliest timer is due, it claims the due timers (one Lua call; a claim leases
-the timer so no other worker takes it) and sends the run task once per run,
-then releases them. Its cost per poll is a range query on the
+the timer so no other worker takes it), looks at their runs' status (one
+round trip), sends the run task once per run that still waits for it, then
+releases the timers. Its cost per poll is a range query on the
 due end of a sorted set: it does not grow with the number of timers not yet
 due. A worker that dies between claim and dispatch leaves leases that fire
 again after `LEASE` seconds. Between polls it also runs the retention
 sweep (`celery_durable.retention`), a bounded round now and then.
+
+A timer whose run was sent is moved on, not removed (see timers/store.py):
+should the message be lost, the run is sent again when it fires next, by
+`durable_redispatch_after` or by how late the run already is, whichever is
+longer; a run that moved on meanwhile drops it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from ..extension import DurableExtension
+from ..journal.events import RunStatus
 from ..retention import RetentionSweep
 from ..schedules.firing import fire_due_schedules
+from ..timers.store import DEADLINE, DISPATCH, WAKE, ClaimedTimer
+from ..workflows.interruptions import trouble_log
 
 logger = logging.getLogger("celery_durable.poller")
 
 LEASE = 30.0
 BATCH = 100
+
+# The statuses in which a run still waits for what a timer of that kind sends.
+WAITS_FOR = {
+    DISPATCH: frozenset({RunStatus.PENDING}),
+    WAKE: frozenset({RunStatus.SLEEPING, RunStatus.WAITING}),
+    DEADLINE: frozenset({RunStatus.PENDING, RunStatus.SLEEPING, RunStatus.WAITING}),
+}
+# The meta field that says since when the run waits, by timer kind.
+_SINCE = {DISPATCH: "updated_at", WAKE: "wake_at", DEADLINE: "deadline_at"}
 
 
 class TimerPoller:
@@ -47,35 +66,65 @@ class TimerPoller:
     def poll_once(self) -> tuple[int, float | None]:
         """Claim and dispatch what is due: (runs woken, when the next timer is due)."""
         timers = self.ext.timers
-        claimed, next_due = timers.claim(self.ext.clock.now(), lease=LEASE, limit=BATCH)
+        now = self.ext.clock.now()
+        claimed, next_due = timers.claim(now, lease=LEASE, limit=BATCH)
+        count = len(claimed)
         # schedule: members fire there, and move on to their next ticks.
-        runs, next_tick = fire_due_schedules(self.ext, claimed)
+        claimed, next_tick = fire_due_schedules(self.ext, claimed)
         if next_tick is not None and (next_due is None or next_tick < next_due):
             next_due = next_tick
+        if not claimed:
+            return count, next_due
+        metas = self._metas(claimed)
         sent: set[str] = set()
+        done: list[ClaimedTimer] = []
+        recheck_at: dict[str, float] = {}
         try:
-            for timer in runs:
+            for timer in claimed:
+                meta = metas[timer.run_id]
+                if meta.get("status") not in WAITS_FOR.get(timer.kind, ()):
+                    done.append(timer)  # the run moved on, or ended: nothing to send
+                    continue
                 if timer.run_id not in sent:  # its wake and deadline may fall together
                     self.ext.dispatch(timer.run_id)
                     sent.add(timer.run_id)
-        finally:  # what was sent is done; the rest fires again when its lease ends
-            timers.release([timer for timer in claimed if timer.run_id in sent])
-        return len(claimed), next_due
+                done.append(timer)
+                recheck_at[timer.member] = now + self._recheck_after(timer.kind, meta, now)
+        finally:  # what was sent or not wanted is done; the rest fires again after its lease
+            timers.release(done, recheck_at)
+        return count, next_due
+
+    def _metas(self, claimed: list[ClaimedTimer]) -> dict[str, dict[str, str]]:
+        """Status and times of the runs of `claimed`, in one round trip."""
+        run_ids = sorted({timer.run_id for timer in claimed})
+        fields = ("status", *sorted(set(_SINCE.values())))
+        pipe = self.ext.redis.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hmget(self.ext.keys.run_meta(run_id), *fields)
+        return {
+            run_id: {f: v.decode() for f, v in zip(fields, values, strict=True) if v}
+            for run_id, values in zip(run_ids, pipe.execute(), strict=True)
+        }
+
+    def _recheck_after(self, kind: str, meta: dict[str, str], now: float) -> float:
+        """Seconds until a sent run is looked at again: longer the later it already is."""
+        since = meta.get(_SINCE[kind])
+        late = 0.0
+        if since:
+            # updated_at is wall-clock; due times are on the (skippable) durable clock.
+            late = (time.time() if kind == DISPATCH else now) - float(since)
+        return max(self.ext.settings.redispatch_after, late)
 
     def _loop(self) -> None:
-        failures = 0
         while not self._stopping.is_set():
             wait = self.interval
             try:
                 claimed, next_due = self.poll_once()
                 self.sweep.maybe_sweep()
-                failures = 0
                 if claimed >= BATCH:  # a full batch: more are due, go on at once
                     continue
                 if next_due is not None:
                     wait = min(wait, max(0.0, next_due - self.ext.clock.now()))
             except Exception as exc:  # Redis or broker away: keep trying, quietly
-                failures += 1
-                if failures == 1 or failures % 100 == 0:
-                    logger.warning("timer poll failed (%d in a row): %r", failures, exc)
+                trouble_log.report(exc, "timer poller")
             self._stopping.wait(wait)

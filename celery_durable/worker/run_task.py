@@ -14,6 +14,7 @@ from ..errors import DurableError, JournalConflictError, JournalCorruptError
 from ..extension import RUN_TASK_NAME, DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
 from ..workflows.execution import Execution
+from ..workflows.interruptions import persevere
 from ..workflows.outcomes import finish
 from ..workflows.registry import lookup
 
@@ -24,7 +25,13 @@ def register_run_task(app: Celery) -> None:
     @app.task(name=RUN_TASK_NAME, bind=True, acks_late=True, ignore_result=True, shared=False)
     def run_workflow(task: Task, run_id: str, takeover: str | None = None) -> None:
         hostname = task.request.hostname or ""
-        execute_run(extension_for(task.app), run_id, worker=hostname, takeover=takeover)
+        ext = extension_for(task.app)
+        # Through Redis outages and out-of-memory spells: see workflows/interruptions.py.
+        persevere(
+            lambda owner: execute_run(ext, run_id, worker=hostname, takeover=owner),
+            run_id,
+            takeover,
+        )
 
 
 def execute_run(

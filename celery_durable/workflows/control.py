@@ -43,7 +43,7 @@ def send_event(run_id: str, name: str, payload: Any = None) -> None:
             f"run {run_id} is {status}; events can only be sent to unfinished runs"
         )
     if status == RunStatus.WAITING and waiting_for == name:
-        ext.dispatch(run_id)
+        ext.wake(run_id)  # the event is recorded: a message lost now is sent again
 
 
 def cancel_run(ext: DurableExtension, run_id: str) -> bool:

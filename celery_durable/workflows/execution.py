@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import failures
 from ..errors import (
@@ -34,6 +34,8 @@ from ..errors import (
     InboxChangedError,
     JournalConflictError,
     NonDeterminismError,
+    RedisAccessError,
+    RedisOutOfMemoryError,
     RunEventLimitError,
     WorkflowCancelledError,
     WorkflowTimedOutError,
@@ -41,7 +43,10 @@ from ..errors import (
 from ..journal import Event, EventType
 from ..journal.journal import Appended
 from ..limits import roundtrip_bounded
+from ..redis_client import is_transient
+from . import interruptions
 from .context import RunContext, current_execution
+from .interruptions import Interrupted, is_interruption, trouble_log
 from .outcomes import child_event_name, finish
 from .registry import WorkflowDefinition
 from .steps import StepPolicy
@@ -52,6 +57,12 @@ if TYPE_CHECKING:
     from ..extension import DurableExtension
 
 logger = logging.getLogger("celery_durable.execution")
+
+T = TypeVar("T")
+
+# A step retry due sooner than this waits in the pool process; a later one
+# suspends the run (status `sleeping`) on a durable timer, holding no slot.
+INLINE_RETRY_DELAY = 1.0
 
 # True while a step's body runs: a step it calls runs as a plain function.
 _inside_step: ContextVar[bool] = ContextVar("celery_durable_inside_step", default=False)
@@ -94,6 +105,7 @@ class _ReplayState:
         self.outcomes: dict[int, Event] = {}  # final: returned or raised on replay
         self.pending: dict[int, Event] = {}  # a sleep or a wait that began there
         self.failed_attempts: dict[int, int] = {}
+        self.retry_at: dict[int, float] = {}  # when a failed step is due to run again
         self.consumed: set[str] = set()  # inbox entries already received
         self.attempt = 1
         for event in events:
@@ -108,16 +120,20 @@ class _ReplayState:
             self.outcomes[position] = event
             self.pending.pop(position, None)
             self.failed_attempts.pop(position, None)
+            self.retry_at.pop(position, None)
             if kind == EventType.EVENT_RECEIVED:
                 self.consumed.add(event.data["inbox_id"])
         elif kind == EventType.STEP_RETRYING:
             self.failed_attempts[event.data["position"]] = event.data["attempt"]
+            if event.data.get("retry_at") is not None:
+                self.retry_at[event.data["position"]] = event.data["retry_at"]
         elif kind == EventType.WORKFLOW_RETRYING:
             # A new attempt replays all it can and runs failed steps again.
             self.outcomes = {
                 p: e for p, e in self.outcomes.items() if e.type != EventType.STEP_FAILED
             }
             self.failed_attempts.clear()
+            self.retry_at.clear()
             self.attempt = event.data["attempt"]
 
     def recorded_at(self, position: int) -> Event | None:
@@ -151,6 +167,7 @@ class Execution:
         self.owner = f"{worker}/{os.getpid()}"
         self.worker_runs_key = ext.keys.worker_runs(worker)
         self.takeover = takeover  # the dead owner this execution replaces
+        self.claimed_as: str | None = None  # set once this execution tried to claim the run
 
     # -- the run as a whole ------------------------------------------------------
 
@@ -162,11 +179,14 @@ class Execution:
             executing["takeover"] = self.takeover
 
         def file_under_worker(pipe: Pipeline) -> None:
+            # Sent before the claim: a run is never claimed unfiled (should
+            # this fail and the claim pass, it is filed again before going on).
             if self.takeover:  # first: the dead owner may be this worker's lost child
                 dead_worker = self.takeover.rsplit("/", 1)[0]
                 pipe.srem(self.ext.keys.worker_runs(dead_worker), self.run_id)
             pipe.sadd(self.worker_runs_key, self.run_id)
 
+        self.claimed_as = self.owner
         try:
             self._append_many(
                 [(EventType.WORKFLOW_EXECUTING, executing)],
@@ -200,6 +220,7 @@ class Execution:
                 return
             kind, result, error = outcome
             try:
+                self._check_memory_or_outage(error)
                 if kind == EventType.WORKFLOW_RETRYING:
                     try:
                         self._append(
@@ -221,10 +242,41 @@ class Execution:
                     workflow_name=self.definition.name,
                     worker=self.worker,
                 )
-            except (FencedOut, JournalConflictError) as exc:
+            except JournalConflictError as exc:
+                if exc.actual < exc.expected:
+                    raise self._rewound(exc) from None
                 logger.warning("run %s: %s; this execution stops", self.run_id, exc)
                 self._release()
+            except FencedOut as exc:
+                logger.warning("run %s: %s; this execution stops", self.run_id, exc)
+                self._release()
+            except Exception as exc:
+                if not is_interruption(exc):
+                    raise
+                raise Interrupted(exc, self.claimed_as) from None
             return
+
+    def _check_memory_or_outage(self, error: BaseException | None) -> None:
+        """An infrastructure error that reached the workflow is not its outcome."""
+        if error is not None and self._infrastructure_failed(error):
+            raise Interrupted(error, self.claimed_as)
+
+    def _infrastructure_failed(self, error: BaseException) -> bool:
+        """Was `error`, raised by the workflow's own code, the journal's Redis failing?
+
+        Out-of-memory and access errors of the journal's client always are. A
+        connection error may come from a service of the code's own, so Redis
+        is asked (a PING, retried like any command for about half a minute).
+        """
+        if isinstance(error, RedisOutOfMemoryError | RedisAccessError):
+            return True
+        if not is_transient(error):
+            return False
+        try:
+            self.ext.redis.ping()
+        except Exception:
+            return True
+        return False
 
     def _call_workflow(self) -> tuple[EventType, Any, BaseException | None] | None:
         """Run the function once: how this attempt ended, or None if it did not."""
@@ -238,6 +290,8 @@ class Execution:
                 result = self.definition.fn(*started["args"], **started["kwargs"])
         except (FencedOut, Suspended):
             return None
+        except Interrupted:
+            raise
         except _Cancelled:
             error = WorkflowCancelledError(f"run {self.run_id} was cancelled")
             return EventType.WORKFLOW_CANCELLED, None, error
@@ -246,6 +300,8 @@ class Execution:
         except Exception as exc:
             if isinstance(self.stop, FencedOut | Suspended):
                 return None
+            if isinstance(self.stop, Interrupted):  # the workflow swallowed it
+                raise self.stop from None
             error = self.stop or exc
             if isinstance(error, FatalError) or self.state.attempt > self.definition.max_retries:
                 return EventType.WORKFLOW_FAILED, None, error
@@ -254,6 +310,8 @@ class Execution:
             current_execution.reset(token)
         if isinstance(self.stop, FencedOut | Suspended):
             return None  # the workflow swallowed our unwinding; nothing more to write
+        if isinstance(self.stop, Interrupted):
+            raise self.stop
         if self.stop is not None:  # the workflow swallowed a non-determinism error
             return EventType.WORKFLOW_FAILED, None, self.stop
         try:
@@ -329,6 +387,7 @@ class Execution:
         position, recorded = self._take("step", policy.name)
         if recorded is not None:
             return _replay(recorded)
+        time.sleep(self._until_retry(position))
         attempt = self.state.failed_attempts.get(position, 0) + 1
         self.step_running = True
         token = _inside_step.set(True)
@@ -339,6 +398,7 @@ class Execution:
                     result = fn(*args, **kwargs)
                 except Exception as exc:
                     time.sleep(self._record_failure(policy, position, attempt, exc))
+                    self._check_boundary()
                     attempt += 1
                     continue
                 return self._record_success(policy, position, attempt, began, result)
@@ -358,6 +418,7 @@ class Execution:
         position, recorded = self._take("step", policy.name)
         if recorded is not None:
             return _replay(recorded)
+        await asyncio.sleep(self._until_retry(position))
         attempt = self.state.failed_attempts.get(position, 0) + 1
         self.step_running = True
         token = _inside_step.set(True)
@@ -368,6 +429,7 @@ class Execution:
                     result = await fn(*args, **kwargs)
                 except Exception as exc:
                     await asyncio.sleep(self._record_failure(policy, position, attempt, exc))
+                    self._check_boundary()
                     attempt += 1
                     continue
                 return self._record_success(policy, position, attempt, began, result)
@@ -412,7 +474,16 @@ class Execution:
     def _record_failure(
         self, policy: StepPolicy, position: int, attempt: int, exc: Exception
     ) -> float:
-        """Record a failed attempt; return the delay before the next, or raise."""
+        """Record a failed attempt; return the (short) delay before the next, or raise.
+
+        A longer delay suspends the run until the retry is due (raises
+        `Suspended`); a cancel or the deadline stops it at every retry. An
+        error of the infrastructure is not the step's failure: nothing is
+        recorded and the execution is interrupted, to go on when Redis is back.
+        """
+        if self._infrastructure_failed(exc):
+            self.stop = Interrupted(exc, self.claimed_as)
+            raise self.stop from None
         data = {
             "position": position,
             "name": policy.name,
@@ -423,7 +494,8 @@ class Execution:
             self._append(EventType.STEP_FAILED, data)
             raise exc
         delay = policy.delay_before(attempt, exc)
-        self._append(EventType.STEP_RETRYING, {**data, "delay": delay})
+        retry_at = self.clock.now() + delay
+        retrying = (EventType.STEP_RETRYING, {**data, "delay": delay, "retry_at": retry_at})
         logger.info(
             "run %s: step %s failed (attempt %d), retrying in %.3gs: %r",
             self.run_id,
@@ -432,7 +504,25 @@ class Execution:
             delay,
             exc,
         )
+        if delay > INLINE_RETRY_DELAY:
+            self._suspend("sleeping", retry_at, [retrying])
+        self._append(*retrying)
+        self._check_boundary()
         return delay
+
+    def _until_retry(self, position: int) -> float:
+        """Before a step's next attempt: suspend until it is due, or the seconds left.
+
+        The retry of a step replayed here may not be due yet (the run was
+        woken early, by its deadline timer or a stray message).
+        """
+        retry_at = self.state.retry_at.get(position)
+        if retry_at is None:
+            return 0.0
+        left = retry_at - self.clock.now()
+        if left > INLINE_RETRY_DELAY:
+            self._suspend("sleeping", retry_at, [])
+        return max(0.0, left)
 
     # -- sleeping and waiting ------------------------------------------------------
 
@@ -463,7 +553,7 @@ class Execution:
         else:
             timeout_at = recorded.data["timeout_at"]
         while True:
-            inbox = self.journal.inbox(self.run_id)
+            inbox = self._read(lambda: self.journal.inbox(self.run_id))
             for entry in inbox:
                 if entry.name == name and entry.id not in self.state.consumed:
                     self._append(
@@ -519,15 +609,21 @@ class Execution:
         # The due times also go in the meta: they tell a stray message for a
         # run not yet due to go away, and let a recovery set the timers again.
         meta = {**(meta or {}), "wake_at": _text(wake_at), "deadline_at": _text(self.deadline)}
-        appended = self._append_many(events, meta=meta, inbox_len=inbox_len)
+
+        def set_timers(pipe: Pipeline) -> None:
+            timers = self.ext.timers
+            timers.schedule(self.run_id, wake_at=wake_at, deadline_at=self.deadline, pipe=pipe)
+            # Timers of the run's past: its first dispatch, an earlier wake kept to check on it.
+            timers.drop(self.run_id, wake=wake_at is None, deadline=False, pipe=pipe)
+
+        # The timers go first, in the same round trip: a timer whose suspension
+        # did not happen fires for nothing, a suspension without its timer
+        # would never wake. Off this worker's list only once both are written:
+        # should the worker die in between, its recovery sets the timers again.
+        appended = self._append_many(events, meta=meta, inbox_len=inbox_len, extra=set_timers)
         if appended.cancel_requested:
             raise _Cancelled
-        # Timers first, then off this worker's list: should the worker die in
-        # between, its recovery sets the timers from the meta.
-        pipe = self.ext.redis.pipeline(transaction=False)
-        self.ext.timers.schedule(self.run_id, wake_at=wake_at, deadline_at=self.deadline, pipe=pipe)
-        pipe.srem(self.worker_runs_key, self.run_id)
-        pipe.execute()
+        self._release()
         self.stop = Suspended()
         raise self.stop
 
@@ -541,20 +637,25 @@ class Execution:
         if recorded is not None:
             return str(recorded.data["child_run_id"])
         child_id = f"{self.run_id}.{position}"
-        created = self.journal.create(
-            child_id,
-            name,
-            {
-                "name": name,
-                "args": args,
-                "kwargs": kwargs,
-                "idempotency_key": idempotency_key,
-                "parent": self.run_id,
-            },
-            meta={"parent": self.run_id},
+        data = {
+            "name": name,
+            "args": args,
+            "kwargs": kwargs,
+            "idempotency_key": idempotency_key,
+            "parent": self.run_id,
+        }
+        redispatch_at = self.clock.now() + self.ext.settings.redispatch_after
+        created = self._read(
+            lambda: self.journal.create(
+                child_id,
+                name,
+                data,
+                meta={"parent": self.run_id},
+                timer=(self.ext.timers.dispatch_member(child_id), redispatch_at),
+            )
         )
         if created is not None:
-            self.ext.dispatch(child_id)
+            self.ext.launch(child_id)  # a message that cannot be sent now is sent by the timer
         self._append(
             EventType.CHILD_STARTED, {"position": position, "name": name, "child_run_id": child_id}
         )
@@ -579,32 +680,104 @@ class Execution:
         inbox_len: int | None = None,
         extra: Callable[[Pipeline], object] | None = None,
     ) -> Appended:
-        try:
-            appended = self.journal.append(
-                self.run_id, self.position, events, meta=meta, inbox_len=inbox_len, extra=extra
-            )
-        except JournalConflictError as exc:
-            logger.warning("%s; this execution stops", exc)
-            self.stop = FencedOut()
-            raise self.stop from None
-        except RunEventLimitError as exc:
-            # Every later write would be refused too: the run fails with this
-            # error, even if the workflow catches it.
-            logger.warning("%s", exc)
-            self.stop = exc
-            raise
+        attempt = 0
+        while True:  # through Redis trouble: the same fenced append, again, until it is taken
+            try:
+                appended = self.journal.append(
+                    self.run_id, self.position, events, meta=meta, inbox_len=inbox_len, extra=extra
+                )
+                break
+            except JournalConflictError as exc:
+                if exc.actual < exc.expected:
+                    self.stop = self._rewound(exc)
+                    raise self.stop from None
+                logger.warning("%s; this execution stops", exc)
+                self.stop = FencedOut()
+                raise self.stop from None
+            except RunEventLimitError as exc:
+                # Every later write would be refused too: the run fails with this
+                # error, even if the workflow catches it.
+                logger.warning("%s", exc)
+                self.stop = exc
+                raise
+            except Exception as exc:
+                if not is_interruption(exc):
+                    raise
+                # Sending it again is safe: the fence refuses a write at a moved
+                # position, and one that landed before its reply was lost is
+                # recognised as ours. Executing the run again instead would run
+                # the step whose result this may be once more.
+                trouble_log.report(exc, f"run {self.run_id}: waiting to write to its journal")
+                time.sleep(interruptions.backoff(attempt))
+                attempt += 1
         for event in appended.events:
             self.position = event.seq
             self.state.apply(event)
         self.cancel_requested = self.cancel_requested or appended.cancel_requested
+        if appended.extra_error is not None and extra is not None:
+            self._complete(extra, appended.extra_error)
         return appended
 
     def _describe(self, error: BaseException) -> dict[str, Any]:
         return failures.describe(error, limit=self.ext.settings.max_text_bytes)
 
+    def _complete(self, extra: Callable[[Pipeline], object], error: Exception) -> None:
+        """Write again what failed next to an append that happened, until it is written.
+
+        The append moved the run on (claimed it, suspended it); what went with
+        it (its filing under this worker, its timers) is what recovery relies
+        on, so the execution does not go on without it. Those writes are
+        idempotent.
+        """
+        attempt = 0
+        while True:
+            trouble_log.report(error, f"run {self.run_id}: writing again what an append needs")
+            time.sleep(interruptions.backoff(attempt))
+            attempt += 1
+            try:
+                pipe = self.ext.redis.pipeline(transaction=False)
+                extra(pipe)
+                pipe.execute()
+                return
+            except Exception as exc:
+                if not is_interruption(exc):
+                    raise
+                error = exc
+
+    def _read(self, read: Callable[[], T]) -> T:
+        """Call `read` (a read, or a write that is whole or nothing); Redis trouble interrupts."""
+        try:
+            return read()
+        except Exception as exc:
+            if not is_interruption(exc):
+                raise
+            self.stop = Interrupted(exc, self.claimed_as)
+            raise self.stop from None
+
+    def _rewound(self, conflict: JournalConflictError) -> Interrupted:
+        """The journal is behind what this execution wrote: Redis lost acknowledged writes."""
+        logger.warning(
+            "run %s: the journal is at position %d, behind the %d this execution wrote: Redis "
+            "lost acknowledged writes (a restart without fsync, a failover?); executing the run "
+            "again from what the journal holds",
+            self.run_id,
+            conflict.actual,
+            conflict.expected,
+        )
+        return Interrupted(conflict, self.claimed_as)
+
     def _release(self) -> None:
-        """Take the run off this worker's list: it is no longer ours to finish."""
-        self.ext.redis.srem(self.worker_runs_key, self.run_id)
+        """Take the run off this worker's list: it is no longer ours to finish.
+
+        Best effort: a run left on the list of a live worker is harmless (its
+        recovery, should it die, finds the run moved on).
+        """
+        try:
+            self.ext.redis.srem(self.worker_runs_key, self.run_id)
+        except Exception as exc:
+            if not is_interruption(exc):
+                raise
+            trouble_log.report(exc, f"run {self.run_id}: taking it off worker {self.worker}")
 
 
 def _text(when: float | None) -> str:

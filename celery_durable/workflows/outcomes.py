@@ -9,6 +9,7 @@ timers, notifies a parent run atomically, and is emitted for the rules.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import failures, signals
@@ -16,6 +17,8 @@ from ..codec import packb
 from ..extension import DurableExtension
 from ..journal.events import STATUS_AFTER, EventType
 from ..journal.journal import Appended, Notification
+
+logger = logging.getLogger("celery_durable.outcomes")
 
 
 def child_event_name(run_id: str) -> str:
@@ -57,7 +60,12 @@ def finish(
         pipe.srem(ext.keys.worker_runs(worker), run_id)
     summary = {"run_id": run_id, "workflow_name": workflow_name, "error": data.get("error")}
     ext.emit(kind, summary, pipe=pipe)
-    pipe.execute()
+    # The run has ended: what follows only tidies up and reports. A command
+    # Redis refuses (the event stream's XADD when it is out of memory) is
+    # logged, not raised as if the run had not ended.
+    for answer in pipe.execute(raise_on_error=False):
+        if isinstance(answer, Exception):
+            logger.warning("run %s ended %s; tidying up after it failed: %r", run_id, kind, answer)
     signals.send(
         signals.run_finished,
         ext.app,
@@ -66,7 +74,7 @@ def finish(
         workflow_name=workflow_name,
     )
     if parent and appended.parent_waiting:
-        ext.dispatch(parent)
+        ext.wake(parent)
     return appended
 
 

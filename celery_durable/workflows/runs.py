@@ -141,6 +141,9 @@ def start(
     start it again); `handle.result()` there waits for the child durably. The run's id is
     derived from (workflow name, idempotency key), so concurrent starts with
     one key race on one journal and exactly one of them dispatches the run.
+    Recording is all or nothing: a `start()` that raised (Redis unreachable,
+    `RedisOutOfMemoryError`) left a complete run (with the timer that
+    dispatches it) or nothing; with an idempotency key, call it again.
     """
     name = _workflow_name(workflow)
     if idempotency_key is not None and (
@@ -190,15 +193,15 @@ def create_run(
         run_id = uuid.uuid4().hex
     else:
         run_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{name}\x00{idempotency_key}").hex
-    data = {"name": name, "args": args, "kwargs": kwargs, "idempotency_key": idempotency_key}
+    data = {"name": name, "args": list(args), "kwargs": kwargs, "idempotency_key": idempotency_key}
     if started:
         data.update(started)
+    # One script records the run, its index entry and the timer that sends it
+    # should this process fail to: all of it, or nothing (Redis out of memory
+    # raises RedisOutOfMemoryError, and start() may simply be called again).
     redispatch_at = ext.clock.now() + ext.settings.redispatch_after
     created = ext.journal.create(
-        run_id,
-        name,
-        data,
-        extra=lambda pipe: ext.timers.schedule(run_id, dispatch_at=redispatch_at, pipe=pipe),
+        run_id, name, data, timer=(ext.timers.dispatch_member(run_id), redispatch_at)
     )
     if created is not None:
         ext.launch(run_id)

@@ -54,6 +54,10 @@ def make_app(redis_url: str, main: str = "tests.apps.faulty", **conf: Any) -> Ce
         durable_heartbeat_interval=HEARTBEAT_INTERVAL,
         durable_worker_timeout=WORKER_TIMEOUT,
         durable_redispatch_after=REDISPATCH_AFTER,
+        # Redis out of memory refuses kombu's acks (a ResponseError, a "channel
+        # error"): retry the consumer instead of letting the worker exit, as
+        # the README advises when broker and journal share a Redis.
+        broker_channel_error_retry=True,
         **conf,
     )
 

@@ -51,3 +51,20 @@ def test_a_run_whose_dispatch_failed_is_sent_by_a_worker_process(
     timers = extension_for(cut_off_client).timers  # dropped right after the final event
     wait_until(lambda: timers.pending() == 0, timeout=5, what="no timer left")
     assert worker.log_text().count(f"run {run.id}") == 0  # nothing dropped or failed
+
+
+def test_an_event_whose_wake_up_cannot_be_sent_still_wakes_the_run(
+    client_app, cut_off_client, workers, caplog
+):
+    workers.start_many(1, concurrency=1)
+    client_app.set_current()
+    run = celery_durable.start(faulty.two_waits, "go", 3.0)
+    wait_until(lambda: run.status() == "waiting", timeout=10, what="the run waiting")
+
+    cut_off_client.set_current()
+    with caplog.at_level(logging.WARNING, logger="celery_durable"):
+        celery_durable.send_event(run.id, "go", {"n": 1})  # recorded; no error for the message
+    assert "could not wake run" in caplog.text
+    client_app.set_current()
+    # Before: send_event raised after recording the event, and the run waited for ever.
+    assert run.result(timeout=faulty.REDISPATCH_AFTER + 3.0 + 8) == [{"n": 1}, None]

@@ -1,0 +1,162 @@
+"""Redis or the broker in trouble under an execution: stop, wait, go on.
+
+An execution that meets an error of the infrastructure (the journal's Redis
+unreachable, restarting, loading its data or out of memory; the broker
+unreachable) must not record it as the run's outcome, nor as a step's
+failure: nothing is wrong with the run. It stops where it is by raising
+`Interrupted` (a BaseException, so a workflow's `except Exception` cannot
+swallow it), and the task that runs it waits with a capped backoff, without
+bound, then executes the run again from its journal: recorded steps are
+replayed, a step whose result was not recorded runs again (at least once,
+as after a crash).
+
+Why wait in the task instead of leaving the run to recovery: recovery acts
+on dead workers, and this one is alive (its heartbeat comes back with
+Redis). Waiting here resumes the run within about a second of Redis's
+return, and holds nothing that Redis does not have: the run stays filed
+under this worker, so if the worker is killed while it waits, its recovery
+takes the run over like any other.
+
+A journal found *behind* the position this execution wrote (Redis lost
+acknowledged writes: a restart without fsync, a failover to a lagging
+replica) is the same kind of trouble: the execution starts again from what
+the journal holds, instead of taking the gap for another execution's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from kombu.exceptions import OperationalError
+
+from ..errors import JournalConflictError, RedisAccessError
+from ..redis_client import is_out_of_memory, is_transient
+
+logger = logging.getLogger("celery_durable.interruptions")
+
+BACKOFF_BASE = 0.2  # seconds before the first new try
+BACKOFF_CAP = 5.0  # at most this long between two tries
+LOG_EVERY = 30.0  # seconds: one warning per kind of trouble per process, at most
+
+
+class Interrupted(BaseException):
+    """The infrastructure failed under an execution; the run is to be executed again.
+
+    `owner` is the owner (`hostname/pid`) this execution claimed the run as,
+    so that the next try takes its own claim over; None before any claim.
+    """
+
+    def __init__(self, cause: BaseException, owner: str | None = None):
+        super().__init__(repr(cause))
+        self.cause = cause
+        self.owner = owner
+
+
+def is_interruption(error: BaseException) -> bool:
+    """Is `error` the infrastructure's trouble rather than the run's?"""
+    if isinstance(error, Interrupted):
+        return True
+    if is_transient(error) or is_out_of_memory(error):
+        return True
+    # A password changed or an ACL tightened under running workers: say so
+    # loudly and wait for the fix rather than fail every run in flight.
+    return isinstance(error, RedisAccessError | OperationalError)
+
+
+def persevere(execute: Callable[[str | None], None], run_id: str, takeover: str | None) -> None:
+    """Call `execute(takeover)` until it ends for another reason than Redis trouble.
+
+    After an interruption, the next try takes over the claim the last one
+    made (its owner): the run is still this process's to execute.
+    """
+    attempt = 0
+    while True:
+        try:
+            execute(takeover)
+            return
+        except BaseException as exc:
+            if not is_interruption(exc):
+                raise
+            cause = exc.cause if isinstance(exc, Interrupted) else exc
+            if isinstance(exc, Interrupted) and exc.owner:
+                takeover = exc.owner
+        trouble_log.report(cause, f"run {run_id}: execution stopped until Redis takes its writes")
+        if not isinstance(cause, JournalConflictError):  # a rewound journal: go on at once
+            time.sleep(backoff(attempt))
+            attempt += 1
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before try `attempt + 1` (0, 1, 2, ...), with jitter."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def advice(error: BaseException) -> str:
+    """What the operator can do about `error`."""
+    if is_out_of_memory(error):
+        return (
+            "Redis is out of memory (maxmemory reached, policy noeviction): runs wait and go "
+            "on when it has room. Raise maxmemory, free memory, or use maxmemory-policy "
+            "volatile-ttl (finished runs expire first); never allkeys-*, which evicts journals"
+        )
+    if isinstance(error, RedisAccessError):
+        return f"{error}; runs wait and go on once it is fixed"
+    if isinstance(error, OperationalError):
+        return "the broker is unreachable: runs wait and go on when it is back"
+    if isinstance(error, JournalConflictError):
+        return "Redis lost acknowledged writes; the run goes on from what its journal holds"
+    if is_transient(error):
+        return "the journal's Redis is unreachable: runs wait and go on when it is back"
+    return "trying again"
+
+
+class TroubleLog:
+    """Logs each kind of trouble at most once per `LOG_EVERY` seconds, with advice."""
+
+    def __init__(self, every: float = LOG_EVERY):
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def report(self, error: BaseException, where: str) -> bool:
+        """Log `error` met in `where` unless one of its kind was logged lately."""
+        kind = _kind(error)
+        now = time.monotonic()
+        with self._lock:
+            self._counts[kind] = self._counts.get(kind, 0) + 1
+            last = self._last.get(kind)
+            if last is not None and now - last < self.every:
+                return False
+            self._last[kind] = now
+            count, self._counts[kind] = self._counts[kind], 0
+        logger.warning(
+            "%s: %s: %s (%d time(s) lately). %s",
+            where,
+            type(error).__name__,
+            error,
+            count,
+            advice(error),
+        )
+        return True
+
+
+def _kind(error: BaseException) -> str:
+    if isinstance(error, JournalConflictError):
+        return "rewound"
+    if is_out_of_memory(error):
+        return "memory"
+    if isinstance(error, RedisAccessError):
+        return "access"
+    if isinstance(error, OperationalError):
+        return "broker"
+    if is_transient(error):
+        return "connection"
+    return type(error).__name__
+
+
+trouble_log = TroubleLog()

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
 
 import celery_durable
 from celery_durable import (
@@ -28,6 +30,7 @@ from celery_durable.schedules.firing import tick_key
 from celery_durable.schedules.registration import register_workflow_schedules
 from celery_durable.schedules.timing import make_timing, to_datetime
 from celery_durable.workflows import registry
+from tests.test_redis_topologies import cluster  # noqa: F401 - the fixture, by name
 from tests.waiting import wait_until
 
 PRAGUE = ZoneInfo("Europe/Prague")
@@ -257,3 +260,28 @@ def test_operations_on_an_unknown_schedule_name_it(durable_app):
     ):
         with pytest.raises(ScheduleNotFoundError, match="no schedule named 'ghost'"):
             operation("ghost")
+
+
+# -- on a Redis Cluster ----------------------------------------------------------------------
+
+
+def test_schedules_fire_on_a_redis_cluster(request, durable_redis_url):
+    """A schedule's keys share a slot; the names, timers and runs are elsewhere."""
+    ports = request.getfixturevalue("cluster")
+    app = Celery("cluster-schedules", broker=durable_redis_url, set_as_current=True)
+    app.conf.update(
+        durable_redis_url=f"redis://127.0.0.1:{ports[0]}/0",
+        durable_redis_cluster=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    ext = celery_durable.install(app)
+    with start_worker(app, pool="solo", perform_ping_check=False):
+        schedule(report, every="1s", name="on-cluster", args=("c",), overlap="skip")
+        wait_until(lambda: len(_started(ext, "on-cluster")) >= 2, timeout=15, what="two ticks")
+        celery_durable.pause_schedule("on-cluster")
+        (run_id, *_) = [e["run_id"] for e in _started(ext, "on-cluster")]
+        assert celery_durable.get_run(run_id).result(timeout=10)["label"] == "c"
+        assert celery_durable.trigger_schedule("on-cluster").result(timeout=10)["label"] == "c"
+        celery_durable.delete_schedule("on-cluster")
+    assert list_schedules() == []

@@ -60,6 +60,8 @@ class ScheduleStore:
         self.client = client
         self.keys = keys
         self.history_maxlen = history_maxlen
+        # redis-py's cluster pipelines refuse EVALSHA: there, scripts go one by one.
+        self._pipelined = not _is_cluster(client)
         self._save = client.register_script(_script("save.lua"))
         self._advance = client.register_script(_script("advance.lua"))
         self._move = client.register_script(_script("move.lua"))
@@ -143,7 +145,8 @@ class ScheduleStore:
 
     def advance_many(self, advances: list[Advance]) -> list[bool]:
         """Apply each firing's outcome (one round trip); whether each one applied."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False) if self._pipelined else None
+        results = []
         for a in advances:
             args: list[Any] = [a.expected, _tick_text(a.next_tick), self.history_maxlen]
             args.append(len(a.set_fields))
@@ -154,20 +157,25 @@ class ScheduleStore:
                 args += [key, delta]
             args += [packb(entry) for entry in a.entries]
             keys = [self.keys.schedule(a.name), self.keys.schedule_history(a.name)]
-            self._advance(keys=keys, args=args, client=pipe)
-        return [bool(result) for result in pipe.execute()]
+            results.append(self._advance(keys=keys, args=args, client=pipe or self.client))
+        if pipe is not None:
+            results = pipe.execute()
+        return [bool(result) for result in results]
 
     def move_timers(self, moves: list[tuple[ClaimedTimer, int | None]]) -> None:
         """Move each claimed timer to its tick (None: remove it), unless set since."""
         if not moves:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False) if self._pipelined else None
         for timer, tick in moves:
             score = "" if tick is None else repr(tick / 1000)
             self._move(
-                keys=[self.keys.timers()], args=[timer.member, timer.lease, score], client=pipe
+                keys=[self.keys.timers()],
+                args=[timer.member, timer.lease, score],
+                client=pipe or self.client,
             )
-        pipe.execute()
+        if pipe is not None:
+            pipe.execute()
 
     def ensure_timers(self, batch: int = 500) -> int:
         """Give every active schedule its timer if it lost it; how many were restored.
@@ -190,6 +198,12 @@ class ScheduleStore:
                     pipe.zadd(self.keys.timers(), {member(name): state.next_tick / 1000}, nx=True)
             restored += sum(int(n) for n in pipe.execute())
             after = names[-1]
+
+
+def _is_cluster(client: Any) -> bool:
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
 
 
 def _decode(name: str, stored: dict[bytes, bytes]) -> tuple[ScheduleSpec, ScheduleState] | None:

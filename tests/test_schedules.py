@@ -20,6 +20,7 @@ import celery_durable
 from celery_durable import (
     ScheduleError,
     ScheduleNotFoundError,
+    Workflow,
     get_context,
     list_schedules,
     schedule,
@@ -248,6 +249,26 @@ def test_a_starting_worker_stores_decorator_schedules_idempotently(durable_app, 
     register_workflow_schedules(ext)
     assert list_schedules() == []
     assert ext.redis.zscore(ext.keys.timers(), "schedule:tests.schedules.nightly") is None
+
+
+def test_the_class_form_takes_schedule_and_timezone(decorated):
+    decorated.append("tests.schedules.weekly")
+
+    class Weekly(Workflow):
+        name = "tests.schedules.weekly"
+        schedule = "0 9 * * MON"
+        timezone = "America/New_York"
+
+        def run(self) -> None: ...
+
+    assert Weekly.definition.schedule.describe() == "cron 0 9 * * MON (America/New_York)"
+    with pytest.raises(ScheduleError, match=r"workflow 'tests\.schedules\.bad_class': schedule"):
+
+        class BadClass(Workflow):
+            name = "tests.schedules.bad_class"
+            schedule = "0 9 * * FUNDAY"
+
+            def run(self) -> None: ...
 
 
 def test_operations_on_an_unknown_schedule_name_it(durable_app):

@@ -110,9 +110,10 @@ class ScheduleStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(self.keys.schedules(), name)
         pipe.zrem(self.keys.timers(), member(name))
-        pipe.delete(self.keys.schedule(name), self.keys.schedule_history(name))
-        removed_name, _, removed_keys = pipe.execute()
-        return bool(removed_name or removed_keys)
+        pipe.delete(self.keys.schedule(name))  # one key per DEL: cluster pipelines want that
+        pipe.delete(self.keys.schedule_history(name))
+        removed_name, _, removed_hash, _ = pipe.execute()
+        return bool(removed_name or removed_hash)
 
     # -- state ----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from celery_durable import (
     workflow,
 )
 from celery_durable.extension import extension_for
-from celery_durable.schedules.firing import tick_key
+from celery_durable.schedules.firing import ROUND, tick_key
 from celery_durable.schedules.registration import register_workflow_schedules
 from celery_durable.schedules.timing import make_timing, to_datetime
 from celery_durable.workflows import registry
@@ -181,6 +181,24 @@ def test_catch_up_all_runs_every_missed_tick_once(durable_app, durable_worker, d
     ]
     assert ticks == [listed["next_at"] + dt.timedelta(minutes=i) for i in range(5)]
     assert list_schedules()[0]["missed"] == 0
+
+
+def test_a_burst_of_schedules_on_one_tick_fires_each_once(
+    durable_app, durable_worker, durable_time_skip
+):
+    """More schedules on one tick than a poller fires per round (the rest goes back)."""
+    ext = extension_for(durable_app)
+    names = [f"burst-{i:02d}" for i in range(2 * ROUND + 5)]
+    for name in names:
+        schedule(report, every="1h", name=name)
+    durable_time_skip.advance()
+    wait_until(
+        lambda: all(_started(ext, name) for name in names), timeout=20, what="every schedule"
+    )
+    tick = list_schedules()[0]["last_tick"]
+    assert {s["last_tick"] for s in list_schedules()} == {tick}
+    assert [len(_started(ext, name)) for name in names] == [1] * len(names)
+    assert ext.redis.zcard(ext.keys.runs_index()) == len(names)
 
 
 def _tick(when: dt.datetime) -> int:

@@ -37,6 +37,10 @@ logger = logging.getLogger("celery_durable.schedules")
 
 CATCH_UP_LIMIT = 1000  # catch_up="all" runs at most this many of the latest missed ticks
 FIRE_BATCH = 100  # ticks of one schedule fired per claim; the rest on the next poll
+# Schedules fired per round by one poller. A poll may claim up to 100 due
+# timers; in a burst (many schedules on one tick) the excess goes straight
+# back, due, so that the other workers' pollers share the burst.
+ROUND = 20
 
 
 def tick_key(name: str, tick: int) -> str:
@@ -78,8 +82,12 @@ class Firing:
         """Fire these schedules; the earliest tick their timers were moved to (seconds)."""
         now_s = self.ext.clock.now()
         now = to_ms(now_s)
-        names = [timer.run_id for timer in timers]  # the member's part after "schedule:"
         moves: list[tuple[ClaimedTimer, int | None]] = []
+        put_back = len(timers) > ROUND
+        if put_back:  # the rest goes back at once, due: any poller may take it
+            self.store.move_timers([(timer, now) for timer in timers[ROUND:]])
+            timers = timers[:ROUND]
+        names = [timer.run_id for timer in timers]  # the member's part after "schedule:"
         advances: list[tuple[ClaimedTimer, Advance]] = []
         for timer, loaded in zip(timers, self.store.load_many(names), strict=True):
             if loaded is None:  # deleted since: drop its timer
@@ -101,6 +109,8 @@ class Firing:
                 moves.append((timer, advance.next_tick))
         self.store.move_timers(moves)
         ticks = [tick for _, tick in moves if tick is not None]
+        if put_back:
+            ticks.append(now)
         return min(ticks) / 1000 if ticks else None
 
     def _fire_one(
@@ -113,7 +123,7 @@ class Firing:
         if following is None or following > now:  # the usual case: one tick due
             due = [first]
         else:
-            due = [t for t in timing.latest(now, CATCH_UP_LIMIT) if t >= first] or [first]
+            due = timing.latest(now, CATCH_UP_LIMIT, since=first) or [first]
         # Ticks before due[0] (beyond the catch-up limit) are missed as well;
         # they can be counted only for intervals.
         cut = due[0] > first

@@ -108,11 +108,18 @@ class Timing:
             return None
         return tick
 
-    def latest(self, ms: int, count: int) -> list[int]:
-        """Up to `count` ticks at or before `ms` (and not before the start), oldest first."""
+    def latest(self, ms: int, count: int, since: int | None = None) -> list[int]:
+        """Up to `count` ticks at or before `ms`, oldest first.
+
+        None before the start, nor before `since` (so that a firing that is
+        a few ticks behind computes those few, not `count`).
+        """
         if self.end_ms is not None:
             ms = min(ms, self.end_ms)
-        lowest = self.start_ms if self.start_ms is not None else -(2**62)
+        lowest = max(
+            self.start_ms if self.start_ms is not None else -(2**62),
+            since if since is not None else -(2**62),
+        )
         found: list[int] = []
         if self.every_ms is not None:
             anchor = self.start_ms or 0

@@ -2,21 +2,28 @@
 
 Registered through the `celery.commands` entry point, so Celery's own `-A`
 names the app. Tables for people by default, `--json` for scripts; an unknown
-id or name exits non-zero with a one-line error; listings are paged with
-`--limit` and `--cursor`.
+id or name, a bad cursor or an unreachable Redis exits non-zero with a
+one-line error (bad rules: one line per problem), never a traceback;
+listings are paged with `--limit` and `--cursor`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from typing import Any
 
 import click
+import redis
 
 from .errors import DurableError
+
+# A command answers a person: a Redis that does not answer within this many
+# seconds is reported at once, not retried for half a minute like a worker's.
+CONNECT_TIMEOUT = 3.0
 
 
 def _app(ctx: click.Context) -> Any:
@@ -28,14 +35,78 @@ def _app(ctx: click.Context) -> Any:
 
 
 def _errors_as_one_line(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The CLI's one error handler: what goes wrong is one line and a non-zero exit.
+
+    Before the command runs, its journal's Redis must answer a ping within
+    `CONNECT_TIMEOUT` (with no retries), so an unreachable Redis is one line
+    in seconds. Rule problems are listed one per line: each names its rule
+    and field, and a user needs them all.
+    """
+
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _check_redis(_app(click.get_current_context()))
             return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise click.ClickException(_redis_problem(exc)) from None
         except (DurableError, ValueError) as exc:
-            raise click.ClickException(str(exc).splitlines()[0]) from None
+            if getattr(exc, "problems", None):  # RulesError: every problem, one per line
+                raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_first_line(exc)) from None
 
     return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _check_redis(app: Any) -> None:
+    """Ping the journal's Redis once, with a short timeout and no retry."""
+    from .extension import extension_for
+
+    ext = extension_for(app)
+    settings = ext.settings
+    if settings.redis_url.startswith("sentinel://") or settings.redis_cluster:
+        return  # their clients find the server through others: let them
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=CONNECT_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            f"cannot reach the journal's Redis at {ext.safe_redis_url}: {_first_line(exc)}"
+        ) from None
+    finally:
+        client.close()
+
+
+def _redis_problem(exc: redis.RedisError) -> str:
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return f"lost the journal's Redis: {_first_line(exc)}"
+    return f"Redis refused a command: {_first_line(exc)}"
+
+
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+
+
+def _history_cursor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A rule history cursor is an entry id (`1712345678901-0`) a previous page printed."""
+    if value is None:
+        return None
+    if not _STREAM_ID.match(value) or value == "0-0":
+        # One line, like every other error here (BadParameter would add the usage).
+        raise click.ClickException(f"invalid cursor {value!r}: pass back the one a listing gave")
+    return value
 
 
 def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -317,7 +388,13 @@ def rules_test(
             event = json.loads(event_json)
         except json.JSONDecodeError as exc:
             raise click.ClickException(f"--event is not valid JSON: {exc}") from None
-    report = dry_run(name, event, task_id=task_id, app=_app(ctx))
+    try:
+        report = dry_run(name, event, task_id=task_id, app=_app(ctx))
+    except (TypeError, AttributeError, KeyError) as exc:  # a hand-written event's shape
+        raise click.ClickException(
+            f"the event does not have the shape of a real one ({type(exc).__name__}: "
+            f"{_first_line(exc)}); compare with `--task-id` on a past task"
+        ) from None
     if as_json:
         _print_json(report.as_dict())
         return
@@ -343,7 +420,7 @@ def rules_test(
 @rules.command("history")
 @click.argument("name")
 @click.option("--limit", default=20, show_default=True)
-@click.option("--cursor", help="Continue a previous listing.")
+@click.option("--cursor", callback=_history_cursor, help="Continue a previous listing.")
 @_json_option
 @click.pass_context
 @_errors_as_one_line

@@ -1,9 +1,16 @@
 """The one msgpack codec for everything that crosses a process boundary.
 
 What msgpack can carry: None, bool, int, float, str, bytes, lists and tuples
-(tuples come back as lists), dicts, and timezone-aware datetimes. A value it
-cannot carry is refused with the path to the offending part, so the user sees
-`args[0]['when']` rather than a bare msgpack TypeError.
+(tuples come back as lists), dicts, and timezone-aware datetimes. User data
+is checked before it is encoded, and a value that could not be recorded, or
+not read back, is refused with the path to the offending part, so the user
+sees `args[0]['when']` rather than a bare msgpack TypeError:
+
+- dict keys must be str or int: msgpack would write a tuple key, but it
+  comes back as a list, which cannot be a key, and the run could not be
+  read (other keys would not survive `--json` output);
+- at most `MAX_DEPTH` levels of nested lists, tuples and dicts (msgpack
+  itself stops at 511, counted with the event around the value).
 """
 
 from __future__ import annotations
@@ -14,6 +21,13 @@ from typing import Any
 import msgpack
 
 from .errors import EncodingError
+
+MAX_DEPTH = 100
+
+# Exact types that need no look inside (subclasses take the long way). Ints
+# are flat for the first pass: msgpack checks their range itself.
+_LEAVES = frozenset({type(None), bool, str, bytes, bytearray, float})
+_FLAT = _LEAVES | {int}
 
 
 def packb(value: Any) -> bytes:
@@ -41,11 +55,20 @@ def unpackb(data: bytes) -> Any:
 
 
 def encode(value: Any, *, where: str) -> bytes:
-    """Encode user data; on failure raise `EncodingError` naming `where`."""
-    try:
-        return packb(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodingError(_describe_failure(value, where) or f"{where}: {exc}") from None
+    """Encode user data; on failure raise `EncodingError` naming `where` and the part.
+
+    A first pass looks only into containers, for what msgpack would accept
+    but not read back (dict keys) or stop at (depth); msgpack then refuses
+    the types it cannot carry, and only then a full pass finds which part.
+    """
+    found = _problem(value, 0, full=False)
+    if found is None:
+        try:
+            return packb(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            found = _problem(value, 0, full=True) or (_Path(), str(exc))
+    path, reason = found
+    raise EncodingError(f"{where}{path}: {reason}")
 
 
 def check_encodable(value: Any, *, where: str) -> None:
@@ -57,38 +80,80 @@ def roundtrip(value: Any, *, where: str) -> Any:
     return unpackb(encode(value, where=where))
 
 
-def _describe_failure(value: Any, path: str) -> str | None:
-    """Walk `value` to find the first part msgpack refuses and say why."""
-    if value is None or isinstance(value, bool | str | bytes | bytearray | float):
+class _Path(list[str]):
+    """Parts of a path, innermost first (appended on the way out of a failure)."""
+
+    shown = True
+
+    def __str__(self) -> str:
+        return "".join(reversed(self)) if self.shown else ""
+
+
+def _problem(value: Any, depth: int, *, full: bool) -> tuple[_Path, str] | None:
+    """The first part of `value` that cannot be recorded: (its path, why), or None.
+
+    With `full`, every type is checked; without, only containers are looked
+    into (keys and depth). The path is built only on the way out of a
+    failure, so a valid value costs one pass and no string formatting.
+    """
+    kind = type(value)
+    if kind in _LEAVES:
         return None
-    if isinstance(value, int):
+    if isinstance(value, list | tuple | dict):
+        if depth >= MAX_DEPTH:
+            path = _Path()
+            path.shown = False  # a hundred [0]s say less than the depth does
+            return path, (
+                f"nested more than {MAX_DEPTH} levels deep (lists, tuples and dicts); "
+                f"celery_durable records at most {MAX_DEPTH} levels: flatten the value"
+            )
+        flat = _LEAVES if full else _FLAT
+        if isinstance(value, dict):
+            return _dict_problem(value, depth, full=full, flat=flat)
+        for index, item in enumerate(value):
+            if type(item) in flat:
+                continue
+            found = _problem(item, depth + 1, full=full)
+            if found is not None:
+                found[0].append(f"[{index}]")
+                return found
+        return None
+    if not full:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
         if -(2**63) <= value < 2**64:
             return None
-        return f"{path}: integer {value} is too large to record (msgpack holds 64 bits)"
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = _describe_failure(item, f"{path}[{index}]")
-            if found:
-                return found
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = _describe_failure(key, f"{path} key {key!r}")
-            if found:
-                return found
-            found = _describe_failure(item, f"{path}[{key!r}]")
-            if found:
-                return found
-        return None
+        return _Path(), f"integer {value} is too large to record (msgpack holds 64 bits)"
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
-            return (
-                f"{path}: naive datetime {value.isoformat()} cannot be recorded; "
+            return _Path(), (
+                f"naive datetime {value.isoformat()} cannot be recorded; "
                 "give it a timezone (datetime.now(timezone.utc))"
             )
         return None
-    return (
-        f"{path}: a value of type {type(value).__module__}.{type(value).__qualname__} "
+    return _Path(), (
+        f"a value of type {kind.__module__}.{kind.__qualname__} "
         "cannot be recorded; pass JSON-like data (None, bool, int, float, str, bytes, "
         "list, dict, tz-aware datetime)"
     )
+
+
+def _dict_problem(
+    value: dict[Any, Any], depth: int, *, full: bool, flat: frozenset[type]
+) -> tuple[_Path, str] | None:
+    for key, item in value.items():
+        if not isinstance(key, str | int):
+            return _Path([f" key {key!r}"]), (
+                f"a dict key of type {type(key).__name__} cannot be recorded; use str or int keys"
+            )
+        if full and type(key) is not str:
+            found = _problem(key, depth, full=True)
+            if found is not None:
+                return _Path([f" key {key!r}"]), found[1]
+        if type(item) in flat:
+            continue
+        found = _problem(item, depth + 1, full=full)
+        if found is not None:
+            found[0].append(f"[{key!r}]")
+            return found
+    return None

@@ -22,6 +22,7 @@ from .activity import Activity
 from .clock import Clock
 from .errors import NotInstalledError
 from .journal import Journal
+from .journal.identity import JournalId, journal_id
 from .keys import Keys
 from .limits import bound_strings
 from .redaction import argument_placeholders, without_arguments
@@ -44,8 +45,17 @@ logger = logging.getLogger("celery_durable")
 
 class DurableExtension:
     def __init__(self, app: Celery):
-        self.app = app
+        # A weak reference: the registry below maps app -> extension weakly,
+        # and a strong one back to its own key would keep every app alive.
+        self._app = weakref.ref(app)
         self.rules_active = False  # set in workers: rules are evaluated where events happen
+
+    @property
+    def app(self) -> Celery:
+        app = self._app()
+        if app is None:
+            raise NotInstalledError("the Celery app of this celery_durable extension was freed")
+        return app
 
     @cached_property
     def settings(self) -> Settings:
@@ -72,6 +82,11 @@ class DurableExtension:
             retention=settings.retention,
             max_events=settings.max_run_events,
         )
+
+    @cached_property
+    def journal_id(self) -> JournalId:
+        """This app's journal as run messages name it (prefix and Redis fingerprint)."""
+        return journal_id(self.settings)
 
     @cached_property
     def timers(self) -> TimerStore:
@@ -175,12 +190,18 @@ class DurableExtension:
         """Send the Celery task that executes (or resumes) a run.
 
         `takeover` names the dead owner (`hostname/pid`) of a run left
-        `running`: only then may the task execute a run in that status.
+        `running`: only then may the task execute a run in that status. The
+        message names this app's journal, so that a worker of another
+        journal on the same queue forwards it to that journal instead of
+        dropping it (see `worker/journal_queue.py`).
         """
         options: dict[str, Any] = {"queue": self.settings.queue} if self.settings.queue else {}
+        kwargs: dict[str, Any] = {"journal": self.journal_id.as_message()}
         if takeover:
-            options["kwargs"] = {"takeover": takeover}
-        self.app.send_task(RUN_TASK_NAME, args=(run_id,), ignore_result=True, **options)
+            kwargs["takeover"] = takeover
+        self.app.send_task(
+            RUN_TASK_NAME, args=(run_id,), kwargs=kwargs, ignore_result=True, **options
+        )
 
     def launch(self, run_id: str) -> None:
         """Dispatch a run just created with a `dispatch:` timer as its safety net.

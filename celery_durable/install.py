@@ -6,6 +6,7 @@ from celery import Celery
 
 from .extension import DurableExtension, installed, register
 from .worker.bootstep import DurableWorkerStep
+from .worker.journal_queue import JournalQueueStep
 from .worker.run_task import register_run_task
 from .worker.task_events import connect_task_events
 
@@ -13,7 +14,8 @@ from .worker.task_events import connect_task_events
 def install(app: Celery) -> DurableExtension:
     """Enable celery_durable on `app` (and only on it); calling it again is a no-op.
 
-    Adds the worker bootstep through `app.steps`, registers the internal task
+    Adds the worker bootsteps through `app.steps` (the extension's presence,
+    and the consumption of this journal's own queue), registers the internal task
     that executes runs, and reports the failures of this app's tasks to its
     rules (in workers). The `durable_*` settings are read on first use (a
     worker reads them before it starts and refuses to start on a bad one), so
@@ -25,6 +27,7 @@ def install(app: Celery) -> DurableExtension:
     extension = DurableExtension(app)
     register(app, extension)
     app.steps["worker"].add(DurableWorkerStep)
+    app.steps["consumer"].add(JournalQueueStep)
     register_run_task(app)
     connect_task_events(app)
     return extension

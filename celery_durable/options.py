@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import ConfigurationError
@@ -35,6 +36,8 @@ def parse_duration(value: float | int | str | None, *, field: str = "duration") 
             f"{field}: expected a duration such as '30s' or a number of seconds, "
             f"got {type(value).__name__}"
         )
+    if not math.isfinite(seconds):  # NaN and inf would reach Redis as due times
+        raise ConfigurationError(f"{field}: a duration must be a finite number, got {value!r}")
     if seconds < 0:
         raise ConfigurationError(f"{field}: a duration cannot be negative ({value!r})")
     return seconds

@@ -1,12 +1,16 @@
 """celery_durable's settings: `durable_*` keys of the Celery app's config.
 
 Each setting has one line here with its default; the README's settings table
-mirrors this module.
+mirrors this module. The known keys are the fields of `Settings` (plus
+`EXTRA_SETTINGS`): a `durable_*` key that is neither is a typo to warn about,
+and a new field is known without further work.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import logging
+from dataclasses import dataclass, fields
 from typing import Any
 
 from celery import Celery
@@ -21,6 +25,12 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 DEFAULT_MAX_RUN_EVENTS = 100_000
 MIN_TEXT_BYTES = 256  # room for some text besides the truncation marker
 MIN_RUN_EVENTS = 10
+PREFIX = "durable_"
+
+# `durable_*` keys read outside `Settings` (none yet): known, so not warned about.
+EXTRA_SETTINGS: frozenset[str] = frozenset()
+
+logger = logging.getLogger("celery_durable")
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class Settings:
     @classmethod
     def from_app(cls, app: Celery) -> Settings:
         conf = app.conf
+        warn_unknown_settings(conf)
         prefix = conf.get("durable_key_prefix") or "durable"
         if not isinstance(prefix, str) or any(c in prefix for c in "{} \t\n"):
             raise ConfigurationError(
@@ -110,6 +121,30 @@ class Settings:
                 conf, "durable_max_run_events", DEFAULT_MAX_RUN_EVENTS, MIN_RUN_EVENTS
             ),
         )
+
+
+def known_settings() -> frozenset[str]:
+    """Every `durable_*` key celery_durable reads: one per `Settings` field."""
+    return frozenset(PREFIX + field.name for field in fields(Settings)) | EXTRA_SETTINGS
+
+
+def unknown_settings(conf: Any) -> list[str]:
+    """One message per `durable_*` key of `conf` that nothing reads, closest known key named."""
+    known = known_settings()
+    messages = []
+    for key in sorted(k for k in conf if isinstance(k, str)):
+        if not key.lower().startswith(PREFIX) or key in known:
+            continue
+        close = difflib.get_close_matches(key.lower(), known, n=1)
+        hint = f"did you mean {close[0]}?" if close else "see the settings table in the README"
+        messages.append(f"{key}: unknown setting, ignored; {hint}")
+    return messages
+
+
+def warn_unknown_settings(conf: Any) -> None:
+    """Log each unknown `durable_*` key: a typo would otherwise go unnoticed."""
+    for message in unknown_settings(conf):
+        logger.warning(message)
 
 
 def _redis_url_from_broker(app: Celery) -> str:

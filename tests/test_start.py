@@ -51,6 +51,14 @@ def test_twenty_threads_with_one_key_make_one_run_and_one_execution(
     assert redis_client.zcard(keys.runs_index()) == 1
 
 
+def _nested(depth: int) -> list:
+    """A list in a list ... `depth` lists deep, built without recursion."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
@@ -62,6 +70,14 @@ def test_twenty_threads_with_one_key_make_one_run_and_one_execution(
             r"keyword argument 'items'\[1\]: a value of type builtins\.set",
         ),
         ((2**70,), {}, r"argument 0: integer .* too large"),
+        (({(1, 2): 3},), {}, r"argument 0 key \(1, 2\): a dict key of type tuple cannot"),
+        (
+            (),
+            {"order": {"lines": [{"ok": 1}, {None: 2}]}},
+            r"keyword argument 'order'\['lines'\]\[1\] key None: a dict key of type NoneType",
+        ),
+        ((_nested(100_000),), {}, r"argument 0: nested more than 100 levels deep"),
+        ((_nested(101),), {}, r"argument 0: nested more than 100 levels deep"),
     ],
 )
 def test_arguments_that_cannot_be_recorded_are_refused_and_nothing_is_written(
@@ -70,6 +86,14 @@ def test_arguments_that_cannot_be_recorded_are_refused_and_nothing_is_written(
     with pytest.raises(EncodingError, match=message):
         celery_durable.start(arithmetic, *args, **kwargs)
     assert redis_client.dbsize() == 0  # no journal entry, no message sent
+
+
+def test_values_at_the_limits_are_accepted_and_read_back(durable_app):
+    """100 levels of nesting, int and str keys: the run can be read back."""
+    deep, keys = _nested(100), {1: "one", "two": 2}
+    run = celery_durable.start("tests.echo", deep, keys)
+    (started,) = [e for e in run.events() if e["type"] == "workflow.started"]
+    assert started["data"]["args"] == [deep, keys]
 
 
 def test_tz_aware_datetimes_and_bytes_are_accepted(durable_app):

@@ -58,9 +58,11 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.poller.start()
         self.actions = ActionRunner(ext, worker.hostname, tick=RulesTick(ext, worker.hostname))
         self.actions.start()
-        task_received.connect(self._on_received, weak=False)
-        task_failure.connect(self._on_failure, weak=False)
-        worker_shutdown.connect(self._on_worker_shutdown, weak=False)
+        # Weakly: the worker holds this step; an in-process worker that is
+        # dropped (tests) then frees its app instead of leaking it.
+        task_received.connect(self._on_received, weak=True)
+        task_failure.connect(self._on_failure, weak=True)
+        worker_shutdown.connect(self._on_worker_shutdown, weak=True)
         logger.info(
             "celery_durable active: journal at %s (key prefix %r), %d workflow(s) registered",
             ext.safe_redis_url,

@@ -1,31 +1,42 @@
 """The Celery task that executes (or resumes) one run.
 
-Its message carries only the run id: arguments and history come from the
-journal, so a redelivered, duplicated or late message is harmless.
+Its message carries the run id and names the journal that holds the run:
+arguments and history come from the journal, so a redelivered, duplicated
+or late message is harmless. A message for another journal (apps that share
+a queue but not a journal) goes to that journal's queue, see `journal_queue`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery, Task
 
 from ..errors import DurableError, JournalConflictError, JournalCorruptError
 from ..extension import RUN_TASK_NAME, DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
+from ..journal.identity import JournalId
 from ..workflows.execution import Execution
 from ..workflows.interruptions import persevere
 from ..workflows.outcomes import finish
 from ..workflows.registry import lookup
+from .journal_queue import forward, serves
 
 logger = logging.getLogger("celery_durable.worker")
 
 
 def register_run_task(app: Celery) -> None:
     @app.task(name=RUN_TASK_NAME, bind=True, acks_late=True, ignore_result=True, shared=False)
-    def run_workflow(task: Task, run_id: str, takeover: str | None = None) -> None:
-        hostname = task.request.hostname or ""
+    def run_workflow(
+        task: Task, run_id: str, takeover: str | None = None, journal: Any = None
+    ) -> None:
         ext = extension_for(task.app)
+        named = JournalId.from_message(journal)
+        if named is not None and not serves(ext, named, run_id):
+            forward(task, ext, named, run_id)
+            return
+        hostname = task.request.hostname or ""
         # Through Redis outages and out-of-memory spells: see workflows/interruptions.py.
         persevere(
             lambda owner: execute_run(ext, run_id, worker=hostname, takeover=owner),
@@ -46,7 +57,11 @@ def execute_run(
             _fail(ext, run_id, meta, exc)
         return
     if not meta:
-        logger.warning("run %s does not exist in the journal; message dropped", run_id)
+        logger.warning(
+            "run %s does not exist in this worker's journal (%s); message dropped",
+            run_id,
+            ext.journal_id,
+        )
         return
     status = meta.get("status")
     if status in FINAL_STATUSES:

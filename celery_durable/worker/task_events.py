@@ -35,31 +35,38 @@ REPR_LIMIT = 1024
 
 
 def connect_task_events(app: Celery) -> None:
-    """Report the failures of `app`'s tasks (and only its tasks) to the rules."""
+    """Report the failures of installed apps' tasks (each to its own app's rules).
 
-    def on_failure(
-        sender: Any = None,
-        task_id: str | None = None,
-        exception: BaseException | None = None,
-        args: Any = None,
-        kwargs: Any = None,
-        einfo: Any = None,
-        **_: Any,
-    ) -> None:
-        if sender is None or getattr(sender, "app", None) is not app:
-            return
-        if sender.name == RUN_TASK_NAME:
-            return  # a workflow's own failures are workflow.failed
-        ext = installed(app)
-        if ext is None or not ext.rules_active or not ext.rules.listens(activity.TASK_FAILED):
-            return  # nothing listens: a failure costs nothing more
-        try:
-            data, complete = failure_data(ext, sender, task_id, exception, args, kwargs, einfo)
-            ext.emit(activity.TASK_FAILED, data, complete=complete)
-        except Exception:
-            logger.exception("could not report the failure of task %s", task_id)
+    One receiver per process, connected once, that finds the extension from
+    `sender.app`: a receiver per app would hold its app (and everything the
+    app holds) for as long as the process lives.
+    """
+    task_failure.connect(on_task_failure, weak=False, dispatch_uid=_FAILURE_UID)
 
-    task_failure.connect(on_failure, weak=False)
+
+_FAILURE_UID = "celery_durable.task_events.on_task_failure"
+
+
+def on_task_failure(
+    sender: Any = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    einfo: Any = None,
+    **_: Any,
+) -> None:
+    app = getattr(sender, "app", None)
+    if app is None or sender.name == RUN_TASK_NAME:
+        return  # a workflow's own failures are workflow.failed
+    ext = installed(app)
+    if ext is None or not ext.rules_active or not ext.rules.listens(activity.TASK_FAILED):
+        return  # not ours, or nothing listens: a failure costs nothing more
+    try:
+        data, complete = failure_data(ext, sender, task_id, exception, args, kwargs, einfo)
+        ext.emit(activity.TASK_FAILED, data, complete=complete)
+    except Exception:
+        logger.exception("could not report the failure of task %s", task_id)
 
 
 def failure_data(

@@ -6,6 +6,7 @@ next page, never an unbounded scan of Redis.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Any
@@ -184,11 +185,11 @@ def _bound(cursor: str | None) -> str:
     if cursor is None:
         return "+inf"
     try:
-        float(cursor)
+        valid = math.isfinite(float(cursor))  # nan, inf: not a cursor a listing gives
     except ValueError:
-        raise ConfigurationError(
-            f"invalid cursor {cursor!r}: pass back the one a listing gave"
-        ) from None
+        valid = False
+    if not valid:
+        raise ConfigurationError(f"invalid cursor {cursor!r}: pass back the one a listing gave")
     return f"({cursor}"
 
 

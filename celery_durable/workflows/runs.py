@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from .. import failures
-from ..codec import check_encodable
+from ..codec import check_encodable, packb
 from ..errors import (
     ConfigurationError,
     JournalCorruptError,
@@ -18,7 +18,7 @@ from ..errors import (
 )
 from ..extension import DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
-from ..limits import encode_bounded
+from ..limits import check_size, encode_bounded
 from ..options import parse_duration
 from .context import current_execution
 from .control import cancel_run
@@ -218,8 +218,10 @@ def _check_sizes(
     named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
     for label, value in named:
         encode_bounded(value, limit, what=f"{where}: {label}")
-    # Each fits; together they are recorded in one event.
-    encode_bounded([list(args), kwargs], limit, what=f"{where}: the arguments together")
+    # Each fits; together they are recorded in one event. Each was checked
+    # already: only the size is left (the list around them is not user nesting).
+    together = packb([list(args), kwargs])
+    check_size(together, limit, what=f"{where}: the arguments together")
 
 
 def _workflow_name(workflow: WorkflowFunction | type[Workflow] | str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import NotInWorkflowError
+from ..errors import ConfigurationError, NotInWorkflowError
 from ..options import parse_duration
 from .context import current_execution
 
@@ -24,6 +24,11 @@ def sleep(duration: float | str) -> None:
     if execution is None:
         raise NotInWorkflowError(
             "sleep() can only be called inside a running workflow; use time.sleep() elsewhere"
+        )
+    if duration is None:  # not "no sleep": most likely a setting that was not found
+        raise ConfigurationError(
+            "sleep(duration): a duration is required, got None; pass seconds or a "
+            "string such as '30s', '2h', '7d'"
         )
     seconds = parse_duration(duration, field="sleep(duration)")
     execution.sleep(seconds or 0.0)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .event_writer import EventWriter
     from .rules.action_queue import ActionQueue
     from .rules.engine import RuleEngine
+    from .schedules.store import ScheduleStore
 
 _extensions: weakref.WeakKeyDictionary[Celery, DurableExtension] = weakref.WeakKeyDictionary()
 
@@ -120,6 +121,12 @@ class DurableExtension:
         from .rules.action_queue import ActionQueue
 
         return ActionQueue(self.redis, self.keys)
+
+    @cached_property
+    def schedules(self) -> ScheduleStore:
+        from .schedules.store import ScheduleStore
+
+        return ScheduleStore(self.redis, self.keys, self.settings.schedule_history_maxlen)
 
     def activate_rules(self) -> None:
         """Load the rules now and evaluate them in this process (a worker) from now on."""

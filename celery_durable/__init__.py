@@ -16,6 +16,8 @@ from .errors import (
     RunEventLimitError,
     RunFinishedError,
     RunNotFoundError,
+    ScheduleError,
+    ScheduleNotFoundError,
     WorkflowCancelledError,
     WorkflowFailedError,
     WorkflowNotFoundError,
@@ -33,6 +35,15 @@ from .rules.api import (
 )
 from .rules.base import Action, Condition, Trigger
 from .rules.dry_run import dry_run, send_test_notification
+from .schedules.api import (
+    delete_schedule,
+    describe_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    schedule,
+    trigger_schedule,
+)
 from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
@@ -60,6 +71,8 @@ __all__ = [
     "RunFinishedError",
     "RunHandle",
     "RunNotFoundError",
+    "ScheduleError",
+    "ScheduleNotFoundError",
     "Trigger",
     "Workflow",
     "WorkflowCancelledError",
@@ -67,21 +80,28 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowTimedOutError",
     "breaker_state",
+    "delete_schedule",
+    "describe_schedule",
     "dry_run",
     "get_context",
     "get_run",
     "hookimpl",
     "install",
     "list_rules",
+    "list_schedules",
+    "pause_schedule",
     "reset_breaker",
+    "resume_schedule",
     "retry_chain",
     "rule_history",
+    "schedule",
     "send_event",
     "send_test_notification",
     "set_rule_enabled",
     "sleep",
     "start",
     "step",
+    "trigger_schedule",
     "wait_for_event",
     "workflow",
 ]

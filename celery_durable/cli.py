@@ -149,7 +149,7 @@ def _next_page(cursor: str | None) -> None:
 @click.group(name="durable")
 @click.pass_context
 def durable(ctx: click.Context) -> None:
-    """celery_durable: durable workflow runs, automation rules, workers."""
+    """celery_durable: durable workflow runs, automation rules, schedules, workers."""
     _app(ctx)  # fail early and clearly without -A
 
 
@@ -587,3 +587,10 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
                 click.echo(f"  {kind + ':':<12} {', '.join(plugin[kind])}")
         if plugin["durable_event"]:
             click.echo(f"  {'hook:':<12} durable_event")
+
+
+# -- schedules (celery_durable/schedules/cli.py: kept there so this module stays small) -----
+
+from .schedules.cli import schedules  # noqa: E402 - it imports this module's helpers
+
+durable.add_command(schedules)

@@ -84,6 +84,18 @@ class WorkflowNotFoundError(DurableError, LookupError):
     """No workflow of that name is registered in this process."""
 
 
+class ScheduleError(ConfigurationError):
+    """A schedule's definition is wrong (a bad cron string, timezone, interval, policy).
+
+    Raised where the schedule is defined (`@workflow(schedule=...)` at import,
+    `schedule()` at the call), naming the schedule and the option.
+    """
+
+
+class ScheduleNotFoundError(DurableError, LookupError):
+    """No schedule of that name is stored."""
+
+
 # -- journal -------------------------------------------------------------------
 
 

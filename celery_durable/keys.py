@@ -58,7 +58,10 @@ class Keys:
         return f"{self.prefix}:finished"
 
     def timers(self) -> str:
-        """A sorted set of `kind:run_id` members scored by due time (clock seconds)."""
+        """A sorted set of `kind:run_id` members scored by due time (clock seconds).
+
+        Also `schedule:<name>` members: a schedule's next tick (see `schedule`).
+        """
         return f"{self.prefix}:timers"
 
     def events(self) -> str:
@@ -119,6 +122,35 @@ class Keys:
     def retry_root(self, task_id: str) -> str:
         """The first task of the retry chain a retried task belongs to."""
         return f"{self.prefix}:retry-root:{task_id}"
+
+    # -- schedules ---------------------------------------------------------------
+
+    def schedules(self) -> str:
+        """The names of all stored schedules: a sorted set, every score 0.
+
+        Equal scores order the names lexically, so listings page by name
+        (ZRANGEBYLEX) instead of scanning. A name leaves it when its schedule
+        is deleted.
+        """
+        return f"{self.prefix}:schedules"
+
+    def _schedule(self, name: str, part: str) -> str:
+        # Like a rule's: a hash tag made from the name (any characters, braces
+        # too), so a schedule's hash and history share a Cluster slot and one
+        # script may update both.
+        tag = hashlib.sha1(name.encode()).hexdigest()[:16]
+        return f"{self.prefix}:schedule:{{{tag}}}:{name}:{part}"
+
+    def schedule(self, name: str) -> str:
+        """A schedule's definition and state (hash): workflow, timing, policies,
+        arguments, paused, next tick, last run, counters. Deleted with the schedule."""
+        return self._schedule(name, "def")
+
+    def schedule_history(self, name: str) -> str:
+        """A schedule's latest ticks, newest first (list of msgpack entries):
+        started, skipped (overlap) or missed (catch-up), with run id and times.
+        Trimmed to `durable_schedule_history_maxlen`; deleted with the schedule."""
+        return self._schedule(name, "history")
 
     def poll_lock(self, trigger: str) -> str:
         """Held by the one worker that polls a polling trigger this interval."""

@@ -50,6 +50,9 @@ class Settings:
     rule_history_maxlen: int = 1000
     failure_window: float = 3600.0
     action_claim_after: float = 300.0
+    # Schedules: how late a tick may start under catch_up="none"; ticks kept per schedule.
+    schedule_grace: float = 60.0
+    schedule_history_maxlen: int = 100
     redact_args: bool = False
     # Data bounds: how long finished runs are kept, how big things may get.
     retention: float | None = DEFAULT_RETENTION
@@ -104,6 +107,8 @@ class Settings:
             rule_history_maxlen=int(_positive(conf, "durable_rule_history_maxlen", 1000)),
             failure_window=_positive(conf, "durable_failure_window", 3600.0),
             action_claim_after=_positive(conf, "durable_action_claim_after", 300.0),
+            schedule_grace=_grace(conf),
+            schedule_history_maxlen=_at_least(conf, "durable_schedule_history_maxlen", 100, 1),
             redact_args=redact_args,
             retention=_retention(conf),
             max_text_bytes=_at_least(
@@ -159,6 +164,14 @@ def _positive(conf: Any, key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigurationError(f"{key}: expected a positive number, got {value!r}")
     return float(value)
+
+
+def _grace(conf: Any) -> float:
+    """`durable_schedule_grace`: a duration ("60s") or seconds, at least 0."""
+    seconds = parse_duration(
+        conf.get("durable_schedule_grace", 60.0), field="durable_schedule_grace"
+    )
+    return 60.0 if seconds is None else seconds
 
 
 def _retention(conf: Any) -> float | None:

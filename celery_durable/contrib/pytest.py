@@ -12,7 +12,8 @@ pytest-celery without a clash.
 - `durable_worker`: an in-process worker (`celery.contrib.testing`) for it.
 - `durable_wait_for_status`: wait, with a deadline, until a run has a status.
 - `durable_time_skip`: fast-forward durable time (sleeps, event timeouts,
-  max_duration) for the app's in-process worker, without waiting.
+  max_duration, schedules' ticks) for the app's in-process worker, without
+  waiting.
 - `durable_worker_processes`: real `celery worker` subprocesses on that
   Redis (`celery_durable.contrib.workers.WorkerProcesses`), all killed at
   teardown; `durable_worker_processes_options` (override it) says which app
@@ -119,7 +120,8 @@ class TimeSkip:
         self.ext = ext
 
     def advance(self, duration: float | str | None = None) -> float:
-        """Move forward by `duration`, or to the next due timer; return the seconds."""
+        """Move forward by `duration`, or to the next due timer (a schedule's next
+        tick too); return the seconds."""
         if duration is None:
             due = self.ext.timers.next_due()
             seconds = 0.0 if due is None else max(0.0, due - self.ext.clock.now())

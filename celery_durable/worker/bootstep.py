@@ -16,6 +16,7 @@ from celery.signals import task_failure, task_received, worker_shutdown
 from ..errors import JournalConflictError, RedisAccessError
 from ..extension import RUN_TASK_NAME, extension_for
 from ..journal.events import EventType, RunStatus
+from ..schedules.registration import register_workflow_schedules
 from ..workflows.interruptions import backoff, is_interruption, trouble_log
 from ..workflows.outcomes import finish
 from ..workflows.registry import registered
@@ -47,6 +48,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
     def start(self, worker: Any) -> None:
         ext = self.extension
         self._check_redis()
+        register_workflow_schedules(ext)  # @workflow(schedule=...), before the poller fires
         self.hostname = worker.hostname
         self.worker = worker
         self.monitor = WorkerMonitor(ext, worker.hostname)

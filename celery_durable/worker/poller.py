@@ -25,6 +25,7 @@ from ..background import Background
 from ..extension import DurableExtension
 from ..journal.events import RunStatus
 from ..retention import RetentionSweep
+from ..schedules.firing import fire_due_schedules
 from ..timers.store import DEADLINE, DISPATCH, WAKE, ClaimedTimer
 
 logger = logging.getLogger("celery_durable.poller")
@@ -63,8 +64,13 @@ class TimerPoller(Background):
         timers = self.ext.timers
         now = self.ext.clock.now()
         claimed, next_due = timers.claim(now, lease=LEASE, limit=BATCH)
+        count = len(claimed)
+        # schedule: members fire there, and move on to their next ticks.
+        claimed, next_tick = fire_due_schedules(self.ext, claimed)
+        if next_tick is not None and (next_due is None or next_tick < next_due):
+            next_due = next_tick
         if not claimed:
-            return 0, next_due
+            return count, next_due
         metas = self._metas(claimed)
         sent: set[str] = set()
         done: list[ClaimedTimer] = []
@@ -82,7 +88,7 @@ class TimerPoller(Background):
                 recheck_at[timer.member] = now + self._recheck_after(timer.kind, meta, now)
         finally:  # what was sent or not wanted is done; the rest fires again after its lease
             timers.release(done, recheck_at)
-        return len(claimed), next_due
+        return count, next_due
 
     def _metas(self, claimed: list[ClaimedTimer]) -> dict[str, dict[str, str]]:
         """Status and times of the runs of `claimed`, in one round trip."""

@@ -24,6 +24,9 @@ class RunContext:
     attempt: int
     started_at: dt.datetime
     idempotency_key: str | None
+    # A run started by a schedule: the tick it was started for, and the schedule.
+    scheduled_at: dt.datetime | None = None
+    schedule: str | None = None
 
 
 def get_context() -> RunContext:

@@ -45,12 +45,17 @@ def workflow(
     name: str | None = None,
     max_duration: float | str | None = None,
     max_retries: int = 0,
+    schedule: str | float | None = None,
+    timezone: str | None = None,
 ) -> Any:
     """Define a durable workflow from a plain or `async def` function.
 
     `max_duration` bounds the whole run (it ends `timed_out` past it);
     `max_retries` re-runs a failed workflow as a new attempt, in which steps
-    that completed before are replayed, not run again.
+    that completed before are replayed, not run again. `schedule` (a cron
+    string read in `timezone`, or an interval such as "30s") starts a run on
+    every tick, with no Celery Beat: the schedule, named like the workflow,
+    is stored when a worker starts. A bad one is refused here, at import.
     """
 
     def decorate(func: Callable[..., Any]) -> WorkflowFunction:
@@ -61,6 +66,8 @@ def workflow(
             max_duration=max_duration,
             max_retries=max_retries,
             origin=origin,
+            schedule=schedule,
+            timezone=timezone,
         )
         return WorkflowFunction(func, definition)
 
@@ -78,12 +85,15 @@ class Workflow:
         max_duration = "30d"
         def run(self, user_id): ...
     ```
+    `schedule` and `timezone` work as in `@workflow`.
     A fresh instance executes each run (and each replay of it).
     """
 
     name: ClassVar[str | None] = None
     max_duration: ClassVar[float | str | None] = None
     max_retries: ClassVar[int] = 0
+    schedule: ClassVar[str | float | None] = None
+    timezone: ClassVar[str | None] = None
     definition: ClassVar[WorkflowDefinition]
 
     def __init_subclass__(cls, **kwargs: Any):
@@ -110,6 +120,8 @@ class Workflow:
             max_duration=cls.max_duration,
             max_retries=cls.max_retries,
             origin=origin,
+            schedule=cls.schedule,
+            timezone=cls.timezone,
         )
 
     def run(self, *args: Any, **kwargs: Any) -> Any:

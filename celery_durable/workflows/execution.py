@@ -329,6 +329,8 @@ class Execution:
             attempt=self.state.attempt,
             started_at=dt.datetime.fromtimestamp(started.ts, tz=dt.UTC),
             idempotency_key=started.data.get("idempotency_key"),
+            scheduled_at=started.data.get("scheduled_at"),
+            schedule=started.data.get("schedule"),
         )
 
     def _timed_out_error(self) -> WorkflowTimedOutError:

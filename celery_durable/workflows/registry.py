@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigurationError, WorkflowNotFoundError
+from ..errors import ConfigurationError, ScheduleError, WorkflowNotFoundError
 from ..options import parse_count, parse_duration
+from ..schedules.timing import Timing, parse_schedule_option
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class WorkflowDefinition:
     max_duration: float | None = None
     max_retries: int = 0
     origin: str = ""  # module.qualname of the code, to tell re-imports from clashes
+    schedule: Timing | None = None  # @workflow(schedule=...): stored when a worker starts
 
 
 _registry: dict[str, WorkflowDefinition] = {}
@@ -37,11 +39,22 @@ def define(
     max_duration: float | str | None = None,
     max_retries: int = 0,
     origin: str,
+    schedule: object = None,
+    timezone: str | None = None,
 ) -> WorkflowDefinition:
-    """Validate a workflow's options and register it under `name`."""
+    """Validate a workflow's options and register it under `name`.
+
+    A bad `schedule` (cron string, interval) or `timezone` is refused here,
+    at import, rather than when a worker would first fire it.
+    """
     where = f"workflow {name!r}"
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError(f"workflow name must be a non-empty string, got {name!r}")
+    timing = None
+    if schedule is not None:
+        timing = parse_schedule_option(schedule, timezone, where=f"{where}: schedule")
+    elif timezone is not None:
+        raise ScheduleError(f"{where}: timezone={timezone!r} needs schedule= (a cron string)")
     definition = WorkflowDefinition(
         name=name,
         fn=fn,
@@ -49,6 +62,7 @@ def define(
         max_duration=parse_duration(max_duration, field=f"{where}: max_duration"),
         max_retries=parse_count(max_retries, field=f"{where}: max_retries"),
         origin=origin,
+        schedule=timing,
     )
     existing = _registry.get(name)
     if existing is not None and existing.origin != origin:

@@ -152,21 +152,50 @@ def start(
         raise ConfigurationError(
             f"start({name}): idempotency_key must be a non-empty string, got {idempotency_key!r}"
         )
-    for index, value in enumerate(args):
-        check_encodable(value, where=f"start({name}): argument {index}")
-    for key, value in kwargs.items():
-        check_encodable(value, where=f"start({name}): keyword argument {key!r}")
     ext = extension_for()
-    _check_sizes(name, args, kwargs, ext.settings.max_payload_bytes)
+    check_arguments(ext, f"start({name})", args, kwargs)
     execution = current_execution.get()
     if execution is not None:  # a child run, recorded like a step
         child_id = execution.start_child(name, list(args), kwargs, idempotency_key)
         return RunHandle(child_id, ext)
+    run_id, _ = create_run(ext, name, list(args), kwargs, idempotency_key)
+    return RunHandle(run_id, ext)
+
+
+def check_arguments(
+    ext: DurableExtension, where: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Refuse arguments that cannot be recorded or are too big, naming the argument."""
+    for index, value in enumerate(args):
+        check_encodable(value, where=f"{where}: argument {index}")
+    for key, value in kwargs.items():
+        check_encodable(value, where=f"{where}: keyword argument {key!r}")
+    _check_sizes(where, tuple(args), kwargs, ext.settings.max_payload_bytes)
+
+
+def create_run(
+    ext: DurableExtension,
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    idempotency_key: str | None,
+    *,
+    started: dict[str, Any] | None = None,
+) -> tuple[str, bool]:
+    """Record a top-level run and dispatch it: (its id, whether this call created it).
+
+    The arguments are checked already. `started` adds to the data of
+    `workflow.started` (a scheduled run's schedule and tick). With a key
+    that an earlier call used, nothing is written and the existing run's id
+    comes back with False.
+    """
     if idempotency_key is None:
         run_id = uuid.uuid4().hex
     else:
         run_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{name}\x00{idempotency_key}").hex
     data = {"name": name, "args": list(args), "kwargs": kwargs, "idempotency_key": idempotency_key}
+    if started:
+        data.update(started)
     # One script records the run, its index entry and the timer that sends it
     # should this process fail to: all of it, or nothing (Redis out of memory
     # raises RedisOutOfMemoryError, and start() may simply be called again).
@@ -176,11 +205,11 @@ def start(
     )
     if created is not None:
         ext.launch(run_id)
-    return RunHandle(run_id, ext)
+    return run_id, created is not None
 
 
 def _check_sizes(
-    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int | None
+    where: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int | None
 ) -> None:
     """Refuse arguments over `durable_max_payload_bytes`, naming the biggest offender."""
     if limit is None:
@@ -188,11 +217,11 @@ def _check_sizes(
     named = [(f"argument {i}", v) for i, v in enumerate(args)]
     named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
     for label, value in named:
-        encode_bounded(value, limit, what=f"start({name}): {label}")
+        encode_bounded(value, limit, what=f"{where}: {label}")
     # Each fits; together they are recorded in one event. Each was checked
     # already: only the size is left (the list around them is not user nesting).
     together = packb([list(args), kwargs])
-    check_size(together, limit, what=f"start({name}): the arguments together")
+    check_size(together, limit, what=f"{where}: the arguments together")
 
 
 def _workflow_name(workflow: WorkflowFunction | type[Workflow] | str) -> str:
@@ -210,4 +239,4 @@ def _workflow_name(workflow: WorkflowFunction | type[Workflow] | str) -> str:
     )
 
 
-__all__ = ["RunHandle", "get_run", "start"]
+__all__ = ["RunHandle", "check_arguments", "create_run", "get_run", "start"]

@@ -13,7 +13,7 @@ import logging
 import weakref
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery, current_app
@@ -32,9 +32,6 @@ from .redaction import argument_placeholders, without_arguments
 from .redis_client import make_client
 from .settings import Settings
 from .timers import TimerStore
-
-if TYPE_CHECKING:
-    from .schedules.store import ScheduleStore
 
 _extensions: weakref.WeakKeyDictionary[Celery, DurableExtension] = weakref.WeakKeyDictionary()
 
@@ -107,7 +104,7 @@ class DurableExtension:
         """The one object `make(self)` makes for this app, made on first use.
 
         How a layer above keeps its per-app state here (`rule_engine()`,
-        `plugin_manager()`) without this module knowing it: keyed by `make`,
+        `plugin_manager()`, `schedule_store()`) without this module knowing it: keyed by `make`,
         freed with the app. An error of `make` is raised, and it is tried
         again next time.
         """
@@ -127,12 +124,6 @@ class DurableExtension:
     def wants(self, kind: str) -> bool:
         """Does a listener of this process want activities of this type (`Listener.wants`)?"""
         return any(listener.wants(kind) for listener in self._listeners)
-
-    @cached_property
-    def schedules(self) -> ScheduleStore:
-        from .schedules.store import ScheduleStore
-
-        return ScheduleStore(self.redis, self.keys, self.settings.schedule_history_maxlen)
 
     def emit(
         self,

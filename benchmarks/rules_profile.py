@@ -7,7 +7,7 @@ benchmarks/rules_app.py). Two parts:
    configuration C loaded: the cost per call of each piece of what the
    extension does for one failed task (`failure_data`, encoding, the XADD
    to the global stream, the plugin hook, `RuleEngine.on_emit`, all of
-   `emit`) and of one heartbeat snapshot write of the monitor, in
+   `emit`) and of one heartbeat snapshot write (worker/heartbeat.py), in
    microseconds (median of `--repeat` timings of `--calls` calls each).
 2. A real prefork worker per configuration (A plain, C rules by default)
    whose pool processes run under cProfile while `--tasks` failing tasks
@@ -59,7 +59,7 @@ from celery_durable.activity import TASK_FAILED, Activity
 from celery_durable.contrib.workers import WorkerProcess
 from celery_durable.extension import installed
 from celery_durable.worker import holdings
-from celery_durable.worker.monitor import WorkerMonitor
+from celery_durable.worker.heartbeat import Heartbeat
 from celery_durable.worker.rules import activate_rules
 from celery_durable.worker.task_events import failure_data
 
@@ -162,18 +162,18 @@ def micro(url: str, calls: int, repeat: int) -> None:
     finally:
         task.pop_request()
 
-    # The monitor's snapshot write: the worker does it ~50 ms after each burst of
+    # The heartbeat's snapshot write: the worker does it ~50 ms after each burst of
     # received messages (task_received -> touch), with every held request.
-    monitor = WorkerMonitor(ext, "rules_bench@localhost")
+    heartbeat = Heartbeat(ext, "rules_bench@localhost")
     saved = holdings.held_requests
     for held in (8, 64):
         requests = [FakeRequest(i) for i in range(held)]
         holdings.held_requests = lambda requests=requests: requests  # type: ignore[misc]
         try:
-            cost = per_call_us(monitor.beat, max(1, calls // 10), repeat)
+            cost = per_call_us(heartbeat.beat, max(1, calls // 10), repeat)
         finally:
             holdings.held_requests = saved
-        print(f"  {f'WorkerMonitor.beat() with {held} held requests':<52}{cost:>9.1f} us")
+        print(f"  {f'Heartbeat.beat() with {held} held requests':<52}{cost:>9.1f} us")
     redis.Redis.from_url(url).flushdb()
 
 

@@ -5,6 +5,11 @@ names the app. Tables for people by default, `--json` for scripts; an unknown
 id or name, a bad cursor or an unreachable Redis exits non-zero with a
 one-line error (bad rules: one line per problem), never a traceback;
 listings are paged with `--limit` and `--cursor`.
+
+Every command is written `@pass_app` and receives the app first: the one
+place that finds it (`ctx.obj.app`, as Celery's own commands and flower's do)
+and turns what goes wrong into one line. Commands hand the app on as `app=`,
+like any caller of the Python API.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import click
 import redis
+from celery import Celery
 
 from .errors import DurableError
 
@@ -26,12 +32,25 @@ from .errors import DurableError
 CONNECT_TIMEOUT = 3.0
 
 
-def _app(ctx: click.Context) -> Any:
+def _app(ctx: click.Context) -> Celery:
+    """The app `-A` named: Celery's root command keeps it in `ctx.obj.app` (a CLIContext)."""
     obj = ctx.find_root().obj
     app = getattr(obj, "app", None)
     if app is None:
         raise click.ClickException("no Celery app: run it as `celery -A yourapp durable ...`")
     return app
+
+
+def pass_app(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Every command's one wrapper: `fn(app, ...)` with the app, errors as one line."""
+
+    @click.pass_context
+    @_errors_as_one_line
+    @wraps(fn)
+    def command(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
+        return fn(_app(ctx), *args, **kwargs)
+
+    return command
 
 
 def _errors_as_one_line(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -171,10 +190,9 @@ def runs() -> None:
 @click.option("--limit", default=50, show_default=True, help="At most this many runs.")
 @click.option("--cursor", help="Continue a previous listing.")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
+@pass_app
 def runs_list(
-    ctx: click.Context,
+    app: Celery,
     workflow: str | None,
     status: str | None,
     limit: int,
@@ -185,11 +203,11 @@ def runs_list(
     from .workflows.listing import list_runs
 
     if status == "stuck":
-        _list_stuck(ctx, limit, cursor, as_json)
+        _list_stuck(app, limit, cursor, as_json)
         return
 
     found, next_cursor = list_runs(
-        workflow=workflow, status=status, limit=limit, cursor=cursor, app=_app(ctx)
+        workflow=workflow, status=status, limit=limit, cursor=cursor, app=app
     )
     if as_json:
         _print_json({"runs": found, "next_cursor": next_cursor})
@@ -204,10 +222,10 @@ def runs_list(
     _next_page(next_cursor)
 
 
-def _list_stuck(ctx: click.Context, limit: int, cursor: str | None, as_json: bool) -> None:
+def _list_stuck(app: Celery, limit: int, cursor: str | None, as_json: bool) -> None:
     from .workflows.stuck import list_stuck
 
-    found, next_cursor = list_stuck(limit=limit, cursor=cursor, app=_app(ctx))
+    found, next_cursor = list_stuck(limit=limit, cursor=cursor, app=app)
     if as_json:
         _print_json({"runs": found, "next_cursor": next_cursor})
         return
@@ -220,13 +238,12 @@ def _list_stuck(ctx: click.Context, limit: int, cursor: str | None, as_json: boo
 
 @runs.command("resume")
 @click.argument("run_id")
-@click.pass_context
-@_errors_as_one_line
-def runs_resume(ctx: click.Context, run_id: str) -> None:
+@pass_app
+def runs_resume(app: Celery, run_id: str) -> None:
     """Send a stuck run on (see `runs list --status stuck`); a run that is fine is left alone."""
     from .workflows.stuck import resume_run
 
-    click.echo(resume_run(run_id, app=_app(ctx)))
+    click.echo(resume_run(run_id, app=app))
 
 
 @runs.command("show")
@@ -236,15 +253,12 @@ def runs_resume(ctx: click.Context, run_id: str) -> None:
 )
 @click.option("--cursor", help="Continue the timeline where a previous page ended.")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
-def runs_show(
-    ctx: click.Context, run_id: str, limit: int, cursor: str | None, as_json: bool
-) -> None:
+@pass_app
+def runs_show(app: Celery, run_id: str, limit: int, cursor: str | None, as_json: bool) -> None:
     """A run's status, timeline of events (paged), and result or error."""
     from .workflows.listing import describe_run
 
-    run = describe_run(run_id, limit=limit, cursor=cursor, app=_app(ctx))
+    run = describe_run(run_id, limit=limit, cursor=cursor, app=app)
     if as_json:
         _print_json(run)
         return
@@ -298,14 +312,12 @@ def runs_show(
 
 @runs.command("cancel")
 @click.argument("run_id")
-@click.pass_context
-@_errors_as_one_line
-def runs_cancel(ctx: click.Context, run_id: str) -> None:
+@pass_app
+def runs_cancel(app: Celery, run_id: str) -> None:
     """Cancel a run (a running one stops at its next step)."""
-    from .extension import extension_for
     from .workflows.control import cancel_run
 
-    if cancel_run(extension_for(_app(ctx)), run_id):
+    if cancel_run(run_id, app=app):
         click.echo(f"run {run_id}: cancelled (a running run stops at its next step)")
     else:
         click.echo(f"run {run_id}: already finished, nothing to cancel")
@@ -315,9 +327,8 @@ def runs_cancel(ctx: click.Context, run_id: str) -> None:
 @click.argument("run_id")
 @click.argument("name")
 @click.option("--data", default="null", help="The event's payload, as JSON.")
-@click.pass_context
-@_errors_as_one_line
-def runs_send_event(ctx: click.Context, run_id: str, name: str, data: str) -> None:
+@pass_app
+def runs_send_event(app: Celery, run_id: str, name: str, data: str) -> None:
     """Deliver an event to a run (kept until the run waits for it)."""
     from .workflows.control import send_event
 
@@ -325,8 +336,7 @@ def runs_send_event(ctx: click.Context, run_id: str, name: str, data: str) -> No
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
         raise click.ClickException(f"--data is not valid JSON: {exc}") from None
-    _app(ctx).set_current()
-    send_event(run_id, name, payload)
+    send_event(run_id, name, payload, app=app)
     click.echo(f"run {run_id}: event {name!r} delivered")
 
 
@@ -340,13 +350,12 @@ def rules() -> None:
 
 @rules.command("list")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
-def rules_list(ctx: click.Context, as_json: bool) -> None:
+@pass_app
+def rules_list(app: Celery, as_json: bool) -> None:
     """Loaded rules: enabled state, breaker state, last fired."""
     from .rules.api import list_rules
 
-    listed = list_rules(_app(ctx))
+    listed = list_rules(app=app)
     if as_json:
         _print_json(listed)
         return
@@ -372,10 +381,9 @@ def rules_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--event", "event_json", help='The event as JSON: {"type": ..., "data": {...}}.')
 @click.option("--task-id", help="Use the last event about this task from the journal.")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
+@pass_app
 def rules_test(
-    ctx: click.Context, name: str, event_json: str | None, task_id: str | None, as_json: bool
+    app: Celery, name: str, event_json: str | None, task_id: str | None, as_json: bool
 ) -> None:
     """Dry run: would the rule fire, and what would it do? Sends nothing."""
     from .rules.dry_run import dry_run
@@ -389,7 +397,7 @@ def rules_test(
         except json.JSONDecodeError as exc:
             raise click.ClickException(f"--event is not valid JSON: {exc}") from None
     try:
-        report = dry_run(name, event, task_id=task_id, app=_app(ctx))
+        report = dry_run(name, event, task_id=task_id, app=app)
     except (TypeError, AttributeError, KeyError) as exc:  # a hand-written event's shape
         raise click.ClickException(
             f"the event does not have the shape of a real one ({type(exc).__name__}: "
@@ -422,17 +430,14 @@ def rules_test(
 @click.option("--limit", default=20, show_default=True)
 @click.option("--cursor", callback=_history_cursor, help="Continue a previous listing.")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
-def rules_history(
-    ctx: click.Context, name: str, limit: int, cursor: str | None, as_json: bool
-) -> None:
+@pass_app
+def rules_history(app: Celery, name: str, limit: int, cursor: str | None, as_json: bool) -> None:
     """The rule's matched evaluations, newest first."""
     from .rules.api import rule_history
 
     if not 1 <= limit <= 1000:
         raise click.ClickException("--limit must be between 1 and 1000")
-    entries = rule_history(name, limit=limit, before=cursor, app=_app(ctx))
+    entries = rule_history(name, limit=limit, before=cursor, app=app)
     next_cursor = entries[-1]["id"] if len(entries) == limit else None
     if as_json:
         _print_json({"history": entries, "next_cursor": next_cursor})
@@ -461,49 +466,44 @@ def rules_history(
 
 @rules.command("reset-breaker")
 @click.argument("name")
-@click.pass_context
-@_errors_as_one_line
-def rules_reset_breaker(ctx: click.Context, name: str) -> None:
+@pass_app
+def rules_reset_breaker(app: Celery, name: str) -> None:
     """Close the rule's circuit breaker now."""
     from .rules.api import reset_breaker
 
-    reset_breaker(name, app=_app(ctx))
+    reset_breaker(name, app=app)
     click.echo(f"rule {name!r}: breaker closed")
 
 
 @rules.command("enable")
 @click.argument("name")
-@click.pass_context
-@_errors_as_one_line
-def rules_enable(ctx: click.Context, name: str) -> None:
+@pass_app
+def rules_enable(app: Celery, name: str) -> None:
     """Switch a rule on in every worker, whatever its file says."""
-    _switch_rule(ctx, name, enabled=True)
+    _switch_rule(app, name, enabled=True)
 
 
 @rules.command("disable")
 @click.argument("name")
-@click.pass_context
-@_errors_as_one_line
-def rules_disable(ctx: click.Context, name: str) -> None:
+@pass_app
+def rules_disable(app: Celery, name: str) -> None:
     """Switch a rule off in every worker, whatever its file says."""
-    _switch_rule(ctx, name, enabled=False)
+    _switch_rule(app, name, enabled=False)
 
 
 @rules.command("clear-switch")
 @click.argument("name")
-@click.pass_context
-@_errors_as_one_line
-def rules_clear_switch(ctx: click.Context, name: str) -> None:
+@pass_app
+def rules_clear_switch(app: Celery, name: str) -> None:
     """Forget enable/disable: the rule's `enabled:` in its file decides again."""
-    _switch_rule(ctx, name, enabled=None)
+    _switch_rule(app, name, enabled=None)
 
 
-def _switch_rule(ctx: click.Context, name: str, *, enabled: bool | None) -> None:
+def _switch_rule(app: Celery, name: str, *, enabled: bool | None) -> None:
     from .rules.api import list_rules, set_rule_enabled
 
-    app = _app(ctx)
     set_rule_enabled(name, enabled, app=app)
-    (rule,) = [r for r in list_rules(app) if r["name"] == name]
+    (rule,) = [r for r in list_rules(app=app) if r["name"] == name]
     in_file = "true" if rule["enabled_in_file"] else "false"
     if enabled is None:
         state = "enabled" if rule["enabled"] else "disabled"
@@ -517,13 +517,12 @@ def _switch_rule(ctx: click.Context, name: str, *, enabled: bool | None) -> None
 
 @rules.command("notify-test")
 @click.argument("name")
-@click.pass_context
-@_errors_as_one_line
-def rules_notify_test(ctx: click.Context, name: str) -> None:
+@pass_app
+def rules_notify_test(app: Celery, name: str) -> None:
     """Send the rule's notifications once, now, with sample data."""
     from .rules.dry_run import send_test_notification
 
-    results = send_test_notification(name, app=_app(ctx))
+    results = send_test_notification(name, app=app)
     for result in results:
         state = "sent" if result["ok"] else f"FAILED: {result['error']}"
         click.echo(f"{result['type']}: {state}")
@@ -536,13 +535,12 @@ def rules_notify_test(ctx: click.Context, name: str) -> None:
 
 @durable.command("workers")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
-def workers(ctx: click.Context, as_json: bool) -> None:
+@pass_app
+def workers(app: Celery, as_json: bool) -> None:
     """Live workers: heartbeat age and what each is running."""
     from .workflows.listing import list_workers
 
-    listed = list_workers(app=_app(ctx))
+    listed = list_workers(app=app)
     if as_json:
         _print_json(listed)
         return
@@ -566,14 +564,13 @@ def workers(ctx: click.Context, as_json: bool) -> None:
 
 @durable.command("plugins")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
-def plugins(ctx: click.Context, as_json: bool) -> None:
+@pass_app
+def plugins(app: Celery, as_json: bool) -> None:
     """Loaded plugins and what each registers: why a rule's type may be unknown."""
     from .extension import extension_for
     from .plugins import describe_plugins, plugin_manager
 
-    listed = describe_plugins(plugin_manager(extension_for(_app(ctx))))
+    listed = describe_plugins(plugin_manager(extension_for(app)))
     if as_json:
         _print_json(listed)
         return

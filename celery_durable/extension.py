@@ -23,7 +23,7 @@ from redis.client import Pipeline
 from .activity import Activity, Complete, Listener
 from .activity_writer import ActivityWriter
 from .clock import Clock
-from .errors import NotInstalledError
+from .errors import ConfigurationError, NotInstalledError
 from .journal import Journal
 from .journal.identity import JournalId, journal_id
 from .keys import Keys
@@ -250,8 +250,15 @@ def installed(app: Celery) -> DurableExtension | None:
 
 
 def extension_for(app: Celery | None = None) -> DurableExtension:
-    """The extension of `app`, else of the current app, else the only one."""
+    """The extension of `app`, else of the current app, else the only one.
+
+    Every public function that takes `app=` finds its extension here.
+    """
     if app is not None:
+        if not isinstance(app, Celery):
+            raise ConfigurationError(
+                f"app= takes the Celery app celery_durable is installed on, got {app!r}"
+            )
         found = _extensions.get(app)
         if found is None:
             raise NotInstalledError(

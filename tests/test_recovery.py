@@ -15,6 +15,7 @@ from celery.contrib.testing.worker import start_worker
 import celery_durable
 from celery_durable.codec import packb_lenient, unpackb
 from celery_durable.extension import extension_for
+from celery_durable.worker.heartbeat import Heartbeat
 from celery_durable.worker.monitor import WorkerMonitor
 from tests.steps import arithmetic
 
@@ -24,6 +25,11 @@ GHOST = "ghost@nowhere"
 @pytest.fixture
 def durable_app_config():
     return {"durable_heartbeat_interval": 0.2, "durable_worker_timeout": 1.0}
+
+
+def _monitor(ext, hostname: str) -> WorkerMonitor:
+    """The recovery half of a live worker that is not running its threads."""
+    return WorkerMonitor(ext, Heartbeat(ext, hostname))
 
 
 def _global_events(ext) -> list[dict]:
@@ -127,14 +133,14 @@ def test_a_run_suspended_by_a_dead_worker_gets_its_timers_back(durable_app):
     )
     _leave_a_dead_worker(ext, "napper")
     assert ext.timers.pending() == 0
-    assert WorkerMonitor(ext, "live@host").recover(GHOST) is True
+    assert _monitor(ext, "live@host").recover(GHOST) is True
     assert ext.redis.zscore(ext.keys.timers(), "wake:napper") == 1234.5
 
 
 def test_exactly_one_live_worker_recovers_a_dead_one(durable_app):
     ext = extension_for(durable_app)
     _leave_a_dead_worker(ext)
-    monitors = [WorkerMonitor(ext, f"live{n}@host") for n in range(3)]
+    monitors = [_monitor(ext, f"live{n}@host") for n in range(3)]
     outcomes = [monitor.recover(GHOST) for monitor in monitors]
     assert outcomes.count(True) == 1
     offline = [e for e in _global_events(ext) if e["type"] == "worker.offline"]
@@ -145,7 +151,7 @@ def test_a_worker_that_came_back_is_not_recovered(durable_app):
     ext = extension_for(durable_app)
     _leave_a_dead_worker(ext)
     ext.redis.zadd(ext.keys.workers(), {GHOST: time.time()})  # it beats again
-    assert WorkerMonitor(ext, "live@host").recover(GHOST) is False
+    assert _monitor(ext, "live@host").recover(GHOST) is False
     assert ext.redis.zscore(ext.keys.workers(), GHOST) is not None
 
 

@@ -139,3 +139,43 @@ def test_start_without_install_says_how_to_fix_it():
             celery_durable.start(arithmetic, 1, 2)
     finally:
         extension._extensions.update(saved)
+
+
+@pytest.fixture
+def other_app(durable_redis_url):
+    """A second installed app on the same Redis, with its own journal, not current."""
+    from celery import Celery
+
+    app = Celery("other-journal", broker=durable_redis_url, set_as_current=False)
+    app.conf.update(durable_redis_url=durable_redis_url, durable_key_prefix="other")
+    celery_durable.install(app)
+    yield app
+    extension_for(app).redis.close()
+    app.close()
+
+
+def test_every_run_function_takes_app_to_name_the_journal(durable_app, other_app):
+    from celery_durable.workflows.control import cancel_run
+
+    run = celery_durable.start(arithmetic, 1, 2, idempotency_key="k", app=other_app)
+    assert arithmetic.start(1, 2, idempotency_key="k", app=other_app) == run
+    assert celery_durable.get_run(run.id, app=other_app).status() == "pending"
+    with pytest.raises(RunNotFoundError):  # the current app's journal has no such run
+        celery_durable.get_run(run.id)
+    celery_durable.send_event(run.id, "approval", {"ok": True}, app=other_app)
+    with pytest.raises(RunNotFoundError):
+        celery_durable.send_event(run.id, "approval")
+    with pytest.raises(RunNotFoundError):
+        cancel_run(run.id)
+    assert cancel_run(run.id, app=other_app) is True
+    assert run.status() == "cancelled"  # a handle keeps the app it was made with
+    assert cancel_run(run.id, app=other_app) is False
+    mine = celery_durable.start(arithmetic, 1, 2, idempotency_key="k")  # the current app
+    assert mine.id == run.id and mine.status() == "pending"
+
+
+def test_app_must_be_a_celery_app(durable_app):
+    with pytest.raises(ConfigurationError, match="app= takes the Celery app"):
+        celery_durable.start(arithmetic, 1, 2, app="shop")
+    with pytest.raises(ConfigurationError, match="app= takes the Celery app"):
+        celery_durable.get_run("x", app=object())

@@ -3,32 +3,29 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
-from billiard.exceptions import WorkerLostError
 from celery import bootsteps
-from celery.exceptions import TimeLimitExceeded
 from celery.platforms import EX_FAILURE
 from celery.signals import task_failure, task_received, worker_shutdown
 
 from ..errors import JournalConflictError, RedisAccessError
 from ..extension import RUN_TASK_NAME, extension_for
-from ..journal.events import EventType, RunStatus
 from ..schedules.registration import register_workflow_schedules
 from ..workflows.interruptions import backoff, is_interruption, trouble_log
-from ..workflows.outcomes import finish
 from ..workflows.registry import registered
+from .heartbeat import Heartbeat
 from .monitor import WorkerMonitor
 from .poller import TimerPoller
+from .recovery import Action, owned_by, pool_cause, process_gone, recover_run
 from .rules import ActionRunner, activate_rules
 
 logger = logging.getLogger("celery_durable.worker")
 
 
 class DurableWorkerStep(bootsteps.StartStopStep):
-    """Check Redis, announce the extension, run the timer poller and the monitor."""
+    """Check Redis, announce the extension, run the poller, the heartbeat and the monitor."""
 
     label = "celery_durable"
     requires = ("celery.worker.components:Pool",)
@@ -41,6 +38,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         activate_rules(self.extension)
         self.poller = TimerPoller(self.extension, settings.timer_poll_interval)
         self.actions: ActionRunner | None = None
+        self.heartbeat: Heartbeat | None = None
         self.monitor: WorkerMonitor | None = None
         self.hostname = ""
         self.worker: Any = None
@@ -51,7 +49,9 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         register_workflow_schedules(ext)  # @workflow(schedule=...), before the poller fires
         self.hostname = worker.hostname
         self.worker = worker
-        self.monitor = WorkerMonitor(ext, worker.hostname)
+        self.heartbeat = Heartbeat(ext, worker.hostname)
+        self.heartbeat.start()
+        self.monitor = WorkerMonitor(ext, self.heartbeat)
         self.monitor.start()
         self.poller.start()
         self.actions = ActionRunner(ext, worker.hostname)
@@ -70,13 +70,14 @@ class DurableWorkerStep(bootsteps.StartStopStep):
 
     def stop(self, worker: Any) -> None:
         # This step stops before the pool drains (it requires the pool). The
-        # monitor keeps beating until the worker holds nothing, so that a
-        # worker killed during its warm shutdown is still recovered.
+        # heartbeat goes on until the worker holds nothing, so that a worker
+        # killed during its warm shutdown is still recovered; the monitor
+        # goes on with it (it sends again the runs the consumer dropped).
         self.poller.stop()
         if self.actions is not None:
             self.actions.stop()  # a job cut short stays queued for another worker
-        if self.monitor is not None:
-            self.monitor.stop_when_idle()
+        if self.heartbeat is not None:
+            self.heartbeat.stop_when_idle()
 
     terminate = shutdown = stop
 
@@ -112,13 +113,16 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         task_received.disconnect(self._on_received)
         task_failure.disconnect(self._on_failure)
         worker_shutdown.disconnect(self._on_worker_shutdown)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()  # signs off
+            self.heartbeat = None
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
 
     def _on_received(self, sender: Any = None, request: Any = None, **kwargs: Any) -> None:
-        if self.monitor is not None and getattr(sender, "app", None) is self.extension.app:
-            self.monitor.touch(request)
+        if self.heartbeat is not None and getattr(sender, "app", None) is self.extension.app:
+            self.heartbeat.touch(request)
 
     def _on_failure(
         self,
@@ -127,69 +131,31 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         args: Any = None,
         **kwargs: Any,
     ) -> None:
-        """A pool child died under a run: take it over at once, from this process.
+        """A pool process died under a run, or its task hit the hard time limit: recover it.
 
-        Fires in the main process (the child is gone) with the request's args.
+        Fires in the main process (the child is gone) with the request's args;
+        what to do is `recovery.decide()`'s answer, from here at once.
         """
         if getattr(sender, "name", None) != RUN_TASK_NAME or sender.app is not self.extension.app:
             return
-        if not isinstance(exception, WorkerLostError | TimeLimitExceeded) or not args:
+        cause = pool_cause(exception)
+        if cause is None or not args:
             return
-        run_id = args[0]
-        ext = self.extension
+        run_id, hostname = str(args[0]), self.hostname
         try:
-            meta = ext.journal.meta(run_id)
-            owner, status = meta.get("owner", ""), meta.get("status")
-            if status == RunStatus.PENDING or (
-                status in (RunStatus.SLEEPING, RunStatus.WAITING)
-                and isinstance(exception, WorkerLostError)
-            ):
-                # It died before its claim (the message that woke the run is
-                # gone): send the run again; a resend is harmless.
-                ext.dispatch(run_id)
-                return
-            takeover = (kwargs.get("kwargs") or {}).get("takeover")
-            if (
-                status == RunStatus.RUNNING
-                and takeover
-                and owner == takeover
-                and isinstance(exception, WorkerLostError)
-            ):
-                # It died before it claimed a takeover: the dead owner is still on record.
-                ext.dispatch(run_id, takeover=takeover)
-                return
-            if status != RunStatus.RUNNING or not owner.startswith(f"{self.hostname}/"):
-                return
-            if _alive(int(owner.rsplit("/", 1)[1])):
-                return
-            if isinstance(exception, TimeLimitExceeded):
-                # Running it again would hit the same limit: the run fails.
-                finish(
-                    ext,
-                    run_id,
-                    int(meta["seq"]),
-                    EventType.WORKFLOW_FAILED,
-                    error=exception,
-                    parent=meta.get("parent"),
-                    workflow_name=meta.get("name", ""),
-                    worker=self.hostname,
-                )
-            else:
-                logger.warning(
-                    "run %s lost its pool process (%s); taking it over", run_id, exception
-                )
-                ext.dispatch(run_id, takeover=owner)
+            decision = recover_run(
+                self.extension,
+                run_id,
+                cause,
+                takeover=(kwargs.get("kwargs") or {}).get("takeover"),
+                owner_gone=lambda owner: owned_by(owner, hostname) and process_gone(owner),
+                error=exception,
+                worker=hostname,
+            )
         except JournalConflictError:
-            pass  # it moved on: someone else has it
+            return  # it moved on: someone else has it
         except Exception as exc:
             logger.error("could not recover run %s after %r: %r", run_id, exception, exc)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+            return
+        if decision.action is Action.TAKE_OVER:
+            logger.warning("run %s lost its pool process (%s); taking it over", run_id, exception)

@@ -1,118 +1,71 @@
-"""Heartbeats, and the recovery of workers that stopped beating.
+"""The recovery of runs left behind: by dead workers, and by this worker's consumer.
 
 A thread in every worker's main process, every `durable_heartbeat_interval`:
 
-1. beats: scores this worker in the live-workers sorted set and replaces its
-   record of held plain tasks (also promptly after a message arrives, so a
-   task received just before a crash is on record);
-2. looks for workers whose last beat is older than `durable_worker_timeout`.
-   For each, one live worker wins a lock and recovers it: runs it was
-   executing are taken over (sent again with a message naming the dead
-   owner), suspended runs it had not finished suspending get their timers, its
-   plain tasks are reported as `task.orphaned`, and it is reported as
-   `worker.offline`.
+1. sends again the runs whose messages this worker's consumer dropped
+   unacknowledged (at SIGTERM, or when its broker connection was lost),
+   instead of leaving them to the broker's visibility timeout;
+2. takes over the runs filed under this worker as running that nothing of it
+   executes any more (Redis lost an execution's last writes);
+3. looks for workers whose last beat is older than `durable_worker_timeout`.
+   For each, one live worker wins a lock and recovers it: each run it had
+   filed or whose message it held goes through `recovery.decide()` (taken
+   over, sent again, or given back its timers), its plain tasks are reported
+   as `task.orphaned`, and it is reported as `worker.offline`.
 
-Redis state confirms a loss (pub/sub heartbeats can be missed), and recovery
-does not wait for the broker's visibility timeout to redeliver anything.
-
-After Redis was away (a beat failed), every worker's last beat is old: the
-monitor waits one `durable_worker_timeout` of beats before it judges others,
-so that live workers get the time to beat again. It also sends again the
-runs whose messages its worker's consumer dropped unacknowledged (see
-`holdings.Holdings`), instead of leaving them to the visibility timeout.
+Redis state confirms a loss (pub/sub heartbeats can be missed), recovery does
+not wait for the broker's visibility timeout to redeliver anything, and no
+worker is judged while this one's own heartbeat is not steady (see
+`heartbeat.py`). The monitor ends when the heartbeat does.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any
 
 from ..activity import TASK_ORPHANED, WORKER_OFFLINE
-from ..background import Background
 from ..extension import RUN_TASK_NAME, DurableExtension
-from ..journal.events import FINAL_STATUSES, RunStatus
-from .holdings import Holdings, decode_record, run_ids, run_message, snapshot
+from ..workflows.interruptions import trouble_log
+from .heartbeat import Heartbeat
+from .holdings import decode_record, run_ids, run_message
+from .recovery import Action, Cause, owned_by, recover_run
 from .task_events import orphaned_data
 
 logger = logging.getLogger("celery_durable.recovery")
 
 RECOVERY_LOCK_SECONDS = 60
-SNAPSHOT_DEBOUNCE = 0.05
-DRAIN_CHECK = 0.05
 
 
-class WorkerMonitor(Background):
-    def __init__(self, ext: DurableExtension, hostname: str):
-        super().__init__(
-            f"worker {hostname}: heartbeat or recovery", ext.settings.heartbeat_interval
-        )
+class WorkerMonitor:
+    def __init__(self, ext: DurableExtension, heartbeat: Heartbeat):
         self.ext = ext
-        self.hostname = hostname
+        self.heartbeat = heartbeat
+        self.hostname = heartbeat.hostname
+        self.interval = ext.settings.heartbeat_interval
         self.timeout = ext.settings.worker_timeout
-        self._touched = False  # a message arrived: write the record of held tasks soon
-        self._draining = False
-        self._next_beat = 0.0  # monotonic: when the next beat (and look around) is due
-        transport = ext.app.conf.broker_transport_options or {}
-        self.holdings = Holdings(keep_for=float(transport.get("visibility_timeout", 3600)))
-        # No judging other workers before this (monotonic) time: see the module's doc.
-        self._judge_after = 0.0
-        self._in_trouble = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self._unheld: set[str] = set()  # runs filed here that no request held, last look
 
     def start(self) -> None:
-        self.beat()  # on record before the first task arrives
-        self._next_beat = time.monotonic() + self.interval
-        super().start()
+        self._thread = threading.Thread(
+            target=self._loop, name="celery_durable-monitor", daemon=True
+        )
+        self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """The worker has stopped cleanly: sign off now."""
-        super().stop(timeout)
-        self._sign_off()
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
-    def stop_when_idle(self) -> None:
-        """The worker is shutting down: go on beating until it holds nothing.
-
-        A worker killed while it drains (a grace period that ran out) then
-        still looks dead and is recovered; one that drained signs off.
-        """
-        self._draining = True
-        self.wake()
-
-    def _idle(self) -> bool:
-        if self.holdings.current():
-            return False
-        return not self.ext.redis.scard(self.ext.keys.worker_runs(self.hostname))
-
-    def _sign_off(self) -> None:
-        try:  # a clean stop is not a death: nothing to recover
-            pipe = self.ext.redis.pipeline(transaction=False)
-            pipe.zrem(self.ext.keys.workers(), self.hostname)
-            pipe.delete(self.ext.keys.worker_tasks(self.hostname))
-            pipe.execute()
-        except Exception as exc:
-            logger.warning("could not sign off worker %s: %r", self.hostname, exc)
-
-    def touch(self, request: Any = None) -> None:
-        """A message arrived: write the record of held tasks soon."""
-        if request is not None:
-            self.holdings.received(request)
-        self._touched = True
-        self.wake()
-
-    # -- one round ------------------------------------------------------------------
-
-    def beat(self) -> None:
-        keys = self.ext.keys
-        held = snapshot(self.hostname, self.holdings.current())
-        # Not a transaction (the keys live in different cluster slots): only a
-        # dead worker's record is ever read, and a dead worker does not write.
-        pipe = self.ext.redis.pipeline(transaction=False)
-        pipe.zadd(keys.workers(), {self.hostname: time.time()})
-        pipe.delete(keys.worker_tasks(self.hostname))
-        if held:
-            pipe.hset(keys.worker_tasks(self.hostname), mapping=held)
-        pipe.execute()
+    def run_once(self) -> None:
+        self.resend_dropped()
+        self.adopt_orphans()
+        if self.heartbeat.steady():
+            for dead in self.find_dead():
+                self.recover(dead)
 
     def find_dead(self) -> list[str]:
         cutoff = time.time() - self.timeout
@@ -136,7 +89,18 @@ class WorkerMonitor(Background):
         runs = sorted(
             {m.decode() for m in client.smembers(keys.worker_runs(dead))} | set(held_runs)
         )
-        resumed = [run_id for run_id in runs if self._resume(run_id, dead, held_runs.get(run_id))]
+        resumed = [
+            run_id
+            for run_id in runs
+            if recover_run(
+                self.ext,
+                run_id,
+                Cause.WORKER_DEAD,
+                takeover=held_runs.get(run_id),
+                owner_gone=lambda owner: owned_by(owner, dead),
+            ).action
+            is not Action.LEAVE
+        ]
         for task in tasks:
             self.ext.emit(TASK_ORPHANED, orphaned_data(task, self.hostname))
         self.ext.emit(
@@ -166,9 +130,14 @@ class WorkerMonitor(Background):
     def resend_dropped(self) -> int:
         """Send again the runs whose messages this worker's consumer dropped unacknowledged."""
         resent = 0
-        for request in self.holdings.dropped_runs():
+        for request in self.heartbeat.holdings.dropped_runs():
             args, kwargs = request.args or (), request.kwargs or {}
-            if args and self._resume(str(args[0]), None, kwargs.get("takeover") or None):
+            if not args:
+                continue
+            decision = recover_run(
+                self.ext, str(args[0]), Cause.MESSAGE_DROPPED, takeover=kwargs.get("takeover")
+            )
+            if decision.action is not Action.LEAVE:
                 logger.warning(
                     "run %s: its message was dropped unacknowledged (the broker connection "
                     "closed); sent it again",
@@ -185,93 +154,37 @@ class WorkerMonitor(Background):
         its worker, alive, is never recovered. A run must be seen so twice in
         a row (a claim or an end may be under way in between).
         """
-        filed = {
-            m.decode() for m in self.ext.redis.smembers(self.ext.keys.worker_runs(self.hostname))
-        }
-        unheld = filed - run_ids(self.holdings.current())
+        key = self.ext.keys.worker_runs(self.hostname)
+        filed = {m.decode() for m in self.ext.redis.smembers(key)}
+        unheld = filed - run_ids(self.heartbeat.holdings.current())
         confirmed, self._unheld = unheld & self._unheld, unheld
         adopted = 0
         for run_id in sorted(confirmed):
-            meta = self.ext.journal.meta(run_id)
-            status, owner = meta.get("status"), meta.get("owner", "")
-            if status == RunStatus.RUNNING and owner.startswith(f"{self.hostname}/"):
+            decision = recover_run(
+                self.ext,
+                run_id,
+                Cause.UNEXECUTED,
+                owner_gone=lambda owner: owned_by(owner, self.hostname),
+            )
+            adopted += decision.action is not Action.LEAVE
+            if decision.action is Action.TAKE_OVER:
                 logger.warning(
                     "run %s is filed under this worker as running, but nothing here executes "
                     "it (Redis lost its last writes?); taking it over",
                     run_id,
                 )
-                self.ext.dispatch(run_id, takeover=owner)
-                adopted += 1
-                continue
-            if status == RunStatus.PENDING:  # its claim was lost: it has to start anew
-                self.ext.dispatch(run_id)
-                adopted += 1
-            # Not this worker's to finish (ended, suspended, taken over): tidy up.
-            self.ext.redis.srem(self.ext.keys.worker_runs(self.hostname), run_id)
+            else:  # not this worker's to finish (ended, suspended, sent anew): tidy up
+                self.ext.redis.srem(key, run_id)
         return adopted
 
-    def _resume(self, run_id: str, dead: str | None, takeover: str | None = None) -> bool:
-        meta = self.ext.journal.meta(run_id)
-        status, owner = meta.get("status"), meta.get("owner", "")
-        if not meta or status in FINAL_STATUSES:
-            return False
-        if status == RunStatus.RUNNING:
-            # Its execution died here, or a takeover it held (unclaimed) died with it.
-            died_here = dead is not None and owner.startswith(f"{dead}/")
-            if not (died_here or (takeover and owner == takeover)):
-                return False  # taken over already
-            self.ext.dispatch(run_id, takeover=owner)
-        elif status == RunStatus.PENDING:
-            self.ext.dispatch(run_id)  # its message died with the worker, unclaimed
-        else:
-            # Suspended, but the worker may have died before it set the timers.
-            self.ext.timers.schedule(
-                run_id,
-                wake_at=float(meta["wake_at"]) if meta.get("wake_at") else None,
-                deadline_at=float(meta["deadline_at"]) if meta.get("deadline_at") else None,
-            )
-        return True
-
-    def run_once(self) -> float:
-        """Beat when due or told (`touch`); when due, also look after runs and other workers.
-
-        Returns the wait until the next beat (shorter while draining).
-        """
-        if self._draining and self._idle():
-            self.stopping.set()
-            self._sign_off()
-            return 0.0
-        if self._touched:
-            self._touched = False
-            self.stopping.wait(SNAPSHOT_DEBOUNCE)  # let a burst of messages land
-        elif time.monotonic() < self._next_beat and not self._draining:
-            return self._until_next_beat()  # the round right after start(): it just beat
-        self.beat()
-        if self._in_trouble:  # Redis is back: give every worker time to beat
-            self._in_trouble = False
-            self._judge_after = time.monotonic() + self.timeout
-            logger.warning(
-                "worker %s: Redis answers again; judging other workers in %.0fs",
-                self.hostname,
-                self.timeout,
-            )
-        if time.monotonic() >= self._next_beat:
-            self._next_beat = time.monotonic() + self.interval
-            self.resend_dropped()
-            self.adopt_orphans()
-            if time.monotonic() >= self._judge_after:
-                for dead in self.find_dead():
-                    self.recover(dead)
-        return self._until_next_beat()
-
-    def on_error(self, error: Exception) -> None:
-        """Redis away: try again next round, and judge no one until all could beat again."""
-        self._in_trouble = True
-        super().on_error(error)
-
-    def _until_next_beat(self) -> float:
-        wait = max(0.0, self._next_beat - time.monotonic())
-        return min(wait, DRAIN_CHECK) if self._draining else wait
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.interval):
+            if self.heartbeat.stopped.is_set():
+                return  # this worker signed off: it watches no more
+            try:
+                self.run_once()
+            except Exception as exc:  # Redis or the broker away: try again next round
+                trouble_log.report(exc, f"worker {self.hostname}: recovery")
 
 
 __all__ = ["WorkerMonitor"]

@@ -23,22 +23,16 @@ import time
 
 from ..background import Background
 from ..extension import DurableExtension
-from ..journal.events import RunStatus
 from ..retention import RetentionSweep
 from ..schedules.firing import fire_due_schedules
 from ..timers.store import DEADLINE, DISPATCH, WAKE, ClaimedTimer
+from .recovery import TIMER_CAUSES, Action, decide
 
 logger = logging.getLogger("celery_durable.poller")
 
 LEASE = 30.0
 BATCH = 100
 
-# The statuses in which a run still waits for what a timer of that kind sends.
-WAITS_FOR = {
-    DISPATCH: frozenset({RunStatus.PENDING}),
-    WAKE: frozenset({RunStatus.SLEEPING, RunStatus.WAITING}),
-    DEADLINE: frozenset({RunStatus.PENDING, RunStatus.SLEEPING, RunStatus.WAITING}),
-}
 # The meta field that says since when the run waits, by timer kind.
 _SINCE = {DISPATCH: "updated_at", WAKE: "wake_at", DEADLINE: "deadline_at"}
 
@@ -78,7 +72,8 @@ class TimerPoller(Background):
         try:
             for timer in claimed:
                 meta = metas[timer.run_id]
-                if meta.get("status") not in WAITS_FOR.get(timer.kind, ()):
+                cause = TIMER_CAUSES.get(timer.kind)
+                if cause is None or decide(cause, meta).action is not Action.DISPATCH:
                     done.append(timer)  # the run moved on, or ended: nothing to send
                     continue
                 if timer.run_id not in sent:  # its wake and deadline may fall together

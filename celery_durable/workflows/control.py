@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import Celery
+
 from ..errors import (
     DurableError,
     JournalConflictError,
@@ -22,7 +24,7 @@ from ..limits import encode_bounded
 from .outcomes import finish
 
 
-def send_event(run_id: str, name: str, payload: Any = None) -> None:
+def send_event(run_id: str, name: str, payload: Any = None, *, app: Celery | None = None) -> None:
     """Deliver an event to a run; it is kept until the run waits for `name`.
 
     Raises `RunNotFoundError` for an unknown run, `RunFinishedError` for a run
@@ -34,7 +36,7 @@ def send_event(run_id: str, name: str, payload: Any = None) -> None:
             f"send_event(): the event name must be a non-empty string not starting with "
             f"'child:', got {name!r}"
         )
-    ext = extension_for()
+    ext = extension_for(app)
     data = encode_bounded(
         payload,
         ext.settings.max_payload_bytes,
@@ -51,13 +53,18 @@ def send_event(run_id: str, name: str, payload: Any = None) -> None:
         ext.wake(run_id)  # the event is recorded: a message lost now is sent again
 
 
-def cancel_run(ext: DurableExtension, run_id: str) -> bool:
+def cancel_run(run_id: str, *, app: Celery | None = None) -> bool:
     """End a run as `cancelled`; False if it had already finished.
 
     A run that is not executing (pending, sleeping, waiting) is cancelled at
     once and its timers are dropped; a running one is asked to stop and ends at
-    its next step boundary.
+    its next step boundary. `RunHandle.cancel()` does the same.
     """
+    return cancel(extension_for(app), run_id)
+
+
+def cancel(ext: DurableExtension, run_id: str) -> bool:
+    """`cancel_run()` in the journal of `ext`."""
     for _ in range(100):  # each loop is a race lost to the run's own writes
         meta = ext.journal.meta(run_id)
         if not meta:

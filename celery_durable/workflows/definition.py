@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .registry import WorkflowDefinition, define
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 class WorkflowFunction:
@@ -29,10 +32,17 @@ class WorkflowFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
-    def start(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Any:
+    def start(
+        self,
+        *args: Any,
+        idempotency_key: str | None = None,
+        app: Celery | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`start(this workflow, *args, ...)`: see `celery_durable.start`."""
         from .runs import start
 
-        return start(self, *args, idempotency_key=idempotency_key, **kwargs)
+        return start(self, *args, idempotency_key=idempotency_key, app=app, **kwargs)
 
     def __repr__(self) -> str:
         return f"<workflow {self.definition.name}>"
@@ -128,7 +138,14 @@ class Workflow:
         raise NotImplementedError
 
     @classmethod
-    def start(cls, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Any:
+    def start(
+        cls,
+        *args: Any,
+        idempotency_key: str | None = None,
+        app: Celery | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`start(this workflow, *args, ...)`: see `celery_durable.start`."""
         from .runs import start
 
-        return start(cls, *args, idempotency_key=idempotency_key, **kwargs)
+        return start(cls, *args, idempotency_key=idempotency_key, app=app, **kwargs)

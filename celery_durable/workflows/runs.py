@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import redis
+from celery import Celery
 
 from .. import failures
 from ..codec import check_encodable, packb
@@ -21,7 +22,7 @@ from ..journal.events import FINAL_STATUSES, EventType, RunStatus
 from ..limits import check_size, encode_bounded
 from ..options import parse_duration
 from .context import current_execution
-from .control import cancel_run
+from .control import cancel
 from .definition import Workflow, WorkflowFunction
 
 # Run ids derived from idempotency keys live in their own UUID namespace.
@@ -62,7 +63,7 @@ class RunHandle:
 
     def cancel(self) -> bool:
         """Cancel the run; False if it had already finished. See `cancel_run`."""
-        return cancel_run(self._ext, self.id)
+        return cancel(self._ext, self.id)
 
     def result(self, timeout: float | str | None = None) -> Any:
         """Wait for the run to end; return its result or raise its error.
@@ -117,9 +118,9 @@ class RunHandle:
         raise JournalCorruptError(f"run {self.id} is {status} but its last event is {last!r}")
 
 
-def get_run(run_id: str) -> RunHandle:
-    """A handle for an existing run; `RunNotFoundError` if there is none."""
-    ext = extension_for()
+def get_run(run_id: str, *, app: Celery | None = None) -> RunHandle:
+    """A handle for an existing run of `app`'s journal; `RunNotFoundError` if there is none."""
+    ext = extension_for(app)
     if ext.journal.status(run_id) is None:
         raise RunNotFoundError(f"no run with id {run_id!r}")
     return RunHandle(run_id, ext)
@@ -130,9 +131,14 @@ def start(
     /,
     *args: Any,
     idempotency_key: str | None = None,
+    app: Celery | None = None,
     **kwargs: Any,
 ) -> RunHandle:
     """Start a run and return at once; the same idempotency key gives the same run.
+
+    `app` names the Celery app whose journal records the run (by default
+    the current one), so the workflow itself cannot take a keyword argument
+    called `app` (nor `idempotency_key`) through `start()`.
 
     Arguments are checked before anything is written: a value that cannot be
     recorded, or is over `durable_max_payload_bytes` encoded, raises
@@ -152,7 +158,7 @@ def start(
         raise ConfigurationError(
             f"start({name}): idempotency_key must be a non-empty string, got {idempotency_key!r}"
         )
-    ext = extension_for()
+    ext = extension_for(app)
     check_arguments(ext, f"start({name})", args, kwargs)
     execution = current_execution.get()
     if execution is not None:  # a child run, recorded like a step

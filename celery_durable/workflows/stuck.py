@@ -124,25 +124,24 @@ def list_stuck(
 
 
 def resume_run(run_id: str, *, app: Celery | None = None) -> str:
-    """Send a stuck run on; say what was done. A run that is not stuck is left alone."""
+    """Send a stuck run on; say what was done. A run that is not stuck is left alone.
+
+    What is sent is recovery's decision for `Cause.RESUME` (worker/recovery.py).
+    """
+    from ..worker.recovery import Action, Cause, carry_out, decide
+
     ext = extension_for(app)
     (record,) = _look(ext, [run_id])
     meta = record["meta"]
     if not meta:
         raise RunNotFoundError(f"no run with id {run_id!r}")
     reason = _reason(record)
-    status = meta.get("status", "")
     if reason is None:
-        return f"run {run_id} is {status} and not stuck: nothing done"
-    if status == RunStatus.RUNNING:
-        ext.dispatch(run_id, takeover=meta.get("owner"))
-        return f"run {run_id} ({reason}): sent again, taking over from {meta.get('owner')}"
-    now = ext.clock.now()
-    if status == RunStatus.PENDING:
-        ext.timers.schedule(run_id, dispatch_at=now + ext.settings.redispatch_after)
-    else:  # sleeping, or waiting with a timeout: its due time has likely passed
-        ext.timers.schedule(run_id, wake_at=float(meta.get("wake_at") or now))
-    ext.dispatch(run_id)
+        return f"run {run_id} is {meta.get('status', '')} and not stuck: nothing done"
+    decision = decide(Cause.RESUME, meta, owner_gone=True)
+    carry_out(ext, run_id, meta, decision)
+    if decision.action is Action.TAKE_OVER:
+        return f"run {run_id} ({reason}): sent again, taking over from {decision.takeover}"
     return f"run {run_id} ({reason}): sent again, and its timer set"
 
 

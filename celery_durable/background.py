@@ -24,6 +24,10 @@ class Background:
     its failed rounds.
     """
 
+    #: Wait `interval` before the first round too (a thread whose `start()`
+    #: already did one, as the heartbeat does to be on record at once).
+    wait_first = False
+
     def __init__(self, name: str, interval: float):
         self.name = name
         self.interval = interval
@@ -58,14 +62,15 @@ class Background:
             thread.join(timeout)
 
     def _loop(self) -> None:
+        wait: float | None = self.interval if self.wait_first else 0.0
         while not self.stopping.is_set():
-            # Cleared before the round: a wake() during the round starts the next at once.
-            self._wake.clear()
+            if wait != 0.0:
+                self._wake.wait(self.interval if wait is None else wait)
+                if self.stopping.is_set():
+                    return
+            self._wake.clear()  # cleared before the round: a wake() during it is kept
             try:
                 wait = self.run_once()
             except Exception as exc:
                 self.on_error(exc)
                 wait = None
-            if self.stopping.is_set():
-                return
-            self._wake.wait(self.interval if wait is None else wait)

@@ -15,6 +15,7 @@ from .errors import (
     RunEventLimitError,
     RunFinishedError,
     RunNotFoundError,
+    StepNotFoundError,
     WorkflowCancelledError,
     WorkflowFailedError,
     WorkflowNotFoundError,
@@ -37,7 +38,7 @@ from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
 from .workflows.runs import RunHandle, get_run, start
-from .workflows.steps import step
+from .workflows.steps import StepHandle, gather, step
 from .workflows.waits import sleep, wait_for_event
 
 __all__ = [
@@ -60,6 +61,8 @@ __all__ = [
     "RunFinishedError",
     "RunHandle",
     "RunNotFoundError",
+    "StepHandle",
+    "StepNotFoundError",
     "Trigger",
     "Workflow",
     "WorkflowCancelledError",
@@ -68,6 +71,7 @@ __all__ = [
     "WorkflowTimedOutError",
     "breaker_state",
     "dry_run",
+    "gather",
     "get_context",
     "get_run",
     "hookimpl",

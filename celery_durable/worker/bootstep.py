@@ -23,6 +23,7 @@ from ..workflows.outcomes import finish
 from ..workflows.registry import registered
 from .monitor import WorkerMonitor
 from .poller import TimerPoller
+from .step_task import STEP_TASK_NAME, on_task_lost
 from .task_events import ExecutionTimeWatch
 
 logger = logging.getLogger("celery_durable.worker")
@@ -130,7 +131,18 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         """A pool child died under a run: take it over at once, from this process.
 
         Fires in the main process (the child is gone) with the request's args.
+        A dispatched step's task is sent again (see `step_task.on_task_lost`).
         """
+        if getattr(sender, "name", None) == STEP_TASK_NAME and sender.app is self.extension.app:
+            if isinstance(exception, WorkerLostError | TimeLimitExceeded):
+                task_id = kwargs.get("task_id") or ""
+                try:
+                    on_task_lost(self.extension, self.hostname, task_id, args, exception)
+                except Exception as exc:
+                    logger.error(
+                        "could not recover step task %s after %r: %r", task_id, exception, exc
+                    )
+            return
         if getattr(sender, "name", None) != RUN_TASK_NAME or sender.app is not self.extension.app:
             return
         if not isinstance(exception, WorkerLostError | TimeLimitExceeded) or not args:

@@ -8,7 +8,8 @@ A thread in every worker's main process, every `durable_heartbeat_interval`:
 2. looks for workers whose last beat is older than `durable_worker_timeout`.
    For each, one live worker wins a lock and recovers it: runs it was
    executing are taken over (sent again with a message naming the dead
-   owner), suspended runs it had not finished suspending get their timers, its
+   owner), suspended runs it had not finished suspending get their timers,
+   the dispatched steps it held are sent again (`step_task.recover_held`), its
    plain tasks are reported as `task.orphaned`, and it is reported as
    `worker.offline`.
 
@@ -34,6 +35,7 @@ from ..extension import RUN_TASK_NAME, DurableExtension
 from ..journal.events import FINAL_STATUSES, RunStatus
 from ..workflows.interruptions import trouble_log
 from .holdings import Holdings, decode_record, run_ids, run_message, snapshot
+from .step_task import STEP_TASK_NAME, recover_held
 from .task_events import orphaned_data
 
 logger = logging.getLogger("celery_durable.recovery")
@@ -136,11 +138,12 @@ class WorkerMonitor:
         held = [decode_record(raw) for raw in client.hvals(keys.worker_tasks(dead))]
         # Run messages it held, unclaimed: each with the dead owner it takes over, if any.
         held_runs = dict(found for record in held if (found := run_message(record)))
-        tasks = [record for record in held if record.get("task_name") != RUN_TASK_NAME]
+        tasks = [r for r in held if r.get("task_name") not in (RUN_TASK_NAME, STEP_TASK_NAME)]
         runs = sorted(
             {m.decode() for m in client.smembers(keys.worker_runs(dead))} | set(held_runs)
         )
         resumed = [run_id for run_id in runs if self._resume(run_id, dead, held_runs.get(run_id))]
+        steps = recover_held(self.ext, held, dead)  # dispatched steps: sent again, not orphaned
         for task in tasks:
             self.ext.emit(TASK_ORPHANED, orphaned_data(task, self.hostname))
         self.ext.emit(
@@ -150,6 +153,7 @@ class WorkerMonitor:
                 "last_heartbeat": score,
                 "recovered_by": self.hostname,
                 "runs": resumed,
+                "steps": steps,
                 "tasks": [t["task_id"] for t in tasks],
             },
         )
@@ -159,10 +163,11 @@ class WorkerMonitor:
         pipe.execute()
         logger.warning(
             "worker %s is offline (no heartbeat for %.0fs): resumed %d run(s), "
-            "reported %d orphaned task(s)",
+            "sent %d step(s) again, reported %d orphaned task(s)",
             dead,
             time.time() - score,
             len(resumed),
+            len(steps),
             len(tasks),
         )
         return True

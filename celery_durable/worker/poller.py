@@ -25,8 +25,9 @@ import time
 from ..extension import DurableExtension
 from ..journal.events import RunStatus
 from ..retention import RetentionSweep
-from ..timers.store import DEADLINE, DISPATCH, WAKE, ClaimedTimer
+from ..timers.store import DEADLINE, DISPATCH, STEP, WAKE, ClaimedTimer
 from ..workflows.interruptions import trouble_log
+from .step_task import fire_timers
 
 logger = logging.getLogger("celery_durable.poller")
 
@@ -67,8 +68,12 @@ class TimerPoller:
         timers = self.ext.timers
         now = self.ext.clock.now()
         claimed, next_due = timers.claim(now, lease=LEASE, limit=BATCH)
+        steps = [timer for timer in claimed if timer.kind == STEP]
+        if steps:  # dispatched steps' retries and safety nets: see step_task.py
+            fire_timers(self.ext, steps, now)
+            claimed = [timer for timer in claimed if timer.kind != STEP]
         if not claimed:
-            return 0, next_due
+            return len(steps), next_due
         metas = self._metas(claimed)
         sent: set[str] = set()
         done: list[ClaimedTimer] = []
@@ -86,7 +91,7 @@ class TimerPoller:
                 recheck_at[timer.member] = now + self._recheck_after(timer.kind, meta, now)
         finally:  # what was sent or not wanted is done; the rest fires again after its lease
             timers.release(done, recheck_at)
-        return len(claimed), next_due
+        return len(claimed) + len(steps), next_due
 
     def _metas(self, claimed: list[ClaimedTimer]) -> dict[str, dict[str, str]]:
         """Status and times of the runs of `claimed`, in one round trip."""

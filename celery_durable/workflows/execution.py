@@ -357,6 +357,11 @@ class Execution:
         if self.deadline is not None and self.clock.now() >= self.deadline:
             raise _TimedOut
 
+    @property
+    def is_async(self) -> bool:
+        """Is the workflow an `async def` one (where dispatched steps are awaited)?"""
+        return self.definition.is_async
+
     def inside_step(self) -> bool:
         """Is a step's body running (where steps it calls are plain functions)?"""
         return _inside_step.get()

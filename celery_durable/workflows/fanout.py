@@ -27,6 +27,7 @@ the run is woken once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,7 +108,8 @@ class FanOut:
         """An `async def` step awaited in an `async def` workflow (see the module's doc)."""
         x = self.x
         if x.inside_step():
-            return await fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
         handle = self.spawn(policy, args, kwargs, check=False)
         position = handle.position
         assert position is not None
@@ -119,8 +121,11 @@ class FanOut:
         self.async_open.append(handle)
         try:
             await asyncio.sleep(0)
+            if position in x.state.outcomes:  # a sibling's wait took it in meanwhile
+                return self._results([handle])[0]
             alone = x.cursor == position + 1 and len(self.async_open) == 1
-            if not policy.dispatched and alone and position not in x.state.pending:
+            unsent = any(s.handle is handle for s in self.unsent)
+            if not policy.dispatched and alone and unsent:
                 self.async_open.remove(handle)  # an inline step awaited alone runs inline
                 self.unsent = [s for s in self.unsent if s.handle is not handle]
                 self.flush()

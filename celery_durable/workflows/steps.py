@@ -166,9 +166,11 @@ def step(
     With `queue=` the body runs as its own Celery task on that queue (with
     `routing_key`, `priority`, `time_limit` and `soft_time_limit` as Celery
     gives them to tasks): a plain call dispatches it and the run waits for
-    it durably. Any step also has `.spawn(*args, **kwargs)` (start it as a
-    task without waiting; an inline step then goes to the run's queue) and
-    `.map(iterable)` (one task per item, results in order).
+    it durably (in an `async def` workflow the call is awaited, and
+    `asyncio.gather()` of such calls fans out). Any step also has
+    `.spawn(*args, **kwargs)` (start it as a task without waiting; an inline
+    step then goes to the run's queue) and `.map(iterable)` (one task per
+    item, results in order).
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -203,6 +205,10 @@ def step(
                 execution = current_execution.get()
                 if execution is None:
                     return func(*args, **kwargs)
+                if policy.dispatched and execution.is_async and not execution.inside_step():
+                    # In an async def workflow a dispatched step is awaited, so
+                    # that asyncio.gather(render(1), render(2)) fans out.
+                    return execution.fanout.call_async(policy, func, args, kwargs)
                 return execution.run_step(policy, func, args, kwargs)
 
             wrapper = sync_wrapper

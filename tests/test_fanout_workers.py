@@ -321,3 +321,31 @@ def test_a_step_whose_code_is_missing_fails_naming_step_and_queue(ext, workers):
     assert "'fanout.elsewhere'" in message and "'lean'" in message and lean.hostname in message
     (failed,) = _events(run, "step.failed")
     assert failed["worker"] == lean.hostname and failed["queue"] == fanout.LEAN
+
+
+def test_a_pool_process_killed_in_a_step_is_sent_again_by_its_worker(ext, redis_client, workers):
+    (worker,) = workers.start_many(1, concurrency=1, extra_args=BOTH)
+    run = fanout.gated.start(1)
+    wait_until(lambda: fanout.counts(redis_client, run.id, [0]) == [1], timeout=20)
+    (child,) = worker.pool_pids()
+    assert _runners(ext, run.id)[0].startswith(f"{worker.hostname}/{child}|")
+    worker.kill_pool_child(child)
+    # The main process sees WorkerLostError (Celery checks its pool every
+    # 5 s) and sends the step again at once: a new pool process enters it.
+    wait_until(lambda: fanout.counts(redis_client, run.id, [0]) == [2], timeout=15)
+    redis_client.rpush(fanout.gate_key(run.id, 0), "open")
+    assert run.result(timeout=20) == [2]
+    _one_outcome_per_position(run, 1)
+    assert "its pool process died" in worker.log_text()
+    assert worker.is_alive()
+
+
+def test_a_hard_time_limit_is_a_failed_attempt(ext, redis_client, workers):
+    workers.start_many(1, concurrency=1, extra_args=BOTH)
+    run = fanout.overtime_flow.start(10.0)
+    assert run.result(timeout=40).startswith("TimeLimitExceeded")
+    (retrying,) = _events(run, "step.retrying")
+    (failed,) = _events(run, "step.failed")
+    assert retrying["attempt"] == 1 and failed["attempt"] == 2
+    assert failed["error"]["type"].endswith(".TimeLimitExceeded")
+    assert fanout.counts(redis_client, run.id, [0]) == [2]

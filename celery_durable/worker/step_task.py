@@ -379,16 +379,17 @@ def on_task_lost(
     state = ext.step_records.state(run_id, position)
     if state is None or state.done or state.task_id != task_id:
         return  # finished, or another message has it already
-    if state.runner and state.runner.startswith(f"{hostname}/"):
-        pid = int(state.runner.rsplit("/", 1)[1])
-        if _alive(pid):
-            return  # not the process that died: another delivery runs it
-    elif state.runner:
+    if state.runner and not state.runner.startswith(f"{hostname}/"):
         return  # another worker runs it
     if isinstance(exception, TimeLimitExceeded):
+        # Reported before the pool kills the process over its limit: a
+        # duplicate delivery in another process of this worker cannot be
+        # told apart here, and is harmless (the first outcome is kept).
         _time_limit_failure(ext, hostname, run_id, position, task_id, exception)
         return
     if isinstance(exception, WorkerLostError):
+        if state.runner and _alive(int(state.runner.rsplit("/", 1)[1])):
+            return  # not the process that died: another delivery runs it
         resend(ext, run_id, state, f"its pool process died ({exception!r})")
 
 

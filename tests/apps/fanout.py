@@ -140,6 +140,14 @@ def context() -> dict[str, Any]:
     return {"run_id": ctx.run_id, "workflow": ctx.workflow_name, "key": ctx.idempotency_key}
 
 
+@step(name="fanout.overtime", queue=RENDER, time_limit=1.5, max_retries=1, retry_delay=0)
+def overtime(seconds: float) -> str:
+    """Runs over its hard time limit (the pool kills it); retried once, same fate."""
+    _enter(0)
+    time.sleep(seconds)
+    return "in time"
+
+
 @step(name="fanout.upload")
 def upload(paths: list[str]) -> str:
     """Inline: in the run's own task."""
@@ -188,6 +196,14 @@ def retry_later() -> dict[str, Any]:
 @workflow(name="fanout.context")
 def in_context() -> dict[str, Any]:
     return context()
+
+
+@workflow(name="fanout.overtime")
+def overtime_flow(seconds: float) -> str:
+    try:
+        return overtime(seconds)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 @workflow(name="fanout.missing")

@@ -63,6 +63,8 @@ from .journal_queue import journal_queue, serves
 
 logger = logging.getLogger("celery_durable.steps")
 
+TIME_LIMIT_GRACE = 3.0  # seconds: see _time_limit_failure
+
 __all__ = [
     "STEP_TASK_NAME",
     "fire_timers",
@@ -419,6 +421,12 @@ def _time_limit_failure(
         "error": failures.describe(exception, limit=ext.settings.max_text_bytes),
     }
     timer = ext.timers.step_member(run_id, position)
+    # Celery reports the limit before the pool has killed the process over it
+    # (SIGTERM, SIGKILL a second or two later): a message sent now may be
+    # handed to that process and lost with it, wedging a worker that takes
+    # one message at a time. So the wake-up and the retry go out by timer,
+    # once the pool has replaced it.
+    later = ext.clock.now() + TIME_LIMIT_GRACE
     if attempt > policy.max_retries:
         outcome = {"type": str(EventType.STEP_FAILED), "data": about, "retries": past}
         recorded = records.record_outcome(
@@ -429,10 +437,10 @@ def _time_limit_failure(
             extra=lambda pipe: pipe.zrem(ext.keys.timers(), timer),
         )
         if recorded.wake:
-            ext.wake(run_id)
+            ext.timers.schedule(run_id, wake_at=later)
         return
     delay = policy.delay_before(attempt, exception)
-    retry_at = ext.clock.now() + delay
+    retry_at = max(ext.clock.now() + delay, later)
     past.append({**about, "delay": delay, "retry_at": retry_at})
     records.record_retry(
         run_id,

@@ -110,6 +110,19 @@ def unencodable() -> Any:
     return square.spawn(object())
 
 
+@step(name="t.fan.once_bad", queue="celery")
+def once_bad() -> str:
+    ext = extension_for()
+    if ext.redis.incr(f"test:once_bad:{get_context().run_id}") == 1:
+        raise ValueError("first time unlucky")
+    return "ok"
+
+
+@workflow(name="t.fan.retried", max_retries=1)
+def retried_flow() -> str:
+    return once_bad()
+
+
 @workflow(name="t.fan.waits")
 def waits_forever(n: int) -> list[int]:
     return nowhere.map(range(n))
@@ -147,6 +160,23 @@ def test_map_spawn_gather_and_queue_steps(durable_worker, counter):
     for x in (0, 1, 2, 3, 10, 7):
         assert counter(f"square:{x}") == 1, x
     assert counter("cube:3") == counter("cube:2") == 1
+    # The record of the run's steps is bounded, and expires with the run.
+    ext = extension_for(durable_worker.app)
+    record = ext.redis.hgetall(ext.keys.run_steps(run.id))
+    assert {k.decode()[:2] for k in record} <= {"o:", "wa", "ct"}
+    assert 0 < ext.redis.pttl(ext.keys.run_steps(run.id)) <= 7 * 86400 * 1000
+
+
+def test_a_new_attempt_of_the_workflow_dispatches_a_failed_step_again(durable_worker):
+    run = celery_durable.start(retried_flow)
+    assert run.result(timeout=20) == "ok"
+    events = run.events()
+    dispatched = [e["data"] for e in events if e["type"] == "step.dispatched"]
+    assert [d["position"] for d in dispatched] == [0, 0]
+    assert dispatched[0]["task_id"] != dispatched[1]["task_id"]
+    assert dispatched[1]["workflow_attempt"] == 2
+    outcomes = [e["type"] for e in events if e["type"] in ("step.failed", "step.completed")]
+    assert outcomes == ["step.failed", "step.completed"]
 
 
 def test_gather_raises_the_first_failure_in_order_after_all_finished(durable_worker, counter):

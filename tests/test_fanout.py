@@ -393,3 +393,27 @@ def test_cli_runs_show_lists_steps_in_flight(durable_redis_url, monkeypatch):
     data = json.loads(cli("runs", "show", run.id, "--json").output)
     assert [s["state"] for s in data["steps_in_flight"]] == ["queued", "queued"]
     run.cancel()
+
+
+def test_the_messages_of_a_batch_go_to_the_broker_in_one_round_trip(durable_app, monkeypatch):
+    import redis.connection
+
+    from celery_durable.workflows import dispatched
+
+    ext = extension_for(durable_app)
+    messages = [
+        dispatched.StepMessage("batch", p, 1, f"task-{p}", {"queue": "batch-q"}) for p in range(50)
+    ]
+    dispatched.send(ext, messages[:1])  # the producer's connection is made
+    sends: list[int] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sends.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    dispatched.send(ext, messages)
+    monkeypatch.undo()
+    assert len(sends) == 1  # kombu's publish batch: one pipeline for the fifty
+    assert ext.redis.llen("batch-q") == 51

@@ -19,10 +19,11 @@ figures are medians. Wall time: from the start (or `apply_async`) to the
 result in hand. Redis commands per step: the server's
 `total_commands_processed` over the measured side, divided by the number of
 steps (everything: broker, result backend, journal, the commands Lua
-scripts run inside Redis, and the workers' idle polling while it runs). Journal round trips per dispatched step: counted in
-the workers' pool processes while their tasks run (see `fanout_app`): the
-run's claim, its dispatch, its suspension, its wake-up and what it records,
-and each step's start and outcome, divided by the number of steps.
+scripts run inside Redis, and the workers' idle polling while it runs).
+Journal round trips per dispatched step: counted in the workers' pool
+processes while their tasks run (see `fanout_app`): the run's claim, its
+dispatch, its suspension, its wake-up and what it records, and each step's
+start and outcome, divided by the number of steps.
 
     python benchmarks/fanout.py [--steps 200] [--repeat 3] [--workers 2]
         [--concurrency 2] [--timeout 120] [--redis-url URL] [--json] [--quick]

@@ -330,8 +330,8 @@ def test_a_pool_process_killed_in_a_step_is_sent_again_by_its_worker(ext, redis_
     (child,) = worker.pool_pids()
     assert _runners(ext, run.id)[0].startswith(f"{worker.hostname}/{child}|")
     worker.kill_pool_child(child)
-    # The main process sees WorkerLostError (Celery checks its pool every
-    # 5 s) and sends the step again at once: a new pool process enters it.
+    # The main process sees WorkerLostError and sends the step again once its
+    # pool has replaced the process (POOL_GRACE): a new pool process enters it.
     wait_until(lambda: fanout.counts(redis_client, run.id, [0]) == [2], timeout=15)
     redis_client.rpush(fanout.gate_key(run.id, 0), "open")
     assert run.result(timeout=20) == [2]

@@ -15,7 +15,8 @@ What keeps a step going when things fail, all through a compare-and-set on
 its record (the message it names, and who runs it):
 
 - its pool process died (`on_task_lost`, from the worker's main process):
-  sent again at once; a hard time limit is a failed attempt;
+  sent again by its timer `POOL_GRACE` seconds later, once the pool has
+  replaced the process; a hard time limit is a failed attempt;
 - its worker died (`recover_held`, from the recovery of that worker's
   record of held messages, see `monitor.py`): sent again, at once, with no
   wait for the broker's visibility timeout;
@@ -63,7 +64,11 @@ from .journal_queue import journal_queue, serves
 
 logger = logging.getLogger("celery_durable.steps")
 
-TIME_LIMIT_GRACE = 3.0  # seconds: see _time_limit_failure
+# Seconds to give a worker's pool to replace a process that died (killed, or
+# over its hard time limit) before a message goes out for it: a message that
+# reaches the worker in the meantime can be handed to no process and lost,
+# wedging a worker that takes one message at a time (seen with billiard 4.3).
+POOL_GRACE = 3.0
 
 __all__ = [
     "STEP_TASK_NAME",
@@ -392,7 +397,18 @@ def on_task_lost(
     if isinstance(exception, WorkerLostError):
         if state.runner and _alive(int(state.runner.rsplit("/", 1)[1])):
             return  # not the process that died: another delivery runs it
-        resend(ext, run_id, state, f"its pool process died ({exception!r})")
+        # By its timer, once the pool has replaced the process (see POOL_GRACE).
+        timer = ext.timers.step_member(run_id, position)
+        ext.redis.zadd(ext.keys.timers(), {timer: ext.clock.now() + POOL_GRACE})
+        new_id = dispatched.new_task_id()
+        if ext.step_records.resend(run_id, position, task_id, state.runner, new_id) is not None:
+            logger.warning(
+                "step at position %d of run %s: its pool process died (%r); sent again in %gs",
+                position,
+                run_id,
+                exception,
+                POOL_GRACE,
+            )
 
 
 def _time_limit_failure(
@@ -422,11 +438,9 @@ def _time_limit_failure(
     }
     timer = ext.timers.step_member(run_id, position)
     # Celery reports the limit before the pool has killed the process over it
-    # (SIGTERM, SIGKILL a second or two later): a message sent now may be
-    # handed to that process and lost with it, wedging a worker that takes
-    # one message at a time. So the wake-up and the retry go out by timer,
-    # once the pool has replaced it.
-    later = ext.clock.now() + TIME_LIMIT_GRACE
+    # (SIGTERM, SIGKILL a second or two later): the wake-up and the retry go
+    # out by timer, once the pool has replaced it (see POOL_GRACE).
+    later = ext.clock.now() + POOL_GRACE
     if attempt > policy.max_retries:
         outcome = {"type": str(EventType.STEP_FAILED), "data": about, "retries": past}
         recorded = records.record_outcome(

@@ -32,6 +32,7 @@ from .timers import TimerStore
 
 if TYPE_CHECKING:
     from .event_writer import EventWriter
+    from .journal.steps import StepRecords
     from .rules.action_queue import ActionQueue
     from .rules.engine import RuleEngine
     from .schedules.store import ScheduleStore
@@ -87,6 +88,13 @@ class DurableExtension:
     def journal_id(self) -> JournalId:
         """This app's journal as run messages name it (prefix and Redis fingerprint)."""
         return journal_id(self.settings)
+
+    @cached_property
+    def step_records(self) -> StepRecords:
+        """The runs' records of their dispatched steps (see `journal/steps.py`)."""
+        from .journal.steps import StepRecords
+
+        return StepRecords(self.redis, self.keys)
 
     @cached_property
     def timers(self) -> TimerStore:

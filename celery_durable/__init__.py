@@ -18,6 +18,7 @@ from .errors import (
     RunNotFoundError,
     ScheduleError,
     ScheduleNotFoundError,
+    StepNotFoundError,
     WorkflowCancelledError,
     WorkflowFailedError,
     WorkflowNotFoundError,
@@ -48,7 +49,7 @@ from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
 from .workflows.runs import RunHandle, get_run, start
-from .workflows.steps import step
+from .workflows.steps import StepHandle, gather, step
 from .workflows.waits import sleep, wait_for_event
 
 __all__ = [
@@ -73,6 +74,8 @@ __all__ = [
     "RunNotFoundError",
     "ScheduleError",
     "ScheduleNotFoundError",
+    "StepHandle",
+    "StepNotFoundError",
     "Trigger",
     "Workflow",
     "WorkflowCancelledError",
@@ -83,6 +86,7 @@ __all__ = [
     "delete_schedule",
     "describe_schedule",
     "dry_run",
+    "gather",
     "get_context",
     "get_run",
     "hookimpl",

@@ -291,6 +291,10 @@ def runs_show(app: Celery, run_id: str, limit: int, cursor: str | None, as_json:
             detail.append(f"retry in {item['delay']:g}s")
         if item.get("until"):
             detail.append(f"until {_when(item['until'])}")
+        if item.get("queue") and item["type"] != "step.dispatched":
+            detail.append(f"queue {item['queue']}")
+        elif item.get("queue"):
+            detail.append(f"to queue {item['queue']}")
         if item.get("worker"):
             detail.append(f"on {item['worker']}")
         if item.get("error"):
@@ -307,6 +311,23 @@ def runs_show(app: Celery, run_id: str, limit: int, cursor: str | None, as_json:
     if run["timeline"] and (cursor or run["next_cursor"]):
         first, last = run["timeline"][0]["seq"], run["timeline"][-1]["seq"]
         click.echo(f"\nevents {first:,}-{last:,} of {run['events']:,}")
+    if run.get("steps_in_flight"):
+        click.echo("\nsteps in flight")
+        _table(
+            ["position", "step", "queue", "attempt", "state", "worker", "since"],
+            [
+                [
+                    s["position"],
+                    s["name"],
+                    s["queue"] or "",
+                    s["attempt"],
+                    s["state"],
+                    s["worker"] or "-",
+                    _when(s["since"]) if s["since"] else "-",
+                ]
+                for s in run["steps_in_flight"]
+            ],
+        )
     _next_page(run["next_cursor"])
 
 
@@ -537,7 +558,7 @@ def rules_notify_test(app: Celery, name: str) -> None:
 @_json_option
 @pass_app
 def workers(app: Celery, as_json: bool) -> None:
-    """Live workers: heartbeat age and what each is running."""
+    """Live workers: heartbeat age and what each is running (runs, steps, tasks)."""
     from .workflows.listing import list_workers
 
     listed = list_workers(app=app)
@@ -545,13 +566,14 @@ def workers(app: Celery, as_json: bool) -> None:
         _print_json(listed)
         return
     _table(
-        ["worker", "heartbeat", "state", "runs", "tasks"],
+        ["worker", "heartbeat", "state", "runs", "steps", "tasks"],
         [
             [
                 w["worker"],
                 f"{w['heartbeat_age']:.1f}s ago",
                 "alive" if w["alive"] else "silent",
                 " ".join(w["runs"]) or "-",
+                " ".join(w["steps"]) or "-",
                 " ".join(w["tasks"]) or "-",
             ]
             for w in listed

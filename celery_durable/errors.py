@@ -96,6 +96,15 @@ class ScheduleNotFoundError(DurableError, LookupError):
     """No schedule of that name is stored."""
 
 
+class StepNotFoundError(FatalError, LookupError):
+    """A dispatched step's code is not importable on the worker that got its message.
+
+    Recorded as the step's failure (not retried: its policy is in the
+    missing code) and raised in the workflow; the message names the step,
+    the queue and the worker, so that the module can be imported there.
+    """
+
+
 # -- journal -------------------------------------------------------------------
 
 
@@ -114,6 +123,14 @@ class JournalConflictError(DurableError):
         self.run_id = run_id
         self.expected = expected
         self.actual = actual
+
+
+class StepsChangedError(DurableError):
+    """Every dispatched step a run was about to wait for had finished meanwhile; look again."""
+
+    def __init__(self, run_id: str):
+        super().__init__(f"run {run_id}: the steps it waited for finished meanwhile")
+        self.run_id = run_id
 
 
 class InboxChangedError(DurableError):

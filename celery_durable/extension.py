@@ -26,6 +26,7 @@ from .clock import Clock
 from .errors import ConfigurationError, NotInstalledError
 from .journal import Journal
 from .journal.identity import JournalId, journal_id
+from .journal.steps import StepRecords
 from .keys import Keys
 from .limits import bound_strings
 from .redaction import argument_placeholders, without_arguments
@@ -87,6 +88,11 @@ class DurableExtension:
     def journal_id(self) -> JournalId:
         """This app's journal as run messages name it (prefix and Redis fingerprint)."""
         return journal_id(self.settings)
+
+    @cached_property
+    def step_records(self) -> StepRecords:
+        """The runs' records of their dispatched steps (see `journal/steps.py`)."""
+        return StepRecords(self.redis, self.keys)
 
     @cached_property
     def timers(self) -> TimerStore:

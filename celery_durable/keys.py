@@ -41,6 +41,11 @@ class Keys:
         """Ids of the sends the run's inbox took: a resent send_event writes nothing."""
         return self._run(run_id, "sent")
 
+    def run_steps(self, run_id: str) -> str:
+        """A hash of the run's dispatched steps by position (see `journal/steps.py`):
+        which message may run each, who runs it, its outcome until the run records it."""
+        return self._run(run_id, "steps")
+
     def run_done_channel(self, run_id: str) -> str:
         """Pub/sub channel told when the run reaches a final status."""
         return self._run(run_id, "done")

@@ -6,6 +6,11 @@
 -- KEYS[4]  an inbox to notify, the parent run's (KEYS[3] again when none)
 -- KEYS[5]  the notified run's meta hash (KEYS[2] again when none)
 -- KEYS[6]  the run's set of ids of the sends its inbox took
+-- KEYS[7]  the run's dispatched steps (hash; fields `<f>:<position>`, see
+--          journal/steps.py): d stream id of its step.dispatched, t the task
+--          id of the message that may run it, a its attempt, r who runs it,
+--          f its failed attempts, o its outcome ('' once the journal has it),
+--          w set while the run waits for it; `waiting` counts the w fields
 -- ARGV[1]  the position the writer expects the log to be at
 -- ARGV[2]  msgpack map of options, all optional:
 --            now            time of the write, stored as meta `updated_at`
@@ -16,16 +21,28 @@
 --            notify_name    name of an entry to add to KEYS[4], with ARGV[3]
 --            max_events     refuse (code 3) if the log would hold more events
 --                           than this (not given for a batch that ends the run)
---            expire_ms      the batch ends the run: its stream, meta, inbox and
---                           sends expire in this many milliseconds (retention)
+--            expire_ms      the batch ends the run: its stream, meta, inbox,
+--                           sends and steps expire in this many milliseconds
+--            dispatch       list of {index, position, task_id}: event `index`
+--                           (1 for ARGV[4]) is the step.dispatched of that
+--                           position; its record starts anew from it
+--            await          positions the run suspends waiting for: refuse
+--                           (code 4) if every one of them has an outcome
+--                           already; else mark those without one (w) and set
+--                           `waiting` to their number
+--            consume        positions whose outcomes these events record: each
+--                           record shrinks to o = '' (a late delivery of its
+--                           message finds the step done)
+--            steps_set      map of fields to set on KEYS[7] (the run's context
+--                           for its steps' bodies)
 -- ARGV[3]  the payload of that entry ('' when none): kept out of the
 --          options because Lua's cmsgpack cannot read msgpack `bin` values
 -- ARGV[4..] the encoded events, in order
 --
 -- Returns {code, position, cancel_requested, notified_waits}: code 1 =
 -- appended, 0 = the log is not at the expected position, 2 = the inbox
--- changed, 3 = the run's event limit is reached (on 0, 2 and 3 nothing is
--- written); notified_waits is 1 when the notified run is suspended waiting
+-- changed, 3 = the run's event limit is reached, 4 = the steps awaited have
+-- all finished (on 0, 2, 3 and 4 nothing is written); notified_waits is 1 when the notified run is suspended waiting
 -- for exactly this entry. A notified run that no longer exists (its keys
 -- expired) gets nothing; one that has ended gets an inbox entry that
 -- expires with it.
@@ -40,9 +57,58 @@ end
 if opts.max_events and position + (#ARGV - 3) > opts.max_events then
   return {3, position, 0, 0}
 end
+local dispatching = {}
+if opts.dispatch then
+  for _, d in ipairs(opts.dispatch) do
+    dispatching[d[1]] = d
+  end
+end
+if opts.await then
+  local fresh = {}
+  for _, d in pairs(dispatching) do
+    fresh[tostring(d[2])] = true
+  end
+  local missing = {}
+  for _, p in ipairs(opts.await) do
+    local outcome = redis.call('HGET', KEYS[7], 'o:' .. p)
+    if fresh[tostring(p)] or not outcome or outcome == '' then
+      missing[#missing + 1] = p
+    end
+  end
+  if #missing == 0 then
+    return {4, position, 0, 0}
+  end
+  opts.await = missing
+end
 for i = 4, #ARGV do
-  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+  local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
   position = position + 1
+  local d = dispatching[i - 3]
+  if d then
+    local p = d[2]
+    redis.call('HDEL', KEYS[7], 'o:' .. p, 'r:' .. p, 'f:' .. p, 'w:' .. p)
+    redis.call('HSET', KEYS[7], 'd:' .. p, id, 't:' .. p, d[3], 'a:' .. p, 1)
+  end
+end
+if opts.consume then
+  for _, p in ipairs(opts.consume) do
+    redis.call('HSET', KEYS[7], 'o:' .. p, '')
+    if redis.call('HDEL', KEYS[7], 'w:' .. p) == 1 then
+      redis.call('HINCRBY', KEYS[7], 'waiting', -1)
+    end
+    redis.call('HDEL', KEYS[7], 'd:' .. p, 't:' .. p, 'a:' .. p, 'r:' .. p, 'f:' .. p)
+  end
+end
+if opts.await then
+  for _, p in ipairs(opts.await) do
+    redis.call('HSET', KEYS[7], 'w:' .. p, 1)
+  end
+  redis.call('HSET', KEYS[7], 'waiting', #opts.await)
+end
+if opts.steps_set then
+  for field, value in pairs(opts.steps_set) do
+    redis.call('HSET', KEYS[7], field, value)
+  end
 end
 redis.call('HSET', KEYS[2], 'seq', position)
 if opts.now then
@@ -60,7 +126,7 @@ if opts.status then
   end
 end
 if opts.expire_ms then
-  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[6]}) do
+  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]}) do
     redis.call('PEXPIRE', key, opts.expire_ms)
   end
 end

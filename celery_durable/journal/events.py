@@ -27,6 +27,7 @@ class EventType(StrEnum):
     WORKFLOW_SUSPENDED = "workflow.suspended"
     WORKFLOW_CANCELLED = "workflow.cancelled"
     WORKFLOW_TIMED_OUT = "workflow.timed_out"
+    STEP_DISPATCHED = "step.dispatched"
     STEP_COMPLETED = "step.completed"
     STEP_RETRYING = "step.retrying"
     STEP_FAILED = "step.failed"
@@ -66,6 +67,7 @@ STATUS_AFTER: dict[str, RunStatus] = {
 # Events that record what the workflow's code did at a position, in order.
 COMMAND_TYPES = frozenset(
     {
+        EventType.STEP_DISPATCHED,
         EventType.STEP_COMPLETED,
         EventType.STEP_RETRYING,
         EventType.STEP_FAILED,

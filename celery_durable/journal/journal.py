@@ -21,7 +21,12 @@ from redis.client import Pipeline
 
 from .. import lua
 from ..codec import packb, unpackb
-from ..errors import InboxChangedError, JournalConflictError, RunEventLimitError
+from ..errors import (
+    InboxChangedError,
+    JournalConflictError,
+    RunEventLimitError,
+    StepsChangedError,
+)
 from ..keys import Keys
 from .events import FINAL_STATUSES, Event, status_after
 
@@ -33,6 +38,23 @@ class Notification:
     run_id: str
     name: str
     payload: bytes
+
+
+@dataclass(frozen=True)
+class StepsWrite:
+    """What an append does to the run's record of dispatched steps (KEYS[7] of append.lua).
+
+    `dispatch`: (index of the event among those appended, position, task id)
+    for each step.dispatched appended; `await_`: positions the run suspends
+    waiting for (the append is refused with `StepsChangedError` when all of
+    them have finished); `consume`: positions whose outcomes the appended
+    events record; `fields`: fields of the record to set (the run's context).
+    """
+
+    dispatch: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)
+    await_: list[int] = dataclasses.field(default_factory=list)
+    consume: list[int] = dataclasses.field(default_factory=list)
+    fields: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,7 @@ class Journal:
         inbox_len: int | None = None,
         notify: Notification | None = None,
         extra: Callable[[Pipeline], object] | None = None,
+        steps: StepsWrite | None = None,
     ) -> Appended:
         """Append `events` (type, data) if the log is at `expected`.
 
@@ -124,8 +147,12 @@ class Journal:
         they run whatever the append's outcome, so they must be harmless
         without it (file a run under its worker, set a timer). When one of
         them fails and the append happened, `Appended.extra_error` says so.
+        `steps` changes the run's record of dispatched steps in the same
+        atomic write (see `StepsWrite`).
         """
-        built, keys, args, final = self._prepare(run_id, expected, events, meta, inbox_len, notify)
+        built, keys, args, final = self._prepare(
+            run_id, expected, events, meta, inbox_len, notify, steps
+        )
         if final and self.retention is not None:
             extra = self._track_finished(run_id, extra)
         extra_error = None
@@ -219,6 +246,7 @@ class Journal:
         meta: dict[str, str | int | float] | None,
         inbox_len: int | None,
         notify: Notification | None,
+        steps: StepsWrite | None = None,
     ) -> tuple[list[Event], list[str], list[Any], bool]:
         """The events with their positions, the script's keys and arguments, and
         whether the events end the run."""
@@ -244,6 +272,15 @@ class Journal:
             options["meta"] = {k: str(v) for k, v in meta.items()}
         if inbox_len is not None:
             options["inbox_len"] = inbox_len
+        if steps is not None:
+            if steps.dispatch:
+                options["dispatch"] = [list(d) for d in steps.dispatch]
+            if steps.await_:
+                options["await"] = steps.await_
+            if steps.consume:
+                options["consume"] = steps.consume
+            if steps.fields:
+                options["steps_set"] = steps.fields
         meta_key, inbox = self.keys.run_meta(run_id), self.keys.run_inbox(run_id)
         notify_inbox, notify_meta, notify_payload = inbox, meta_key, b""
         if notify is not None:
@@ -258,6 +295,7 @@ class Journal:
             notify_inbox,
             notify_meta,
             self.keys.run_sent(run_id),
+            self.keys.run_steps(run_id),
         ]
         args = [expected, packb(options), notify_payload, *(e.encode() for e in built)]
         return built, keys, args, final
@@ -281,6 +319,8 @@ class Journal:
             raise InboxChangedError(run_id)
         if code == 3:
             raise RunEventLimitError(run_id, self.max_events or 0, int(position))
+        if code == 4:
+            raise StepsChangedError(run_id)
         return Appended(built, bool(cancel), bool(notified_waits))
 
     def _landed(self, run_id: str, built: list[Event]) -> bool:

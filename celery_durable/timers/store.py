@@ -3,7 +3,9 @@
 One sorted set holds `wake:<run id>` (a sleep's end or an event's timeout),
 `deadline:<run id>` (max_duration) and `dispatch:<run id>` (send a new run
 again unless its first dispatch is confirmed) members scored by due time. A
-run has at most one of each; scheduling again moves it. Claiming is one Lua call that
+run has at most one of each; scheduling again moves it. A dispatched step has
+`step:<run id>:<position>`: its retry when due, and the safety net that sends
+its message again should it be lost (see `worker/step_task.py`). Claiming is one Lua call that
 leases the due members, so of several workers polling, exactly one gets each;
 the poller releases a member once its run is dispatched, and a lease that is
 never released fires again.
@@ -30,6 +32,7 @@ from ..keys import Keys
 WAKE = "wake"
 DEADLINE = "deadline"
 DISPATCH = "dispatch"
+STEP = "step"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,12 @@ class ClaimedTimer:
     @property
     def run_id(self) -> str:
         return self.member.split(":", 1)[1]
+
+    @property
+    def step(self) -> tuple[str, int]:
+        """A `step:` timer's run id and position."""
+        run_id, position = self.member.split(":", 1)[1].rsplit(":", 1)
+        return run_id, int(position)
 
 
 class TimerStore:
@@ -76,6 +85,11 @@ class TimerStore:
     def dispatch_member(run_id: str) -> str:
         """The member of the timer that sends a new run again (see `Journal.create`)."""
         return f"{DISPATCH}:{run_id}"
+
+    @staticmethod
+    def step_member(run_id: str, position: int) -> str:
+        """The member of a dispatched step's timer (its retry, or its message's safety net)."""
+        return f"{STEP}:{run_id}:{position}"
 
     def dispatched(self, run_id: str) -> None:
         """Drop the run's dispatch timer (tests that record runs by hand use it)."""

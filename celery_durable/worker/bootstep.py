@@ -20,6 +20,7 @@ from .monitor import WorkerMonitor
 from .poller import TimerPoller
 from .recovery import Action, owned_by, pool_cause, process_gone, recover_run
 from .rules import ActionRunner, activate_rules
+from .step_task import STEP_TASK_NAME, on_task_lost
 
 logger = logging.getLogger("celery_durable.worker")
 
@@ -135,7 +136,18 @@ class DurableWorkerStep(bootsteps.StartStopStep):
 
         Fires in the main process (the child is gone) with the request's args;
         what to do is `recovery.decide()`'s answer, from here at once.
+        A dispatched step's task is sent again (see `step_task.on_task_lost`).
         """
+        if getattr(sender, "name", None) == STEP_TASK_NAME and sender.app is self.extension.app:
+            if pool_cause(exception) is not None:
+                task_id = kwargs.get("task_id") or ""
+                try:
+                    on_task_lost(self.extension, self.hostname, task_id, args, exception)
+                except Exception as exc:
+                    logger.error(
+                        "could not recover step task %s after %r: %r", task_id, exception, exc
+                    )
+            return
         if getattr(sender, "name", None) != RUN_TASK_NAME or sender.app is not self.extension.app:
             return
         cause = pool_cause(exception)

@@ -10,7 +10,8 @@ A thread in every worker's main process, every `durable_heartbeat_interval`:
 3. looks for workers whose last beat is older than `durable_worker_timeout`.
    For each, one live worker wins a lock and recovers it: each run it had
    filed or whose message it held goes through `recovery.decide()` (taken
-   over, sent again, or given back its timers), its plain tasks are reported
+   over, sent again, or given back its timers), the dispatched steps it held
+   are sent again (`step_task.recover_held`), its plain tasks are reported
    as `task.orphaned`, and it is reported as `worker.offline`.
 
 Redis state confirms a loss (pub/sub heartbeats can be missed), recovery does
@@ -30,6 +31,7 @@ from ..extension import RUN_TASK_NAME, DurableExtension
 from .heartbeat import Heartbeat
 from .holdings import decode_record, run_ids, run_message
 from .recovery import Action, Cause, owned_by, recover_run
+from .step_task import STEP_TASK_NAME, recover_held
 from .task_events import orphaned_data
 
 logger = logging.getLogger("celery_durable.recovery")
@@ -76,7 +78,7 @@ class WorkerMonitor(Background):
         held = [decode_record(raw) for raw in client.hvals(keys.worker_tasks(dead))]
         # Run messages it held, unclaimed: each with the dead owner it takes over, if any.
         held_runs = dict(found for record in held if (found := run_message(record)))
-        tasks = [record for record in held if record.get("task_name") != RUN_TASK_NAME]
+        tasks = [r for r in held if r.get("task_name") not in (RUN_TASK_NAME, STEP_TASK_NAME)]
         runs = sorted(
             {m.decode() for m in client.smembers(keys.worker_runs(dead))} | set(held_runs)
         )
@@ -92,6 +94,7 @@ class WorkerMonitor(Background):
             ).action
             is not Action.LEAVE
         ]
+        steps = recover_held(self.ext, held, dead)  # dispatched steps: sent again, not orphaned
         for task in tasks:
             self.ext.emit(TASK_ORPHANED, orphaned_data(task, self.hostname))
         self.ext.emit(
@@ -101,6 +104,7 @@ class WorkerMonitor(Background):
                 "last_heartbeat": score,
                 "recovered_by": self.hostname,
                 "runs": resumed,
+                "steps": steps,
                 "tasks": [t["task_id"] for t in tasks],
             },
         )
@@ -110,10 +114,11 @@ class WorkerMonitor(Background):
         pipe.execute()
         logger.warning(
             "worker %s is offline (no heartbeat for %.0fs): resumed %d run(s), "
-            "reported %d orphaned task(s)",
+            "sent %d step(s) again, reported %d orphaned task(s)",
             dead,
             time.time() - score,
             len(resumed),
+            len(steps),
             len(tasks),
         )
         return True

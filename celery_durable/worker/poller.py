@@ -25,8 +25,9 @@ from ..background import Background
 from ..extension import DurableExtension
 from ..retention import RetentionSweep
 from ..schedules.firing import fire_due_schedules
-from ..timers.store import DEADLINE, DISPATCH, WAKE, ClaimedTimer
+from ..timers.store import DEADLINE, DISPATCH, STEP, WAKE, ClaimedTimer
 from .recovery import TIMER_CAUSES, Action, decide
+from .step_task import fire_timers
 
 logger = logging.getLogger("celery_durable.poller")
 
@@ -63,6 +64,10 @@ class TimerPoller(Background):
         claimed, next_tick = fire_due_schedules(self.ext, claimed)
         if next_tick is not None and (next_due is None or next_tick < next_due):
             next_due = next_tick
+        steps = [timer for timer in claimed if timer.kind == STEP]
+        if steps:  # dispatched steps' retries and safety nets: see step_task.py
+            fire_timers(self.ext, steps, now)
+            claimed = [timer for timer in claimed if timer.kind != STEP]
         if not claimed:
             return count, next_due
         metas = self._metas(claimed)

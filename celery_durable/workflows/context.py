@@ -29,9 +29,22 @@ class RunContext:
     schedule: str | None = None
 
 
+# Set while the body of a dispatched step runs in its own task: the run it belongs to.
+current_step_run: ContextVar[RunContext | None] = ContextVar(
+    "celery_durable_step_run", default=None
+)
+
+
 def get_context() -> RunContext:
-    """Facts about the running workflow; recorded, so identical on replay."""
+    """Facts about the running workflow; recorded, so identical on replay.
+
+    Also inside the body of a step dispatched as its own task (the run it
+    belongs to, `attempt` being the workflow's attempt that dispatched it).
+    """
     execution = current_execution.get()
     if execution is None:
+        step_run = current_step_run.get()
+        if step_run is not None:
+            return step_run
         raise NotInWorkflowError("get_context() can only be called inside a running workflow")
     return execution.context()

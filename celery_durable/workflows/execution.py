@@ -12,6 +12,11 @@ records why, sets a timer if there is a due time, and unwinds: the Celery task
 ends and no worker slot is held. Whatever wakes the run (the timer poller,
 `send_event`, a child's end) sends the run task again, and the next execution
 replays to the same point and goes on.
+
+Steps dispatched as their own Celery tasks (`@step(queue=...)`, `.spawn()`,
+`.map()`, `asyncio.gather()` in async workflows) are spawned, sent and
+gathered by `fanout.FanOut`; their positions and outcomes go through the
+same journal and the same `_ReplayState`.
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ from ..errors import (
     WorkflowTimedOutError,
 )
 from ..journal import Event, EventType
-from ..journal.journal import Appended
+from ..journal.journal import Appended, StepsWrite
 from ..limits import roundtrip_bounded
 from ..redis_client import is_transient
 from . import interruptions
 from .context import RunContext, current_execution
+from .fanout import FanOut
 from .interruptions import Interrupted, is_interruption, trouble_log
 from .outcomes import child_event_name, finish
 from .registry import WorkflowDefinition
@@ -89,6 +95,7 @@ class _TimedOut(BaseException):
 _COMMAND_KIND = {
     EventType.STEP_COMPLETED: "step",
     EventType.STEP_FAILED: "step",
+    EventType.STEP_DISPATCHED: "step",
     EventType.SLEEP_STARTED: "sleep",
     EventType.EVENT_WAITING: "wait",
     EventType.EVENT_RECEIVED: "wait",
@@ -103,7 +110,7 @@ class _ReplayState:
     def __init__(self, events: list[Event]):
         self.started = events[0]
         self.outcomes: dict[int, Event] = {}  # final: returned or raised on replay
-        self.pending: dict[int, Event] = {}  # a sleep or a wait that began there
+        self.pending: dict[int, Event] = {}  # a sleep, a wait or a dispatched step begun there
         self.failed_attempts: dict[int, int] = {}
         self.retry_at: dict[int, float] = {}  # when a failed step is due to run again
         self.consumed: set[str] = set()  # inbox entries already received
@@ -113,7 +120,7 @@ class _ReplayState:
 
     def apply(self, event: Event) -> None:
         kind = event.type
-        if kind in (EventType.SLEEP_STARTED, EventType.EVENT_WAITING):
+        if kind in (EventType.SLEEP_STARTED, EventType.EVENT_WAITING, EventType.STEP_DISPATCHED):
             self.pending[event.data["position"]] = event
         elif kind in _COMMAND_KIND:
             position = event.data["position"]
@@ -168,6 +175,7 @@ class Execution:
         self.worker_runs_key = ext.keys.worker_runs(worker)
         self.takeover = takeover  # the dead owner this execution replaces
         self.claimed_as: str | None = None  # set once this execution tried to claim the run
+        self.fanout = FanOut(self)
 
     # -- the run as a whole ------------------------------------------------------
 
@@ -228,6 +236,7 @@ class Execution:
                             {"attempt": self.state.attempt + 1, "error": self._describe(error)},
                         )
                         self.cursor = 0
+                        self.fanout.reset()
                         continue
                     except RunEventLimitError as exc:  # no room for another attempt
                         kind, error = EventType.WORKFLOW_FAILED, exc
@@ -350,13 +359,33 @@ class Execution:
         if self.deadline is not None and self.clock.now() >= self.deadline:
             raise _TimedOut
 
+    @property
+    def is_async(self) -> bool:
+        """Is the workflow an `async def` one (where dispatched steps are awaited)?"""
+        return self.definition.is_async
+
+    def inside_step(self) -> bool:
+        """Is a step's body running (where steps it calls are plain functions)?"""
+        return _inside_step.get()
+
     def _take(self, kind: str, name: str) -> tuple[int, Event | None]:
-        """The next position, and what the journal recorded there (if anything)."""
+        """The next position, and what the journal recorded there (if anything).
+
+        Steps spawned before are sent first: they run while this goes on.
+        """
+        if self.fanout.unsent:
+            self._check_boundary()
+            self.fanout.flush()
+        return self._position(kind, name)
+
+    def _position(self, kind: str, name: str) -> tuple[int, Event | None]:
+        """`_take` without sending what was spawned (a spawn itself)."""
         self._check_boundary()
         if self.step_running:
             raise ConfigurationError(
-                f"{kind} {name!r} began while a step of run {self.run_id} was still running; "
-                "a workflow does one thing at a time (no asyncio.gather of steps)"
+                f"{kind} {name!r} began while a step of run {self.run_id} was still running "
+                "inline; to run steps in parallel, spawn them (step.spawn, step.map) or "
+                "start them together in one asyncio.gather()"
             )
         position = self.cursor
         self.cursor += 1
@@ -384,6 +413,8 @@ class Execution:
     ) -> Any:
         if _inside_step.get():
             return fn(*args, **kwargs)  # a step called by a step is part of its body
+        if policy.dispatched:
+            return self.fanout.call(policy, args, kwargs)
         position, recorded = self._take("step", policy.name)
         if recorded is not None:
             return _replay(recorded)
@@ -418,6 +449,23 @@ class Execution:
         position, recorded = self._take("step", policy.name)
         if recorded is not None:
             return _replay(recorded)
+        return await self._run_step_async_at(position, policy, fn, args, kwargs)
+
+    async def _run_step_async_at(
+        self,
+        position: int,
+        policy: StepPolicy,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run an async step inline at `position` (taken, and not recorded)."""
+        if self.step_running:
+            raise ConfigurationError(
+                f"step {policy.name!r} began while a step of run {self.run_id} was still "
+                "running inline; steps awaited together (asyncio.gather) are dispatched "
+                "together, so start them at once, or spawn them"
+            )
         await asyncio.sleep(self._until_retry(position))
         attempt = self.state.failed_attempts.get(position, 0) + 1
         self.step_running = True
@@ -603,8 +651,16 @@ class Execution:
         *,
         meta: dict[str, str] | None = None,
         inbox_len: int | None = None,
+        steps: StepsWrite | None = None,
+        extra: Callable[[Pipeline], object] | None = None,
+        after: Callable[[], None] | None = None,
     ) -> None:
-        """Record that the run waits, set its timers, and unwind."""
+        """Record that the run waits, set its timers, and unwind.
+
+        `steps` and `extra` go with the append (dispatched steps: their
+        record, their timers); `after` runs once it is written (sending
+        their messages), unless the run was asked to stop.
+        """
         events = [*events, (EventType.WORKFLOW_SUSPENDED, {"status": status, "until": wake_at})]
         # The due times also go in the meta: they tell a stray message for a
         # run not yet due to go away, and let a recovery set the timers again.
@@ -615,14 +671,20 @@ class Execution:
             timers.schedule(self.run_id, wake_at=wake_at, deadline_at=self.deadline, pipe=pipe)
             # Timers of the run's past: its first dispatch, an earlier wake kept to check on it.
             timers.drop(self.run_id, wake=wake_at is None, deadline=False, pipe=pipe)
+            if extra is not None:
+                extra(pipe)
 
         # The timers go first, in the same round trip: a timer whose suspension
         # did not happen fires for nothing, a suspension without its timer
         # would never wake. Off this worker's list only once both are written:
         # should the worker die in between, its recovery sets the timers again.
-        appended = self._append_many(events, meta=meta, inbox_len=inbox_len, extra=set_timers)
+        appended = self._append_many(
+            events, meta=meta, inbox_len=inbox_len, extra=set_timers, steps=steps
+        )
         if appended.cancel_requested:
             raise _Cancelled
+        if after is not None:
+            after()
         self._release()
         self.stop = Suspended()
         raise self.stop
@@ -679,12 +741,19 @@ class Execution:
         meta: dict[str, str] | None = None,
         inbox_len: int | None = None,
         extra: Callable[[Pipeline], object] | None = None,
+        steps: StepsWrite | None = None,
     ) -> Appended:
         attempt = 0
         while True:  # through Redis trouble: the same fenced append, again, until it is taken
             try:
                 appended = self.journal.append(
-                    self.run_id, self.position, events, meta=meta, inbox_len=inbox_len, extra=extra
+                    self.run_id,
+                    self.position,
+                    events,
+                    meta=meta,
+                    inbox_len=inbox_len,
+                    extra=extra,
+                    steps=steps,
                 )
                 break
             except JournalConflictError as exc:

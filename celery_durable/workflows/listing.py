@@ -15,7 +15,8 @@ from celery import Celery
 
 from .. import failures
 from ..errors import ConfigurationError, RunNotFoundError
-from ..extension import extension_for
+from ..extension import DurableExtension, extension_for
+from ..journal.events import FINAL_STATUSES as FINAL
 from ..journal.events import EventType
 
 MAX_LIMIT = 1000
@@ -115,7 +116,17 @@ def describe_run(
         }
         if "name" in data and event.type != EventType.WORKFLOW_STARTED:
             item["name"] = data["name"]
-        for key in ("attempt", "duration", "delay", "worker", "until", "status"):
+        for key in (
+            "attempt",
+            "duration",
+            "delay",
+            "worker",
+            "until",
+            "status",
+            "queue",
+            "started_at",
+            "finished_at",
+        ):
             if data.get(key) is not None:
                 item[key] = data[key]
         if "error" in data:
@@ -132,6 +143,7 @@ def describe_run(
     ):
         outcome["error"] = _error_text(last.data["error"])
     first = page.first.data if page.first else {}
+    in_flight = steps_in_flight(ext, run_id) if meta.get("status") not in FINAL else []
     return {
         "id": run_id,
         "workflow": meta.get("name"),
@@ -146,8 +158,47 @@ def describe_run(
         "events": page.total,
         "timeline": timeline,
         "next_cursor": page.next_cursor,
+        "steps_in_flight": in_flight,
         **outcome,
     }
+
+
+def steps_in_flight(ext: DurableExtension, run_id: str, limit: int = DEFAULT_TIMELINE) -> list:
+    """The run's dispatched steps without an outcome in its journal yet, by position:
+    name, queue, attempt, who runs it (worker, since when) or `queued`, or `finished`
+    (recorded by the step, not yet by the run). At most `limit` of them."""
+    from ..journal.events import Event
+
+    records = ext.step_records.outstanding(run_id)
+    positions: dict[int, dict[str, bytes]] = {}
+    for field, value in records.items():
+        kind, _, position = field.decode().partition(":")
+        if kind in ("d", "t", "a", "r", "o") and position.isdigit():
+            positions.setdefault(int(position), {})[kind] = value
+    found = [(p, f) for p, f in sorted(positions.items()) if "d" in f and f.get("o", b"x") != b""][
+        :limit
+    ]
+    pipe = ext.redis.pipeline(transaction=False)
+    for _, fields in found:
+        pipe.xrange(ext.keys.run_events(run_id), fields["d"], fields["d"])
+    listed = []
+    for (position, fields), entries in zip(found, pipe.execute(), strict=True):
+        data = Event.decode(entries[0][1][b"e"], where=run_id).data if entries else {}
+        runner, _, since = (fields.get("r") or b"").decode().rpartition("|")
+        state = "finished" if "o" in fields else ("running" if runner else "queued")
+        listed.append(
+            {
+                "position": position,
+                "name": data.get("name"),
+                "queue": data.get("queue"),
+                "attempt": int(fields.get("a") or 1),
+                "state": state,
+                "worker": runner.rsplit("/", 1)[0] if runner else None,
+                "since": float(since) if since else None,
+                "task_id": (fields.get("t") or b"").decode() or None,
+            }
+        )
+    return listed
 
 
 def _error_text(error: dict[str, Any]) -> str:
@@ -155,18 +206,23 @@ def _error_text(error: dict[str, Any]) -> str:
 
 
 def list_workers(*, app: Celery | None = None) -> list[dict[str, Any]]:
-    """Live workers by last heartbeat: its age, the runs and tasks each holds."""
+    """Live workers by last heartbeat: its age, the runs, dispatched steps
+    (`run_id#position`) and tasks each holds."""
+    from ..worker.holdings import decode_record
+    from ..worker.step_task import held_steps
+
     ext = extension_for(app)
     now = time.time()
     workers = ext.redis.zrevrange(ext.keys.workers(), 0, MAX_LIMIT - 1, withscores=True)
     pipe = ext.redis.pipeline(transaction=False)
     for name, _ in workers:
         pipe.smembers(ext.keys.worker_runs(name.decode()))
-        pipe.hkeys(ext.keys.worker_tasks(name.decode()))
+        pipe.hgetall(ext.keys.worker_tasks(name.decode()))
     answers = pipe.execute()
     listed = []
     for index, (name, beat) in enumerate(workers):
-        runs, tasks = answers[2 * index], answers[2 * index + 1]
+        runs, held = answers[2 * index], answers[2 * index + 1]
+        records = [decode_record(raw) for raw in held.values()]
         age = now - beat
         listed.append(
             {
@@ -174,7 +230,8 @@ def list_workers(*, app: Celery | None = None) -> list[dict[str, Any]]:
                 "heartbeat_age": age,
                 "alive": age < ext.settings.worker_timeout,
                 "runs": sorted(r.decode() for r in runs),
-                "tasks": sorted(t.decode() for t in tasks),
+                "steps": held_steps(records),
+                "tasks": sorted(t.decode() for t in held),
             }
         )
     return listed

@@ -17,6 +17,7 @@ from ..codec import packb
 from ..extension import DurableExtension
 from ..journal.events import STATUS_AFTER, EventType
 from ..journal.journal import Appended, Notification
+from .dispatched import revoke_outstanding
 
 logger = logging.getLogger("celery_durable.outcomes")
 
@@ -60,12 +61,17 @@ def finish(
         pipe.srem(ext.keys.worker_runs(worker), run_id)
     summary = {"run_id": run_id, "workflow_name": workflow_name, "error": data.get("error")}
     ext.emit(kind, summary, pipe=pipe)
+    ext.step_records.outstanding(run_id, pipe=pipe)  # its steps still out, to revoke
     # The run has ended: what follows only tidies up and reports. A command
     # Redis refuses (the event stream's XADD when it is out of memory) is
     # logged, not raised as if the run had not ended.
-    for answer in pipe.execute(raise_on_error=False):
+    answers = pipe.execute(raise_on_error=False)
+    for answer in answers:
         if isinstance(answer, Exception):
             logger.warning("run %s ended %s; tidying up after it failed: %r", run_id, kind, answer)
+    steps = answers[-1]
+    if steps and not isinstance(steps, Exception):
+        revoke_outstanding(ext, run_id, str(STATUS_AFTER[kind]), steps)
     signals.send(
         signals.run_finished,
         ext.app,

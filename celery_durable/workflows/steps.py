@@ -1,10 +1,18 @@
-"""`@step`: a unit of work whose result is recorded once and replayed after."""
+"""`@step`: a unit of work whose result is recorded once and replayed after.
+
+A step runs inline in the workflow's task by default. With `queue=` its body
+runs as its own Celery task on that queue (`workflows/fanout.py` dispatches
+it, `worker/step_task.py` runs it); `.spawn()` starts any step that way
+without waiting, `gather()` waits for several, `.map()` does both for every
+item. Steps are registered by name so that the worker that gets a step's
+message finds its code.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
@@ -22,6 +30,18 @@ class StepPolicy:
     retry_delay: float = 1.0
     backoff: float = 2.0
     max_retry_delay: float | None = None
+    # Dispatched steps: where and how their Celery task is sent. `queue`
+    # None: inline when called plainly; spawned, a task on the run's queue.
+    queue: str | None = None
+    routing_key: str | None = None
+    priority: int | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+
+    @property
+    def dispatched(self) -> bool:
+        """Does a plain call run the body as its own task (`@step(queue=...)`)?"""
+        return self.queue is not None
 
     def delay_before(self, attempt: int, error: BaseException) -> float:
         """Seconds to wait before attempt `attempt + 1`, after `attempt` failed."""
@@ -31,6 +51,74 @@ class StepPolicy:
         if self.max_retry_delay is not None:
             delay = min(delay, self.max_retry_delay)
         return delay
+
+
+class StepHandle:
+    """A spawned step: pass it to `gather()` (or call `.result()`) for its result.
+
+    Inside a workflow it names the step's position in the run; outside one
+    (unit tests of the business logic) the step ran at once and the handle
+    holds its result or error.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        position: int | None = None,
+        owner: object = None,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+    ):
+        self.name = name
+        self.position = position
+        self.owner = owner  # the execution that spawned it (None outside a workflow)
+        self._value = value
+        self._error = error
+
+    def __repr__(self) -> str:
+        where = f" at position {self.position}" if self.position is not None else ""
+        return f"<StepHandle {self.name}{where}>"
+
+    def result(self) -> Any:
+        """Wait for this step alone (durably, inside a workflow); its result, or its error."""
+        return gather(self)[0]
+
+    def resolved(self) -> Any:
+        """Outside a workflow: the result the step had, or its error raised."""
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def gather(*handles: StepHandle) -> list[Any]:
+    """Wait for every spawned step; their results in the order of `handles`.
+
+    Inside a workflow the run suspends (status `waiting`, no worker slot
+    held) until all of them have finished, and is woken once. If some
+    failed, the error of the first failed one (in the order given) is raised
+    once all have finished; every outcome is recorded either way. A replay
+    answers from the journal. Outside a workflow the steps ran when spawned.
+    """
+    for handle in handles:
+        if not isinstance(handle, StepHandle):
+            raise TypeError(
+                f"gather() takes handles of spawned steps (step.spawn(...)), got {handle!r}"
+            )
+    execution = current_execution.get()
+    if execution is None or not handles or all(h.owner is None for h in handles):
+        values = []
+        first_error: BaseException | None = None
+        for handle in handles:
+            try:
+                values.append(handle.resolved())
+            except Exception as exc:
+                values.append(None)
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return values
+    return execution.fanout.gather(list(handles))
 
 
 @overload
@@ -43,6 +131,11 @@ def step(
     retry_delay: float | str = "1s",
     backoff: float = 2.0,
     max_retry_delay: float | str | None = None,
+    queue: str | None = None,
+    routing_key: str | None = None,
+    priority: int | None = None,
+    time_limit: float | str | None = None,
+    soft_time_limit: float | str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -55,6 +148,11 @@ def step(
     retry_delay: float | str = "1s",
     backoff: float = 2.0,
     max_retry_delay: float | str | None = None,
+    queue: str | None = None,
+    routing_key: str | None = None,
+    priority: int | None = None,
+    time_limit: float | str | None = None,
+    soft_time_limit: float | str | None = None,
 ) -> Any:
     """Make a function a durable step.
 
@@ -64,10 +162,32 @@ def step(
     the function runs as if undecorated, which keeps unit tests simple.
     Failures are retried `max_retries` times, waiting `retry_delay *
     backoff**(n-1)` (capped by `max_retry_delay`) before retry n.
+
+    With `queue=` the body runs as its own Celery task on that queue (with
+    `routing_key`, `priority`, `time_limit` and `soft_time_limit` as Celery
+    gives them to tasks): a plain call dispatches it and the run waits for
+    it durably (in an `async def` workflow the call is awaited, and
+    `asyncio.gather()` of such calls fans out). Any step also has
+    `.spawn(*args, **kwargs)` (start it as a task without waiting; an inline
+    step then goes to the run's queue) and `.map(iterable)` (one task per
+    item, results in order).
     """
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        policy = _make_policy(func, name, max_retries, retry_delay, backoff, max_retry_delay)
+        policy = _make_policy(
+            func,
+            name,
+            max_retries,
+            retry_delay,
+            backoff,
+            max_retry_delay,
+            queue=queue,
+            routing_key=routing_key,
+            priority=priority,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+        )
+        wrapper: Any
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -75,24 +195,99 @@ def step(
                 execution = current_execution.get()
                 if execution is None:
                     return await func(*args, **kwargs)
-                return await execution.run_step_async(policy, func, args, kwargs)
+                return await execution.fanout.call_async(policy, func, args, kwargs)
 
-            async_wrapper.step_policy = policy  # type: ignore[attr-defined]
-            return async_wrapper
+            wrapper = async_wrapper
+        else:
 
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                execution = current_execution.get()
+                if execution is None:
+                    return func(*args, **kwargs)
+                if policy.dispatched and execution.is_async and not execution.inside_step():
+                    # In an async def workflow a dispatched step is awaited, so
+                    # that asyncio.gather(render(1), render(2)) fans out.
+                    return execution.fanout.call_async(policy, func, args, kwargs)
+                return execution.run_step(policy, func, args, kwargs)
+
+            wrapper = sync_wrapper
+
+        def spawn(*args: Any, **kwargs: Any) -> StepHandle:
+            """Start the step as its own task without waiting; `gather()` the handle."""
             execution = current_execution.get()
-            if execution is None:
-                return func(*args, **kwargs)
-            return execution.run_step(policy, func, args, kwargs)
+            if execution is None or execution.inside_step():
+                return _run_now(policy, func, args, kwargs)
+            return execution.fanout.spawn(policy, args, kwargs)
 
-        wrapper.step_policy = policy  # type: ignore[attr-defined]
+        def map_(items: Iterable[Any]) -> list[Any]:
+            """One task per item, all in parallel; their results in order (see `gather`)."""
+            return gather(*(spawn(item) for item in items))
+
+        wrapper.step_policy = policy
+        wrapper.spawn = spawn
+        wrapper.map = map_
+        register_step(policy, func)
         return wrapper
 
     if fn is not None:
         return decorate(fn)
     return decorate
+
+
+def _run_now(
+    policy: StepPolicy, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> StepHandle:
+    """Outside a workflow (or inside a step's body): run the step now, as a plain call."""
+    try:
+        value = func(*args, **kwargs)
+        if inspect.iscoroutine(value):
+            import asyncio
+
+            value = asyncio.run(value)
+    except Exception as exc:
+        return StepHandle(policy.name, error=exc)
+    return StepHandle(policy.name, value=value)
+
+
+# -- the registry of steps by name ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    policy: StepPolicy
+    fn: Callable[..., Any]
+    origin: str  # module.qualname of the code, to tell re-imports from clashes
+
+
+_registry: dict[str, StepDefinition] = {}
+_clashes: dict[str, set[str]] = {}
+
+
+def register_step(policy: StepPolicy, fn: Callable[..., Any]) -> None:
+    """File the step under its name, for the workers that get its messages.
+
+    Two different functions under one name are an error only when one of
+    them is dispatched (`lookup_step`): inline steps never needed a unique name.
+    """
+    origin = f"{fn.__module__}.{fn.__qualname__}"
+    existing = _registry.get(policy.name)
+    if existing is not None and existing.origin != origin:
+        _clashes.setdefault(policy.name, {existing.origin}).add(origin)
+    _registry[policy.name] = StepDefinition(policy, fn, origin)
+
+
+def lookup_step(name: str) -> StepDefinition | None:
+    """The step registered under `name` in this process; None if none is.
+
+    Raises `ConfigurationError` when several functions were registered under it.
+    """
+    if name in _clashes:
+        raise ConfigurationError(
+            f"step name {name!r} is used by {', '.join(sorted(_clashes[name]))}; a dispatched "
+            "step needs a name of its own: give one of them name=..."
+        )
+    return _registry.get(name)
 
 
 def _make_policy(
@@ -102,15 +297,35 @@ def _make_policy(
     retry_delay: float | str,
     backoff: float,
     max_retry_delay: float | str | None,
+    *,
+    queue: str | None = None,
+    routing_key: str | None = None,
+    priority: int | None = None,
+    time_limit: float | str | None = None,
+    soft_time_limit: float | str | None = None,
 ) -> StepPolicy:
     step_name = name or func.__qualname__
     where = f"step {step_name!r}"
     if not isinstance(backoff, int | float) or isinstance(backoff, bool) or backoff < 1:
         raise ConfigurationError(f"{where}: backoff must be a number >= 1, got {backoff!r}")
+    for label, value in (("queue", queue), ("routing_key", routing_key)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"{where}: {label} must be a non-empty string, got {value!r}")
+    if priority is not None and (
+        not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 255
+    ):
+        raise ConfigurationError(
+            f"{where}: priority must be an int from 0 to 255, got {priority!r}"
+        )
     return StepPolicy(
         name=step_name,
         max_retries=parse_count(max_retries, field=f"{where}: max_retries"),
         retry_delay=parse_duration(retry_delay, field=f"{where}: retry_delay") or 0.0,
         backoff=float(backoff),
         max_retry_delay=parse_duration(max_retry_delay, field=f"{where}: max_retry_delay"),
+        queue=queue,
+        routing_key=routing_key,
+        priority=priority,
+        time_limit=parse_duration(time_limit, field=f"{where}: time_limit"),
+        soft_time_limit=parse_duration(soft_time_limit, field=f"{where}: soft_time_limit"),
     )

@@ -12,6 +12,7 @@ from .errors import (
     RedisOutOfMemoryError,
     ResultTimeoutError,
     RetryableError,
+    RulesError,
     RunEventLimitError,
     RunFinishedError,
     RunNotFoundError,
@@ -35,7 +36,6 @@ from .rules.api import (
 )
 from .rules.base import Action, Condition, Trigger
 from .rules.dry_run import dry_run, send_test_notification
-from .rules.loader import RulesError
 from .schedules.api import (
     delete_schedule,
     describe_schedule,

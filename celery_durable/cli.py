@@ -581,6 +581,33 @@ def workers(app: Celery, as_json: bool) -> None:
     )
 
 
+# -- plugins ------------------------------------------------------------------------------
+
+
+@durable.command("plugins")
+@_json_option
+@pass_app
+def plugins(app: Celery, as_json: bool) -> None:
+    """Loaded plugins and what each registers: why a rule's type may be unknown."""
+    from .extension import extension_for
+    from .plugins import describe_plugins, plugin_manager
+
+    listed = describe_plugins(plugin_manager(extension_for(app)))
+    if as_json:
+        _print_json(listed)
+        return
+    for plugin in listed:
+        origin = plugin["source"]
+        if plugin["package"]:
+            origin += f", {plugin['package']} {plugin['version']}"
+        click.echo(f"{plugin['name']} ({origin})")
+        for kind in ("triggers", "conditions", "actions"):
+            if plugin[kind]:
+                click.echo(f"  {kind + ':':<12} {', '.join(plugin[kind])}")
+        if plugin["durable_event"]:
+            click.echo(f"  {'hook:':<12} durable_event")
+
+
 # -- schedules (celery_durable/schedules/cli.py: kept there so this module stays small) -----
 
 from .schedules.cli import schedules  # noqa: E402 - it imports this module's helpers

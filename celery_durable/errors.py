@@ -38,6 +38,19 @@ class ConfigurationError(DurableError):
     """A setting, a decorator option or a registration is wrong."""
 
 
+class RulesError(ConfigurationError):
+    """`durable_rules` has problems; the message lists each with its rule and field.
+
+    All problems of all rules at once (`problems`, one line each): a user
+    fixing a rules file needs every one, not the first.
+    """
+
+    def __init__(self, problems: list[str], source: str = "durable_rules"):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
 class RedisAccessError(ConfigurationError):
     """The journal's Redis refuses celery_durable for good: a wrong password, a user
     without permissions, a TLS certificate that does not verify, an unknown command.
@@ -201,3 +214,14 @@ class WorkflowTimedOutError(DurableError, TimeoutError):
 
 class ResultTimeoutError(DurableError, TimeoutError):
     """`RunHandle.result(timeout=...)` ran out of time; the run goes on."""
+
+
+# -- raised by rule actions -------------------------------------------------------
+
+
+class ActionSkipped(DurableError):
+    """Raised by an action that decided not to act (say, `max_attempts` reached).
+
+    The rule's history records the action as skipped, not failed, with the
+    message as its result.
+    """

@@ -2,6 +2,9 @@
 
 `install(app)` creates one `DurableExtension` per app; everything else finds
 it through `extension_for()`, so two apps in one process never share state.
+It also publishes activities (`emit`) to the listeners of its process, and
+holds the per-app objects of the layers above (`component`), so that it
+imports none of them: the rules and the plugins subscribe from above.
 """
 
 from __future__ import annotations
@@ -10,19 +13,20 @@ import logging
 import weakref
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-import pluggy
 import redis
 from celery import Celery, current_app
 from kombu.utils.url import maybe_sanitize_url
 from redis.client import Pipeline
 
-from .activity import Activity
+from .activity import Activity, Complete, Listener
+from .activity_writer import ActivityWriter
 from .clock import Clock
 from .errors import ConfigurationError, NotInstalledError
 from .journal import Journal
 from .journal.identity import JournalId, journal_id
+from .journal.steps import StepRecords
 from .keys import Keys
 from .limits import bound_strings
 from .redaction import argument_placeholders, without_arguments
@@ -30,18 +34,13 @@ from .redis_client import make_client
 from .settings import Settings
 from .timers import TimerStore
 
-if TYPE_CHECKING:
-    from .event_writer import EventWriter
-    from .journal.steps import StepRecords
-    from .rules.action_queue import ActionQueue
-    from .rules.engine import RuleEngine
-    from .schedules.store import ScheduleStore
-
 _extensions: weakref.WeakKeyDictionary[Celery, DurableExtension] = weakref.WeakKeyDictionary()
 
 RUN_TASK_NAME = "celery_durable.run_workflow"
 
 logger = logging.getLogger("celery_durable")
+
+T = TypeVar("T")
 
 
 class DurableExtension:
@@ -49,7 +48,8 @@ class DurableExtension:
         # A weak reference: the registry below maps app -> extension weakly,
         # and a strong one back to its own key would keep every app alive.
         self._app = weakref.ref(app)
-        self.rules_active = False  # set in workers: rules are evaluated where events happen
+        self._listeners: list[Listener] = []
+        self._components: dict[Callable[[DurableExtension], Any], Any] = {}
 
     @property
     def app(self) -> Celery:
@@ -92,8 +92,6 @@ class DurableExtension:
     @cached_property
     def step_records(self) -> StepRecords:
         """The runs' records of their dispatched steps (see `journal/steps.py`)."""
-        from .journal.steps import StepRecords
-
         return StepRecords(self.redis, self.keys)
 
     @cached_property
@@ -105,41 +103,33 @@ class DurableExtension:
         return Clock()
 
     @cached_property
-    def plugins(self) -> pluggy.PluginManager:
-        """The plugin manager: default plugins, entry points, `durable_plugins`."""
-        from .plugins import make_plugin_manager
+    def activity_writer(self) -> ActivityWriter:
+        return ActivityWriter(self.redis, self.keys.events(), self.settings.events_maxlen)
 
-        return make_plugin_manager(self.settings.plugins)
+    def component(self, make: Callable[[DurableExtension], T]) -> T:
+        """The one object `make(self)` makes for this app, made on first use.
 
-    @cached_property
-    def rules(self) -> RuleEngine:
-        """The loaded rules and plugins; loading refuses bad rules with RulesError."""
-        from .rules.engine import RuleEngine
+        How a layer above keeps its per-app state here (`rule_engine()`,
+        `plugin_manager()`, `schedule_store()`) without this module knowing it: keyed by `make`,
+        freed with the app. An error of `make` is raised, and it is tried
+        again next time.
+        """
+        found = self._components.get(make)
+        if found is None:
+            found = self._components.setdefault(make, make(self))
+        return found
 
-        return RuleEngine(self)
+    def listen(self, listener: Listener) -> None:
+        """Tell `listener` about every activity this process emits from now on.
 
-    @cached_property
-    def event_writer(self) -> EventWriter:
-        from .event_writer import EventWriter
+        In the order of listening; listening twice to one listener is once.
+        """
+        if listener not in self._listeners:
+            self._listeners.append(listener)
 
-        return EventWriter(self)
-
-    @cached_property
-    def action_queue(self) -> ActionQueue:
-        from .rules.action_queue import ActionQueue
-
-        return ActionQueue(self.redis, self.keys)
-
-    @cached_property
-    def schedules(self) -> ScheduleStore:
-        from .schedules.store import ScheduleStore
-
-        return ScheduleStore(self.redis, self.keys, self.settings.schedule_history_maxlen)
-
-    def activate_rules(self) -> None:
-        """Load the rules now and evaluate them in this process (a worker) from now on."""
-        _ = self.rules
-        self.rules_active = True
+    def wants(self, kind: str) -> bool:
+        """Does a listener of this process want activities of this type (`Listener.wants`)?"""
+        return any(listener.wants(kind) for listener in self._listeners)
 
     def emit(
         self,
@@ -147,29 +137,24 @@ class DurableExtension:
         data: dict[str, Any],
         *,
         pipe: Pipeline | None = None,
-        complete: Callable[[dict[str, Any]], None] | None = None,
+        complete: Complete | None = None,
     ) -> Activity:
-        """Something happened: react to it, and journal it in the global stream.
+        """Something happened: tell the listeners, and write it to the global stream.
 
-        In a worker the rules are evaluated for it right here; `complete(data)`
-        adds to the event what only an acting rule needs (it is called once,
-        before the first matching rule fires). In every process, the
-        `durable_event` plugin hook sees the event as it is written. Then the
-        event goes to the global stream: in `pipe` when given, else soon, by a
-        background writer, so a task's process pays no round trip. Reacting
-        never raises into the caller.
+        Each listener sees the activity whole (`on_emit`: in a worker, the
+        rules evaluate it right here and may `complete(data)` it), then as
+        the stream keeps it (`on_store`: the plugins' `durable_event` hook).
+        It is written in `pipe` when given, else soon, by a background
+        writer, so a task's process pays no round trip. A listener's error
+        never reaches the caller. Returns the activity as written.
         """
         redact = self.settings.redact_args
         activity = Activity(type=kind, data=argument_placeholders(data) if redact else data)
-        if self.rules_active:
-            try:
-                self.rules.handle(activity, complete)
-            except Exception:
-                logger.exception("reacting to %s failed", kind)
-        if redact:  # the task's message (with its arguments) went to the action job only
-            activity = Activity(activity.type, without_arguments(activity.data), activity.ts)
-        self._tell_plugins(activity)
-        stored = _bounded(activity, self.settings.max_text_bytes)
+        for listener in self._listeners:
+            _tell(listener.on_emit, activity, complete)
+        stored = self._stored(activity)
+        for listener in self._listeners:
+            _tell(listener.on_store, stored)
         if pipe is not None:  # the caller's round trip carries it
             pipe.xadd(
                 self.keys.events(),
@@ -178,17 +163,22 @@ class DurableExtension:
                 approximate=True,
             )
         else:
-            self.event_writer.add(stored)
-        return activity
+            self.activity_writer.add(stored)
+        return stored
 
-    def _tell_plugins(self, activity: Activity) -> None:
-        """The `durable_event` hook, for an event about to be written to the global stream."""
-        try:
-            hook = self.plugins.hook.durable_event
-            if hook.get_hookimpls():
-                hook(event=activity)
-        except Exception:
-            logger.exception("a durable_event hook failed on %s", activity.type)
+    def _stored(self, activity: Activity) -> Activity:
+        """The activity as the global stream keeps it: no text longer than the limit.
+
+        With `durable_redact_args` no task arguments either: the task's message
+        (with its arguments) went to the action job only. The stream is a
+        record for people and dry runs; the rules got the activity whole (a
+        retry re-sends the task's message from it).
+        """
+        data = activity.data
+        if self.settings.redact_args:
+            data = without_arguments(data)
+        data = bound_strings(data, self.settings.max_text_bytes)
+        return activity if data is activity.data else Activity(activity.type, data, activity.ts)
 
     @property
     def safe_redis_url(self) -> str:
@@ -250,14 +240,11 @@ class DurableExtension:
             )
 
 
-def _bounded(activity: Activity, limit: int) -> Activity:
-    """The event as the global stream keeps it: no text longer than `limit` bytes.
-
-    The stream is a record for people and dry runs; the rules got the event
-    whole (a retry re-sends the task's message from it).
-    """
-    data = bound_strings(activity.data, limit)
-    return activity if data is activity.data else Activity(activity.type, data, activity.ts)
+def _tell(method: Callable[..., None], activity: Activity, *args: Any) -> None:
+    try:
+        method(activity, *args)
+    except Exception:
+        logger.exception("%s failed on %s", getattr(method, "__qualname__", method), activity.type)
 
 
 def register(app: Celery, extension: DurableExtension) -> None:

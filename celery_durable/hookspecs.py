@@ -43,17 +43,19 @@ def durable_triggers() -> list[type[Trigger]]:
 
 @hookspec
 def durable_event(event: Any) -> None:
-    """See every event written to the global event stream, as it is written.
+    """See every activity written to the global stream, as it is written.
 
-    That stream is what rules react to: `task.failed` (while a rule or this
+    Activities are what rules react to: `task.failed` (while a rule or this
     hook listens for it), `task.orphaned`, `task.execution_time_exceeded`,
-    `worker.offline`, the final event of every run (`workflow.completed`,
+    `worker.offline`, the end of every run (`workflow.completed`,
     `workflow.failed`, `workflow.cancelled`, `workflow.timed_out`) and the
-    events of polling triggers. Not the per-run history (`step.completed`,
-    `sleep.started`, ...): read that with `RunHandle.events()`.
+    activities of polling triggers. Not the history events of runs
+    (`step.completed`, `sleep.started`, ...): read them with
+    `RunHandle.events()`.
 
     `event` is an `Activity` (type, ts, data) exactly as stored (with
-    `durable_redact_args`, without task arguments). Called in the process
+    `durable_redact_args`, without task arguments; texts cut to
+    `durable_max_text_bytes`). Called in the process
     that writes it: a worker's pool child (a failed task), its main process
     (recovery, polling, timers), or a client (`RunHandle.cancel()` of a run
     that is not executing). Keep it quick; an exception is logged, never

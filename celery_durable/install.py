@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from .extension import DurableExtension, installed, register
+from .plugins import EventHook
 from .worker.bootstep import DurableWorkerStep
 from .worker.journal_queue import JournalQueueStep
 from .worker.run_task import register_run_task
@@ -17,8 +18,9 @@ def install(app: Celery) -> DurableExtension:
 
     Adds the worker bootsteps through `app.steps` (the extension's presence,
     and the consumption of this journal's own queue), registers the internal tasks
-    that execute runs and dispatched steps, and reports the failures of this app's tasks to its
-    rules (in workers). The `durable_*` settings are read on first use (a
+    that execute runs and dispatched steps, shows every activity to the
+    plugins' `durable_event` hook, and reports the failures of this app's
+    tasks to its rules (in workers). The `durable_*` settings are read on first use (a
     worker reads them before it starts and refuses to start on a bad one), so
     the app may be configured before or after this call.
     """
@@ -27,6 +29,7 @@ def install(app: Celery) -> DurableExtension:
         return existing
     extension = DurableExtension(app)
     register(app, extension)
+    extension.listen(EventHook(extension))
     app.steps["worker"].add(DurableWorkerStep)
     app.steps["consumer"].add(JournalQueueStep)
     register_run_task(app)

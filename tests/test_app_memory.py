@@ -14,6 +14,7 @@ from celery.contrib.testing.worker import start_worker
 
 import celery_durable
 from celery_durable.extension import extension_for
+from celery_durable.rules.engine import rule_engine
 
 
 def _make_apps(count: int, url: str) -> list[weakref.ref[Celery]]:
@@ -23,7 +24,7 @@ def _make_apps(count: int, url: str) -> list[weakref.ref[Celery]]:
         app.conf.update(durable_redis_url=url, durable_rules=[])
         ext = celery_durable.install(app)
         app.finalize()
-        _ = ext.settings, ext.keys, ext.journal, ext.rules  # what a client and a worker touch
+        _ = ext.settings, ext.keys, ext.journal, rule_engine(ext)  # what a client, a worker touch
         ext.redis.close()
         refs.append(weakref.ref(app))
     return refs

@@ -98,7 +98,7 @@ def test_a_ten_megabyte_error_is_journaled_cut_to_the_limit(
             assert last_line.startswith("ValueError: yyy") and "[truncated 9,99" in last_line
             assert "loud_failure" in error["traceback"]  # the frames are kept
     assert redis_client.memory_usage(ext.keys.run_events(run.id)) < 100_000
-    ext.event_writer.flush()
+    ext.activity_writer.flush()
     (failed,) = [
         unpackb(fields[b"e"])
         for _, fields in redis_client.xrange(ext.keys.events())
@@ -164,7 +164,7 @@ class TestRulesSeeCutText:
         assert len(data["error_message"].encode()) <= TEXT_LIMIT
         assert len(data["traceback"].encode()) <= TEXT_LIMIT
         assert len(slack[0]["json"]["text"].encode()) <= TEXT_LIMIT
-        ext.event_writer.flush()
+        ext.activity_writer.flush()
         stream = redis_client.xrange(ext.keys.events())
         assert stream and all(len(fields[b"e"]) < 40_000 for _, fields in stream)
         history = redis_client.xrange(ext.keys.rule_history("loud"))

@@ -33,7 +33,7 @@ def _monitor(ext, hostname: str) -> WorkerMonitor:
 
 
 def _global_events(ext) -> list[dict]:
-    ext.event_writer.flush()  # written in the background otherwise
+    ext.activity_writer.flush()  # written in the background otherwise
     return [unpackb(f[b"e"]) for _, f in ext.redis.xrange(ext.keys.events())]
 
 

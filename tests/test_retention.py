@@ -210,7 +210,7 @@ def test_the_sweep_trims_the_global_stream_to_the_retention(durable_app, redis_c
     for n in range(300):
         redis_client.xadd(stream, {"e": b"old"}, id=f"{old_ms}-{n}")
     ext.emit("worker.offline", {"worker": "w@x"})
-    ext.event_writer.flush()
+    ext.activity_writer.flush()
     RetentionSweep(ext).sweep()
     remaining = redis_client.xrange(stream)
     assert [fields[b"e"] for _, fields in remaining if fields[b"e"] == b"old"] == []
@@ -235,9 +235,10 @@ def test_a_rule_history_is_bounded_and_expires_after_the_retention(redis_client)
 
 
 def test_the_action_queue_is_capped_and_forgets_departed_consumers(durable_app, redis_client):
-    from celery_durable.rules.action_queue import MAXLEN
+    from celery_durable.rules.action_queue import MAXLEN, ActionQueue
 
-    queue = extension_for(durable_app).action_queue
+    ext = extension_for(durable_app)
+    queue = ActionQueue(ext.redis, ext.keys)
     pipe = redis_client.pipeline(transaction=False)
     for _ in range(MAXLEN + 1000):
         pipe.xadd(queue.key, {"j": b"\x80"})

@@ -15,6 +15,7 @@ import celery_durable
 from celery_durable import signals
 from celery_durable.codec import unpackb
 from celery_durable.extension import extension_for
+from celery_durable.rules.action_queue import ActionQueue
 from tests.waiting import wait_until
 
 RETRY_THEN_SLACK = "retry then slack"
@@ -415,7 +416,7 @@ def test_dry_run_reports_without_side_effects(durable_app, rules_worker):
     assert retry["delay_seconds"] == pytest.approx(0.4)
     assert slack["message"] == "myapp.tasks.flaky failed on w@h (attempt 1): smtp down"
     assert ext.redis.dbsize() == before  # nothing written
-    assert ext.action_queue.pending() == 0
+    assert ActionQueue(ext.redis, ext.keys).pending() == 0
 
     miss = celery_durable.dry_run(
         RETRY_THEN_SLACK, {**event, "data": {**event["data"], "queue": "celery"}}

@@ -206,7 +206,7 @@ def test_redact_args_keeps_arguments_out_of_events_history_and_payloads(
         app.send_task("login", args=(PASSWORD,), kwargs={"user": "ann"})
         wait_until(lambda: redis_client.llen("test:login") == 2, what="the retry")
         wait_until(lambda: len(http_receiver.requests) == 2, what="slack and the webhook")
-        wait_until(lambda: ext.rules.history.read("retry logins"), what="the history entry")
+        wait_until(lambda: celery_durable.rule_history("retry logins", app=app), what="history")
     # The retry re-sent the real argument ...
     assert redis_client.lrange("test:login", 0, -1) == [PASSWORD.encode()] * 2
     # ... while the payloads, the history and the event stream hold a placeholder.
@@ -214,7 +214,7 @@ def test_redact_args_keeps_arguments_out_of_events_history_and_payloads(
     assert slack["json"]["text"] == f"login{ARGS_PLACEHOLDER} failed"
     assert hook["json"]["event"]["data"]["args_repr"] == ARGS_PLACEHOLDER
     assert hook["json"]["event"]["data"]["kwargs_repr"] == ARGS_PLACEHOLDER
-    (entry,) = ext.rules.history.read("retry logins")
+    (entry,) = celery_durable.rule_history("retry logins", app=app)
     assert entry["actions"][0]["ok"] is True  # the retry
     assert entry["event"]["data"]["message"]["body"] == ARGS_PLACEHOLDER
     for key in (ext.keys.events(), ext.keys.rule_history("retry logins")):

@@ -29,6 +29,7 @@ from celery_durable import (
 from celery_durable.extension import extension_for
 from celery_durable.schedules.firing import ROUND, tick_key
 from celery_durable.schedules.registration import register_workflow_schedules
+from celery_durable.schedules.store import schedule_store
 from celery_durable.schedules.timing import make_timing, to_datetime
 from celery_durable.workflows import registry
 from tests.test_redis_topologies import cluster  # noqa: F401 - the fixture, by name
@@ -137,7 +138,8 @@ def test_cron_ticks_follow_the_timezone_across_dst_changes():
 
 
 def _started(ext, name: str) -> list[dict]:
-    return [e for e in reversed(ext.schedules.history(name, 100)) if e["outcome"] == "started"]
+    entries = reversed(schedule_store(ext).history(name, 100))
+    return [e for e in entries if e["outcome"] == "started"]
 
 
 def test_the_time_skip_fixture_fast_forwards_schedules(

@@ -19,6 +19,7 @@ from celery import Celery
 import celery_durable
 from celery_durable import list_schedules, pause_schedule, resume_schedule, schedule
 from celery_durable.extension import DurableExtension, extension_for
+from celery_durable.schedules.store import schedule_store
 from celery_durable.schedules.timing import to_datetime
 from celery_durable.workflows.listing import list_runs
 from tests.apps import REDIS_URL_ENV, client_side
@@ -44,7 +45,7 @@ def ext(durable_redis_url: str) -> Iterator[DurableExtension]:
 
 def history(ext: DurableExtension, name: str) -> list[dict[str, Any]]:
     """The schedule's recorded ticks, oldest first."""
-    return list(reversed(ext.schedules.history(name, 1000)))
+    return list(reversed(schedule_store(ext).history(name, 1000)))
 
 
 def started(ext: DurableExtension, name: str) -> list[dict[str, Any]]:

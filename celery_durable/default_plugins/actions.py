@@ -10,10 +10,10 @@ import signal as signals
 import time
 from typing import Annotated, Any
 
+from ..errors import ActionSkipped
 from ..hookspecs import hookimpl
 from ..limits import bound_strings
 from ..redaction import redact
-from ..rules.action_queue import ActionSkipped
 from ..rules.base import Action
 from ..rules.bounds import Between
 from ..rules.task_message import resend

@@ -9,11 +9,8 @@ from .. import activity
 from ..hookspecs import hookimpl
 from ..rules import patterns
 from ..rules.base import Condition
+from ..rules.engine import rule_engine
 
-TASK_EVENTS = frozenset(
-    {activity.TASK_FAILED, activity.TASK_ORPHANED, activity.TASK_EXECUTION_TIME_EXCEEDED}
-)
-WORKFLOW_EVENTS = frozenset({activity.WORKFLOW_FAILED, activity.WORKFLOW_TIMED_OUT})
 MAX_FAILURE_THRESHOLD = 10_000
 
 
@@ -27,7 +24,7 @@ class TaskNamePattern(Condition):
     """The task's name matches a glob (`myapp.tasks.*`)."""
 
     name = "task_name_pattern"
-    events = TASK_EVENTS
+    events = activity.TASK_ACTIVITIES
 
     def __init__(self, value: Any):
         super().__init__(_text(value, "glob pattern"))
@@ -43,7 +40,7 @@ class Queue(Condition):
     """The task came from this queue (or one of a list of queues)."""
 
     name = "queue"
-    events = TASK_EVENTS
+    events = activity.TASK_ACTIVITIES
 
     def __init__(self, value: Any):
         queues = [value] if isinstance(value, str) else value
@@ -72,7 +69,7 @@ class ErrorPattern(Condition):
     """
 
     name = "error_pattern"
-    events = frozenset({activity.TASK_FAILED, *WORKFLOW_EVENTS})
+    events = frozenset({activity.TASK_FAILED, *activity.RUN_FAILURES})
 
     def __init__(self, value: Any):
         super().__init__(_text(value, "regular expression"))
@@ -119,7 +116,7 @@ class FailureCountThreshold(Condition):
                 recorded = ext.redis.zcount(key, event.ts - ext.settings.failure_window, "+inf")
                 facts["failure_count"] = int(recorded) + 1
             else:
-                facts["failure_count"] = ext.rules.count_failure(event)
+                facts["failure_count"] = rule_engine(ext).count_failure(event)
         return int(facts["failure_count"])
 
     def explain(self, event: Any, context: Any) -> str:
@@ -133,7 +130,7 @@ class WorkflowNamePattern(Condition):
     """The workflow's name matches a glob."""
 
     name = "workflow_name_pattern"
-    events = WORKFLOW_EVENTS
+    events = activity.RUN_FAILURES
 
     def __init__(self, value: Any):
         super().__init__(_text(value, "glob pattern"))

@@ -1,6 +1,8 @@
-"""The one definition of a journal event and its codec.
+"""The one definition of a history event (an entry of a run's journal) and its codec.
 
-An event is a msgpack map `{"seq", "type", "ts", "data"}` stored as the single
+Not to be confused with activities (`activity.py`, the global stream the
+rules see) or inbox events (what `send_event()` delivers to a run). An
+event is a msgpack map `{"seq", "type", "ts", "data"}` stored as the single
 field `e` of a stream entry. `seq` counts from 1 per run and is the position
 the fenced append checks; `ts` is the writer's wall clock in seconds.
 """

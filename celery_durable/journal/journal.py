@@ -14,12 +14,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 
+from .. import lua
 from ..codec import packb, unpackb
 from ..errors import (
     InboxChangedError,
@@ -92,10 +92,6 @@ def _is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def _load_script(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-
-
 class Journal:
     """A run's history in Redis.
 
@@ -119,11 +115,11 @@ class Journal:
         self.keys = keys
         self.retention = retention
         self.max_events = max_events
-        self._append = client.register_script(_load_script("append.lua"))
+        self._append = lua.script(client, "journal/append")
         # redis-py's cluster pipelines refuse EVALSHA.
         self._scripts_in_pipelines = not _is_cluster(client)
-        self._send = client.register_script(_load_script("send.lua"))
-        self._start = client.register_script(_load_script("start.lua"))
+        self._send = lua.script(client, "journal/send")
+        self._start = lua.script(client, "journal/start")
 
     # -- writing ---------------------------------------------------------------
 

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 
+from .. import lua
 from ..codec import packb, unpackb
 from ..keys import Keys
 from .events import Event
@@ -80,10 +80,6 @@ class StepState:
     done: bool
 
 
-def _load(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-
-
 def _is_cluster(client: Any) -> bool:
     from redis.cluster import RedisCluster
 
@@ -94,9 +90,9 @@ class StepRecords:
     def __init__(self, client: redis.Redis, keys: Keys):
         self.client = client
         self.keys = keys
-        self._start = client.register_script(_load("step_start.lua"))
-        self._record = client.register_script(_load("step_record.lua"))
-        self._resend = client.register_script(_load("step_resend.lua"))
+        self._start = lua.script(client, "journal/step_start")
+        self._record = lua.script(client, "journal/step_record")
+        self._resend = lua.script(client, "journal/step_resend")
         self._scripts_in_pipelines = not _is_cluster(client)
 
     def _call(

@@ -8,13 +8,14 @@ from celery import Celery
 
 from ..errors import ConfigurationError
 from ..extension import extension_for
+from .engine import RuleEngine, rule_engine
 
 
-def _engine(app: Celery | None) -> Any:
-    return extension_for(app).rules
+def _engine(app: Celery | None) -> RuleEngine:
+    return rule_engine(extension_for(app))
 
 
-def _known(engine: Any, name: str) -> None:
+def _known(engine: RuleEngine, name: str) -> None:
     if name not in engine.by_name:
         known = ", ".join(sorted(engine.by_name)) or "none"
         raise ConfigurationError(f"no rule named {name!r}; loaded rules: {known}")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from importlib import resources
 
 import redis
 
+from .. import lua
 from ..keys import Keys
 from .model import Rule
 
@@ -47,8 +47,7 @@ class Breakers:
     def __init__(self, client: redis.Redis, keys: Keys):
         self.client = client
         self.keys = keys
-        script = resources.files(__package__).joinpath("breaker.lua").read_text("utf-8")
-        self._script = client.register_script(script)
+        self._script = lua.script(client, "rules/breaker")
 
     def pass_through(self, rule: Rule, *, record: bool = True) -> BreakerState:
         """Count an execution if the breaker is closed; say whether it was."""

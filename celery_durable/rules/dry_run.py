@@ -23,6 +23,7 @@ from ..codec import unpackb
 from ..errors import ConfigurationError, DurableError
 from ..extension import extension_for
 from .context import RuleContext
+from .engine import rule_engine
 from .model import Rule
 
 SCAN_LIMIT = 10_000
@@ -65,10 +66,11 @@ def dry_run(
             f"the rule's trigger ({rule.event}) does not match this {activity.type} event"
         )
         return report
-    report.conditions = ext.rules.explain(rule, activity, context)
-    report.breaker = ext.rules.breakers.peek(rule).as_dict()
+    engine = rule_engine(ext)
+    report.conditions = engine.explain(rule, activity, context)
+    report.breaker = engine.breakers.peek(rule).as_dict()
     report.actions = [action.preview(activity, context) for action in rule.actions]
-    enabled = ext.rules.is_enabled(rule)
+    enabled = engine.is_enabled(rule)
     holds = all(c["holds"] for c in report.conditions)
     closed = report.breaker["state"] == "closed"
     report.enabled = enabled
@@ -139,9 +141,10 @@ def find_task_event(ext: Any, task_id: str) -> Activity:
 
 
 def _rule(ext: Any, name: str) -> Rule:
-    rule = ext.rules.by_name.get(name)
+    rules = rule_engine(ext).by_name
+    rule = rules.get(name)
     if rule is None:
-        known = ", ".join(sorted(ext.rules.by_name)) or "none"
+        known = ", ".join(sorted(rules)) or "none"
         raise ConfigurationError(f"no rule named {name!r}; loaded rules: {known}")
     return rule
 

@@ -1,12 +1,14 @@
-"""Evaluating rules where events happen, and queueing what they should do.
+"""Evaluating rules where activities happen, and queueing what they should do.
 
-`handle(event)` runs in the process where the event happened (a pool child
-for a failed task, the main process for an orphaned task). It checks each
-rule of that event type against its conditions (no Redis access unless a
-condition needs it) and, for a match, passes the rule's circuit breaker and
-adds one job to the Redis action queue. Actions never run here: a worker's
-action runner takes the job, so an HTTP call never delays a task, and an
-accepted job survives the death of the worker that queued it.
+`rule_engine(ext)` is an app's rules, loaded once per process. In a worker
+the engine listens to the extension (see `worker/rules.py`): `on_emit`
+runs in the process where the activity happened (a pool child for a failed
+task, the main process for an orphaned task). It checks each rule of that
+type against its conditions (no Redis access unless a condition needs it)
+and, for a match, passes the rule's circuit breaker and adds one job to the
+Redis action queue. Actions never run here: a worker's action runner takes
+the job, so an HTTP call never delays a task, and an accepted job survives
+the death of the worker that queued it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import signals
-from ..activity import Activity
+from ..activity import Activity, Complete, Listener
+from ..plugins import plugin_manager
+from .action_queue import ActionQueue
 from .breaker import Breakers, BreakerState
 from .context import RuleContext
 from .history import SKIPPED, RuleHistory
@@ -38,20 +41,26 @@ SWITCH_CACHE_SECONDS = 1.0
 SWITCH_VALUES = {b"on": True, b"off": False}
 
 
-class RuleEngine:
+def rule_engine(ext: DurableExtension) -> RuleEngine:
+    """The rules of `ext`'s app, loaded on first use; bad rules raise RulesError."""
+    return ext.component(RuleEngine)
+
+
+class RuleEngine(Listener):
     def __init__(self, ext: DurableExtension):
         self.ext = ext
         settings = ext.settings
-        self.pm: pluggy.PluginManager = ext.plugins
+        self.pm: pluggy.PluginManager = plugin_manager(ext)
         self.registry = PartRegistry.collect(self.pm)
         self.rules: list[Rule] = load_rules(settings.rules, self.registry)
         self.by_name = {rule.name: rule for rule in self.rules}
         self.by_event: dict[str, list[Rule]] = defaultdict(list)
         for rule in self.rules:
             self.by_event[rule.event].append(rule)
-        # Something listens to every event: a plugin's durable_event (see DurableExtension.emit).
+        # Something listens to every activity: a plugin's durable_event (see plugins.EventHook).
         self.event_hook_used = bool(self.pm.hook.durable_event.get_hookimpls())
         self.breakers = Breakers(ext.redis, ext.keys)
+        self.actions = ActionQueue(ext.redis, ext.keys)
         self.history = RuleHistory(
             ext.redis,
             ext.keys,
@@ -64,19 +73,17 @@ class RuleEngine:
 
     # -- evaluation ------------------------------------------------------------------
 
-    def handle(
-        self, event: Activity, complete: Callable[[dict[str, Any]], None] | None = None
-    ) -> list[str]:
-        """Evaluate the rules for `event`; return the ids of the executions queued.
+    def on_emit(self, activity: Activity, complete: Complete | None = None) -> list[str]:
+        """Evaluate the rules for `activity`; return the ids of the executions queued.
 
-        `complete(event.data)` runs once, before the first rule fires: the
-        costly part of an event is built only when something acts on it.
+        `complete(activity.data)` runs once, before the first rule fires: the
+        costly part of an activity is built only when a rule acts on it.
         """
-        rules = self.by_event.get(event.type, ())
-        polled_by = event.data.get("polled_by")
-        if polled_by:  # a polling trigger's event is for the rule that polled
+        rules = self.by_event.get(activity.type, ())
+        polled_by = activity.data.get("polled_by")
+        if polled_by:  # a polling trigger's activity is for the rule that polled
             rules = [r for r in rules if r.name == polled_by]
-        candidates = [r for r in rules if r.trigger.matches(event)]
+        candidates = [r for r in rules if r.trigger.matches(activity)]
         if not candidates:
             return []
         context = RuleContext(self.ext)
@@ -88,13 +95,13 @@ class RuleEngine:
                 ctx = context.for_rule(rule.name)
                 # Cheap conditions first: one that needs Redis runs only if they hold.
                 conditions = sorted(rule.conditions, key=lambda c: c.cost)
-                if all(c.matches(event, ctx) for c in conditions):
+                if all(c.matches(activity, ctx) for c in conditions):
                     if complete is not None:
-                        complete(event.data)
+                        complete(activity.data)
                         complete = None
-                    queued.append(self.fire(rule, event, context))
+                    queued.append(self.fire(rule, activity, context))
             except Exception:
-                logger.exception("rule %r failed on %s; other rules go on", rule.name, event.type)
+                logger.exception("rule %r failed on %s; others go on", rule.name, activity.type)
         return [q for q in queued if q]
 
     def fire(self, rule: Rule, event: Activity, context: RuleContext) -> str:
@@ -104,7 +111,7 @@ class RuleEngine:
         if not breaker.closed:
             self._breaker_open(rule, event, breaker, execution_id, conditions)
             return ""
-        self.ext.action_queue.enqueue(
+        self.actions.enqueue(
             {
                 "execution_id": execution_id,
                 "rule": rule.name,
@@ -157,9 +164,9 @@ class RuleEngine:
             self.ext.redis.set(key, "on" if enabled else "off")
         self._switches.pop(rule_name, None)
 
-    def listens(self, event_type: str) -> bool:
-        """Would an event of this type do anything here (a rule, a plugin hook)?"""
-        return bool(self.by_event.get(event_type)) or self.event_hook_used
+    def wants(self, kind: str) -> bool:
+        """Would an activity of this type do anything here (a rule, a plugin hook)?"""
+        return bool(self.by_event.get(kind)) or self.event_hook_used
 
     def count_failure(self, event: Activity) -> int:
         """Record a failure of this task name; how many there were in the window."""
@@ -207,7 +214,7 @@ class RuleEngine:
                 closes_at=breaker.closes_at,
             )
             if rule.breaker.notify is not None:
-                self.ext.action_queue.enqueue(
+                self.actions.enqueue(
                     {
                         "execution_id": execution_id,
                         "rule": rule.name,

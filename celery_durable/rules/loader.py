@@ -13,12 +13,13 @@ import os
 import re
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..errors import ConfigurationError
+from ..errors import RulesError
 from .base import Action, Condition, Trigger
 from .bounds import Between
 from .model import DEFAULT_MAX_EXECUTIONS, DEFAULT_WINDOW_HOURS, BreakerPolicy, Rule
@@ -43,15 +44,6 @@ WINDOW_HOURS = Between(0, 24 * 7, low_open=True)
 # A rules file is a small tree: these bound what YAML aliases can make of it.
 MAX_DEPTH = 32
 MAX_VALUES = 100_000
-
-
-class RulesError(ConfigurationError):
-    """`durable_rules` has problems; the message lists each with its rule and field."""
-
-    def __init__(self, problems: list[str], source: str = "durable_rules"):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
 
 
 def read_specs(rules: Any) -> tuple[list[Any], str]:
@@ -257,10 +249,7 @@ def _trigger(
     event = raw.get("event")
     trigger = None
     if not isinstance(event, str) or event not in registry.triggers:
-        problems.append(
-            f"trigger.event: unknown trigger {event!r}; "
-            f"known: {', '.join(sorted(registry.triggers))}"
-        )
+        problems.append(f"trigger.event: {_unknown('trigger', event, registry.triggers)}")
         event = None
     else:
         params = {k: v for k, v in raw.items() if k not in ("event", "conditions")}
@@ -274,9 +263,7 @@ def _trigger(
         where = f"trigger.conditions.{key}"
         cls = registry.conditions.get(key) if isinstance(key, str) else None
         if cls is None:
-            problems.append(
-                f"{where}: unknown condition; known: {', '.join(sorted(registry.conditions))}"
-            )
+            problems.append(f"{where}: {_unknown('condition', None, registry.conditions)}")
             continue
         if event is not None and cls.events is not None and event not in cls.events:
             problems.append(
@@ -330,9 +317,7 @@ def build_action(
     kind = raw["type"]
     cls = registry.actions.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        problems.append(
-            f"{where}.type: unknown action {kind!r}; known: {', '.join(sorted(registry.actions))}"
-        )
+        problems.append(f"{where}.type: {_unknown('action', kind, registry.actions)}")
         return None
     params = {k: v for k, v in raw.items() if k != "type"}
     found = len(problems)
@@ -345,6 +330,15 @@ def build_action(
                 problems.append(f"{where}.{field}: {exc}")
     action = instantiate(cls, params, f"{where} ({kind})", problems)
     return action if len(problems) == found else None
+
+
+def _unknown(kind: str, name: Any, known: Iterable[str]) -> str:
+    """What to say of a rule part that no loaded plugin registers, and where to look."""
+    named = f" {name!r}" if name is not None else ""
+    return (
+        f"unknown {kind}{named}; known: {', '.join(sorted(known)) or 'none'} "
+        f"(`celery -A <app> durable plugins` lists what each plugin registers)"
+    )
 
 
 def _breaker(

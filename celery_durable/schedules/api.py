@@ -14,7 +14,7 @@ from ..extension import DurableExtension, extension_for
 from ..workflows.definition import Workflow, WorkflowFunction
 from ..workflows.runs import RunHandle, _workflow_name, check_arguments, create_run
 from .model import CATCH_UP, OVERLAP, RUNTIME, ScheduleSpec, ScheduleState, describe
-from .store import ScheduleStore
+from .store import ScheduleStore, schedule_store
 from .timing import make_timing, to_datetime, to_ms
 
 MAX_NAME = 200
@@ -88,7 +88,7 @@ def schedule(
         source=RUNTIME,
     )
     now = ext.clock.now()
-    ext.schedules.save(spec, timing.next_after(to_ms(now)), now)
+    schedule_store(ext).save(spec, timing.next_after(to_ms(now)), now)
     return _described(ext, name)
 
 
@@ -113,7 +113,7 @@ def delete_schedule(name: str, *, app: Celery | None = None) -> None:
     A schedule from `@workflow(schedule=...)` comes back when a worker
     starts with that code: remove `schedule=` from the workflow as well.
     """
-    if not extension_for(app).schedules.delete(name):
+    if not schedule_store(extension_for(app)).delete(name):
         raise ScheduleNotFoundError(f"no schedule named {name!r}")
 
 
@@ -129,7 +129,7 @@ def list_schedules(
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ScheduleError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    store = extension_for(app).schedules
+    store = schedule_store(extension_for(app))
     names = store.names(after=after, limit=limit)
     return [describe(*loaded) for loaded in store.load_many(names) if loaded is not None]
 
@@ -140,13 +140,13 @@ def describe_schedule(
     """One schedule as listed, plus its next `upcoming` fire times and latest ticks."""
     ext = extension_for(app)
     described = _described(ext, name)
-    spec, state = _load(ext.schedules, name)
+    spec, state = _load(schedule_store(ext), name)
     if state.paused or state.next_tick is None:
         described["upcoming"] = []
     else:
         ticks = [state.next_tick, *spec.timing.upcoming(state.next_tick, max(0, upcoming - 1))]
         described["upcoming"] = [to_datetime(t) for t in ticks[:upcoming]]
-    described["history"] = [_entry(e) for e in ext.schedules.history(name, history)]
+    described["history"] = [_entry(e) for e in schedule_store(ext).history(name, history)]
     return described
 
 
@@ -168,7 +168,7 @@ def trigger_schedule(name: str, *, app: Celery | None = None) -> RunHandle:
         f"schedule:{name}:trigger:{uuid.uuid4().hex}",
         started={"schedule": name, "scheduled_at": to_datetime(tick)},
     )
-    ext.schedules.record(
+    schedule_store(ext).record(
         name,
         {"tick": tick, "outcome": "triggered", "run_id": run_id, "at": time.time()},
         {"last_run_id": run_id, "last_tick": str(tick), "last_outcome": "triggered"},
@@ -190,9 +190,9 @@ def _check_name(name: object) -> None:
 
 
 def _existing(ext: DurableExtension, name: str) -> ScheduleStore:
-    if not ext.schedules.exists(name):
+    if not schedule_store(ext).exists(name):
         raise ScheduleNotFoundError(f"no schedule named {name!r}")
-    return ext.schedules
+    return schedule_store(ext)
 
 
 def _load(store: ScheduleStore, name: str) -> tuple[ScheduleSpec, ScheduleState]:
@@ -203,7 +203,7 @@ def _load(store: ScheduleStore, name: str) -> tuple[ScheduleSpec, ScheduleState]
 
 
 def _described(ext: DurableExtension, name: str) -> dict[str, Any]:
-    return describe(*_load(ext.schedules, name))
+    return describe(*_load(schedule_store(ext), name))
 
 
 def _entry(entry: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..journal.events import FINAL_STATUSES
 from ..workflows.runs import create_run
 from .model import ScheduleSpec, ScheduleState
-from .store import SCHEDULE, Advance
+from .store import SCHEDULE, Advance, schedule_store
 from .timing import to_datetime, to_ms
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class Firing:
 
     def __init__(self, ext: DurableExtension):
         self.ext = ext
-        self.store = ext.schedules
+        self.store = schedule_store(ext)
         self.worker = f"{socket.gethostname()}/{os.getpid()}"
 
     def fire(self, timers: Sequence[ClaimedTimer]) -> float | None:

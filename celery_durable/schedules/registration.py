@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..workflows.registry import lookup, registered
 from .model import DECORATOR, ScheduleSpec
+from .store import schedule_store
 from .timing import to_ms
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ logger = logging.getLogger("celery_durable.schedules")
 
 def register_workflow_schedules(ext: DurableExtension) -> int:
     """Store the schedules of the workflows registered here; how many this code defines."""
-    store = ext.schedules
+    store = schedule_store(ext)
     now = ext.clock.now()
     defined, unscheduled = 0, []
     for name in registered():
@@ -62,5 +63,5 @@ def _forget_removed(ext: DurableExtension, names: list[str]) -> None:
         pipe.hget(ext.keys.schedule(name), "source")
     for name, source in zip(names, pipe.execute(), strict=True):
         if source == DECORATOR.encode():
-            ext.schedules.delete(name)
+            schedule_store(ext).delete(name)
             logger.info("schedule %r deleted: workflow %r no longer has schedule=", name, name)

@@ -13,15 +13,16 @@ worker start, see `ensure_timers`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from .. import lua
 from ..codec import packb, unpackb
 from .model import ScheduleSpec, ScheduleState
 
 if TYPE_CHECKING:
     import redis
 
+    from ..extension import DurableExtension
     from ..keys import Keys
     from ..timers.store import ClaimedTimer
 
@@ -32,8 +33,13 @@ def member(name: str) -> str:
     return f"{SCHEDULE}:{name}"
 
 
-def _script(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+def schedule_store(ext: DurableExtension) -> ScheduleStore:
+    """The schedules of `ext`'s app: one store per app and process."""
+    return ext.component(_make_store)
+
+
+def _make_store(ext: DurableExtension) -> ScheduleStore:
+    return ScheduleStore(ext.redis, ext.keys, ext.settings.schedule_history_maxlen)
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,9 @@ class ScheduleStore:
         self.history_maxlen = history_maxlen
         # redis-py's cluster pipelines refuse EVALSHA: there, scripts go one by one.
         self._pipelined = not _is_cluster(client)
-        self._save = client.register_script(_script("save.lua"))
-        self._advance = client.register_script(_script("advance.lua"))
-        self._move = client.register_script(_script("move.lua"))
+        self._save = lua.script(client, "schedules/save")
+        self._advance = lua.script(client, "schedules/advance")
+        self._move = lua.script(client, "schedules/move")
 
     # -- definitions ------------------------------------------------------------
 

@@ -22,11 +22,11 @@ does a sleeping one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 
 import redis
 from redis.client import Pipeline
 
+from .. import lua
 from ..keys import Keys
 
 WAKE = "wake"
@@ -55,16 +55,12 @@ class ClaimedTimer:
         return run_id, int(position)
 
 
-def _script(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-
-
 class TimerStore:
     def __init__(self, client: redis.Redis, keys: Keys):
         self.client = client
         self.key = keys.timers()
-        self._claim = client.register_script(_script("claim.lua"))
-        self._release = client.register_script(_script("release.lua"))
+        self._claim = lua.script(client, "timers/claim")
+        self._release = lua.script(client, "timers/release")
 
     def schedule(
         self,

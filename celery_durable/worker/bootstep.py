@@ -12,8 +12,6 @@ from celery.signals import task_failure, task_received, worker_shutdown
 
 from ..errors import JournalConflictError, RedisAccessError
 from ..extension import RUN_TASK_NAME, extension_for
-from ..rules.action_queue import ActionRunner
-from ..rules.polling import TriggerPolling
 from ..schedules.registration import register_workflow_schedules
 from ..workflows.interruptions import backoff, is_interruption, trouble_log
 from ..workflows.registry import registered
@@ -21,8 +19,8 @@ from .heartbeat import Heartbeat
 from .monitor import WorkerMonitor
 from .poller import TimerPoller
 from .recovery import Action, owned_by, pool_cause, process_gone, recover_run
+from .rules import ActionRunner, activate_rules
 from .step_task import STEP_TASK_NAME, on_task_lost
-from .task_events import ExecutionTimeWatch
 
 logger = logging.getLogger("celery_durable.worker")
 
@@ -38,7 +36,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.extension = extension_for(worker.app)
         settings = self.extension.settings  # a bad setting stops the worker here
         # So do bad rules: loaded before the pool forks, inherited by its children.
-        self.extension.activate_rules()
+        activate_rules(self.extension)
         self.poller = TimerPoller(self.extension, settings.timer_poll_interval)
         self.actions: ActionRunner | None = None
         self.heartbeat: Heartbeat | None = None
@@ -57,7 +55,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.monitor = WorkerMonitor(ext, self.heartbeat)
         self.monitor.start()
         self.poller.start()
-        self.actions = ActionRunner(ext, worker.hostname, tick=RulesTick(ext, worker.hostname))
+        self.actions = ActionRunner(ext, worker.hostname)
         self.actions.start()
         # Weakly: the worker holds this step; an in-process worker that is
         # dropped (tests) then frees its app instead of leaking it.
@@ -173,15 +171,3 @@ class DurableWorkerStep(bootsteps.StartStopStep):
             return
         if decision.action is Action.TAKE_OVER:
             logger.warning("run %s lost its pool process (%s); taking it over", run_id, exception)
-
-
-class RulesTick:
-    """The rules' periodic chores, done from the action runner's thread."""
-
-    def __init__(self, ext: Any, hostname: str):
-        self.watch = ExecutionTimeWatch(ext, hostname)
-        self.polling = TriggerPolling(ext)
-
-    def __call__(self) -> None:
-        self.watch.check()
-        self.polling.check()

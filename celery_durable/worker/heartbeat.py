@@ -20,12 +20,11 @@ judges them.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
+from ..background import Background
 from ..extension import DurableExtension
-from ..workflows.interruptions import trouble_log
 from .holdings import Holdings, snapshot
 
 logger = logging.getLogger("celery_durable.recovery")
@@ -34,46 +33,41 @@ SNAPSHOT_DEBOUNCE = 0.05  # seconds to let a burst of received messages land
 DRAIN_CHECK = 0.05  # seconds between looks at a draining worker's holdings
 
 
-class Heartbeat:
+class Heartbeat(Background):
+    wait_first = True  # start() beats at once
+
     def __init__(self, ext: DurableExtension, hostname: str):
+        super().__init__(f"worker {hostname}: heartbeat", ext.settings.heartbeat_interval)
         self.ext = ext
         self.hostname = hostname
-        self.interval = ext.settings.heartbeat_interval
         self.timeout = ext.settings.worker_timeout
         transport = ext.app.conf.broker_transport_options or {}
         self.holdings = Holdings(keep_for=float(transport.get("visibility_timeout", 3600)))
-        self.stopped = threading.Event()  # set once it stopped beating (and signed off)
-        self._touched = threading.Event()
+        self._touched = False  # a message arrived since the last beat
         self._draining = False
-        self._thread: threading.Thread | None = None
         self._in_trouble = False
         self._steady_after = 0.0  # monotonic: see steady()
 
     def start(self) -> None:
         self.beat()  # on record before the first task arrives
-        self._thread = threading.Thread(
-            target=self._loop, name="celery_durable-heartbeat", daemon=True
-        )
-        self._thread.start()
+        super().start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """The worker has stopped cleanly: sign off now."""
-        self.stopped.set()
-        self._touched.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._sign_off()
 
     def stop_when_idle(self) -> None:
         """The worker is shutting down: go on beating until it holds nothing, then sign off."""
         self._draining = True
-        self._touched.set()
+        self.wake()
 
     def touch(self, request: Any = None) -> None:
         """A message arrived: hold on to it, and write the record of held messages soon."""
         if request is not None:
             self.holdings.received(request)
-        self._touched.set()
+        self._touched = True
+        self.wake()
 
     def steady(self) -> bool:
         """Have beats gone through for a whole `durable_worker_timeout` since one last failed?"""
@@ -91,11 +85,21 @@ class Heartbeat:
             pipe.hset(keys.worker_tasks(self.hostname), mapping=held)
         pipe.execute()
 
-    def run_once(self) -> bool:
-        """Beat; or, draining and holding nothing any more, sign off and say False."""
+    def run_once(self) -> float:
+        """Beat; or, draining and holding nothing any more, sign off and stop.
+
+        A beat that a message prompted waits a moment for a burst of them to
+        land. The next beat is due after `interval`, or after `DRAIN_CHECK`
+        while the worker drains.
+        """
+        if self._touched:
+            self._touched = False
+            if not self._draining:  # a draining worker signs off as soon as it is idle
+                self.stopping.wait(SNAPSHOT_DEBOUNCE)
         if self._draining and self._idle():
             self._sign_off()
-            return False
+            self.stopping.set()
+            return 0.0
         self.beat()
         if self._in_trouble:  # Redis is back: give every worker the time to beat
             self._steady_after = time.monotonic() + self.timeout
@@ -105,7 +109,12 @@ class Heartbeat:
                 self.hostname,
                 self.timeout,
             )
-        return True
+        return DRAIN_CHECK if self._draining else self.interval
+
+    def on_error(self, error: Exception) -> None:
+        """Redis away: beat again next round; `steady()` says no until beats go through."""
+        self._in_trouble = True
+        super().on_error(error)
 
     def _idle(self) -> bool:
         if self.holdings.current():
@@ -120,23 +129,6 @@ class Heartbeat:
             pipe.execute()
         except Exception as exc:
             logger.warning("could not sign off worker %s: %r", self.hostname, exc)
-
-    def _loop(self) -> None:
-        while not self.stopped.is_set():
-            touched = self._touched.wait(DRAIN_CHECK if self._draining else self.interval)
-            if self.stopped.is_set():
-                return
-            if touched:
-                self._touched.clear()
-                if not self._draining:  # a draining worker signs off as soon as it is idle
-                    self.stopped.wait(SNAPSHOT_DEBOUNCE)  # let a burst of messages land
-            try:
-                if not self.run_once():
-                    self.stopped.set()
-                    return
-            except Exception as exc:  # Redis away: try again next round
-                self._in_trouble = True
-                trouble_log.report(exc, f"worker {self.hostname}: heartbeat")
 
 
 __all__ = ["Heartbeat"]

@@ -23,12 +23,11 @@ worker is judged while this one's own heartbeat is not steady (see
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from ..activity import TASK_ORPHANED, WORKER_OFFLINE
+from ..background import Background
 from ..extension import RUN_TASK_NAME, DurableExtension
-from ..workflows.interruptions import trouble_log
 from .heartbeat import Heartbeat
 from .holdings import decode_record, run_ids, run_message
 from .recovery import Action, Cause, owned_by, recover_run
@@ -40,29 +39,21 @@ logger = logging.getLogger("celery_durable.recovery")
 RECOVERY_LOCK_SECONDS = 60
 
 
-class WorkerMonitor:
+class WorkerMonitor(Background):
+    wait_first = True  # nothing to look after the moment the worker starts
+
     def __init__(self, ext: DurableExtension, heartbeat: Heartbeat):
+        super().__init__(f"worker {heartbeat.hostname}: recovery", ext.settings.heartbeat_interval)
         self.ext = ext
         self.heartbeat = heartbeat
         self.hostname = heartbeat.hostname
-        self.interval = ext.settings.heartbeat_interval
         self.timeout = ext.settings.worker_timeout
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._unheld: set[str] = set()  # runs filed here that no request held, last look
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._loop, name="celery_durable-monitor", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
     def run_once(self) -> None:
+        if self.heartbeat.stopping.is_set():
+            self.stopping.set()  # this worker signed off: it watches no more
+            return
         self.resend_dropped()
         self.adopt_orphans()
         if self.heartbeat.steady():
@@ -181,15 +172,6 @@ class WorkerMonitor:
             else:  # not this worker's to finish (ended, suspended, sent anew): tidy up
                 self.ext.redis.srem(key, run_id)
         return adopted
-
-    def _loop(self) -> None:
-        while not self._stopping.wait(self.interval):
-            if self.heartbeat.stopped.is_set():
-                return  # this worker signed off: it watches no more
-            try:
-                self.run_once()
-            except Exception as exc:  # Redis or the broker away: try again next round
-                trouble_log.report(exc, f"worker {self.hostname}: recovery")
 
 
 __all__ = ["WorkerMonitor"]

@@ -19,14 +19,13 @@ longer; a run that moved on meanwhile drops it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
+from ..background import Background
 from ..extension import DurableExtension
 from ..retention import RetentionSweep
 from ..schedules.firing import fire_due_schedules
 from ..timers.store import DEADLINE, DISPATCH, STEP, WAKE, ClaimedTimer
-from ..workflows.interruptions import trouble_log
 from .recovery import TIMER_CAUSES, Action, decide
 from .step_task import fire_timers
 
@@ -39,24 +38,21 @@ BATCH = 100
 _SINCE = {DISPATCH: "updated_at", WAKE: "wake_at", DEADLINE: "deadline_at"}
 
 
-class TimerPoller:
+class TimerPoller(Background):
     def __init__(self, ext: DurableExtension, interval: float):
+        super().__init__("timer poller", interval)
         self.ext = ext
-        self.interval = interval
         self.sweep = RetentionSweep(ext)
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._loop, name="celery_durable-timers", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def run_once(self) -> float:
+        """Poll, sweep now and then; wait until the next timer is due, at most `interval`."""
+        claimed, next_due = self.poll_once()
+        self.sweep.maybe_sweep()
+        if claimed >= BATCH:  # a full batch: more are due, go on at once
+            return 0.0
+        if next_due is None:
+            return self.interval
+        return min(self.interval, max(0.0, next_due - self.ext.clock.now()))
 
     def poll_once(self) -> tuple[int, float | None]:
         """Claim and dispatch what is due: (runs woken, when the next timer is due)."""
@@ -114,17 +110,3 @@ class TimerPoller:
             # updated_at is wall-clock; due times are on the (skippable) durable clock.
             late = (time.time() if kind == DISPATCH else now) - float(since)
         return max(self.ext.settings.redispatch_after, late)
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            wait = self.interval
-            try:
-                claimed, next_due = self.poll_once()
-                self.sweep.maybe_sweep()
-                if claimed >= BATCH:  # a full batch: more are due, go on at once
-                    continue
-                if next_due is not None:
-                    wait = min(wait, max(0.0, next_due - self.ext.clock.now()))
-            except Exception as exc:  # Redis or broker away: keep trying, quietly
-                trouble_log.report(exc, "timer poller")
-            self._stopping.wait(wait)

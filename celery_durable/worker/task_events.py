@@ -1,29 +1,30 @@
-"""Events about plain Celery tasks, seen from inside the worker.
+"""Activities about plain Celery tasks, seen from inside the worker.
 
 `task.failed` comes from the `task_failure` signal where the task ran (a pool
-child under prefork), with the real request: the event carries the task's
+child under prefork), with the real request: the activity carries the task's
 message as it was sent, so a `retry` action re-sends it exactly. When the
 pool child itself died (`WorkerLostError`, a hard time limit), the signal
 fires in the main process, where the worker's own record of the request
-fills in what the signal lacks.
+fills in what the signal lacks. It is emitted only where a listener wants
+it (the rules of a worker, see `worker/rules.py`), so elsewhere a failure
+costs nothing more.
 
-`task.execution_time_exceeded` comes from a periodic look at the requests a
-worker is running, against the thresholds of the loaded rules.
+`task.orphaned` (`orphaned_data`) comes from a dead worker's record, and
+`task.execution_time_exceeded` (`overrun_data`) from a periodic look at the
+requests a worker is running (`worker/rules.ExecutionTimeWatch`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import traceback as tb
-from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
 from celery.signals import task_failure
 from celery.utils.saferepr import saferepr
 
-from .. import activity
+from ..activity import TASK_FAILED, Complete
 from ..extension import RUN_TASK_NAME, DurableExtension, installed
 from ..limits import truncate_text, truncate_traceback
 from ..rules import task_message
@@ -35,7 +36,7 @@ REPR_LIMIT = 1024
 
 
 def connect_task_events(app: Celery) -> None:
-    """Report the failures of installed apps' tasks (each to its own app's rules).
+    """Report the failures of installed apps' tasks (each to its own app's listeners).
 
     One receiver per process, connected once, that finds the extension from
     `sender.app`: a receiver per app would hold its app (and everything the
@@ -60,11 +61,11 @@ def on_task_failure(
     if app is None or sender.name == RUN_TASK_NAME:
         return  # a workflow's own failures are workflow.failed
     ext = installed(app)
-    if ext is None or not ext.rules_active or not ext.rules.listens(activity.TASK_FAILED):
-        return  # not ours, or nothing listens: a failure costs nothing more
+    if ext is None or not ext.wants(TASK_FAILED):
+        return  # not ours, or nothing here wants it: a failure costs nothing more
     try:
         data, complete = failure_data(ext, sender, task_id, exception, args, kwargs, einfo)
-        ext.emit(activity.TASK_FAILED, data, complete=complete)
+        ext.emit(TASK_FAILED, data, complete=complete)
     except Exception:
         logger.exception("could not report the failure of task %s", task_id)
 
@@ -77,8 +78,8 @@ def failure_data(
     args: Any,
     kwargs: Any,
     einfo: Any,
-) -> tuple[dict[str, Any], Callable[[dict[str, Any]], None]]:
-    """A task.failed event's data, and how to complete it should a rule match.
+) -> tuple[dict[str, Any], Complete]:
+    """A task.failed activity's data, and how to complete it should a rule match.
 
     The data holds what conditions and messages need; the task's message as
     it was sent (what a retry re-sends, the costly part) is added by
@@ -125,7 +126,7 @@ def failure_data(
 
 
 def orphaned_data(record: dict[str, Any], recovered_by: str) -> dict[str, Any]:
-    """A task.orphaned event from a dead worker's record of a held request."""
+    """A task.orphaned activity from a dead worker's record of a held request."""
     message = task_message.from_record(record)
     options = message["options"]
     try:
@@ -165,54 +166,18 @@ def _traceback(exception: BaseException | None, einfo: Any) -> str:
     return text or ""
 
 
-class ExecutionTimeWatch:
-    """Reports each running task once per threshold it has run past."""
-
-    def __init__(self, ext: DurableExtension, hostname: str):
-        self.ext = ext
-        self.hostname = hostname
-        self.thresholds = sorted(
-            {
-                rule.trigger.threshold_seconds
-                for rule in ext.rules.rules
-                if rule.event == activity.TASK_EXECUTION_TIME_EXCEEDED
-            }
-        )
-        self._reported: set[tuple[str, float]] = set()
-
-    def check(self) -> int:
-        if not self.thresholds:
-            return 0
-        now = time.time()
-        running = {}
-        for request in held_requests():
-            if request.time_start and request.name != RUN_TASK_NAME:
-                running[request.id] = request
-        self._reported = {(tid, th) for tid, th in self._reported if tid in running}
-        emitted = 0
-        for request in running.values():
-            runtime = now - request.time_start
-            for threshold in self.thresholds:
-                if runtime >= threshold and (request.id, threshold) not in self._reported:
-                    self._reported.add((request.id, threshold))
-                    self.ext.emit(
-                        activity.TASK_EXECUTION_TIME_EXCEEDED,
-                        self._data(request, runtime, threshold),
-                    )
-                    emitted += 1
-        return emitted
-
-    def _data(self, request: Any, runtime: float, threshold: float) -> dict[str, Any]:
-        message = task_message.from_record(record_of(request, self.hostname))
-        options = message["options"]
-        return {
-            "task_id": request.id,
-            "task_name": request.name,
-            "worker": self.hostname,
-            "queue": options.get("queue") or options.get("routing_key"),
-            "runtime": runtime,
-            "threshold_seconds": threshold,
-            "args_repr": saferepr(getattr(request, "argsrepr", "") or "", REPR_LIMIT),
-            "retry": message["retry"],
-            "message": message,
-        }
+def overrun_data(request: Any, hostname: str, runtime: float, threshold: float) -> dict[str, Any]:
+    """A task.execution_time_exceeded activity from a request the worker runs."""
+    message = task_message.from_record(record_of(request, hostname))
+    options = message["options"]
+    return {
+        "task_id": request.id,
+        "task_name": request.name,
+        "worker": hostname,
+        "queue": options.get("queue") or options.get("routing_key"),
+        "runtime": runtime,
+        "threshold_seconds": threshold,
+        "args_repr": saferepr(getattr(request, "argsrepr", "") or "", REPR_LIMIT),
+        "retry": message["retry"],
+        "message": message,
+    }

@@ -1,4 +1,9 @@
-"""Acting on a run from outside: `send_event()` and cancellation."""
+"""Acting on a run from outside: `send_event()` and cancellation.
+
+`send_event()` delivers an inbox event: kept in the run's inbox until the
+run's `wait_for_event()` takes it and records the history event
+`event.received`.
+"""
 
 from __future__ import annotations
 

@@ -17,13 +17,15 @@ from typing import Any
 import httpx
 import pytest
 from celery import Celery
+from celery_durable import RulesError
 from celery_durable.activity import Activity
 from celery_durable.contrib.http_receiver import HttpReceiver, ReceivedRequest, Reply
 from celery_durable.extension import extension_for
 from celery_durable.install import install
 from celery_durable.plugins import make_plugin_manager
 from celery_durable.rules.context import RuleContext
-from celery_durable.rules.loader import RulesError, load_rules
+from celery_durable.rules.engine import rule_engine
+from celery_durable.rules.loader import load_rules
 from celery_durable.rules.registry import PartRegistry
 
 from celery_durable_pagerduty import PagerDuty
@@ -291,7 +293,7 @@ def test_a_failed_task_triggers_a_pagerduty_alert(pagerduty, charge, durable_wor
     assert "ConnectionError" in details["traceback"]
 
     # The rule's history records the action's result once the runner is done.
-    history = extension_for(durable_app).rules.history
+    history = rule_engine(extension_for(durable_app)).history
     deadline = time.monotonic() + 10
     while (entry := history.last("Page on billing failures")) is None:
         assert time.monotonic() < deadline, "no history entry for the rule"

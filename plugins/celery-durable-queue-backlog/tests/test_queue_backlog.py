@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from celery_durable import signals
+from celery_durable import RulesError, signals
 from celery_durable.activity import Activity
 from celery_durable.contrib.http_receiver import HttpReceiver
 from celery_durable.extension import extension_for
 from celery_durable.plugins import make_plugin_manager
-from celery_durable.rules.loader import RulesError, load_rules
-from celery_durable.rules.polling import TriggerPolling
+from celery_durable.rules.loader import load_rules
 from celery_durable.rules.registry import PartRegistry
+from celery_durable.worker.rules import TriggerPolling
 
 from celery_durable_queue_backlog import QueueBacklog, queue_lengths
 

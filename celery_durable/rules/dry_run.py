@@ -141,7 +141,7 @@ def find_task_event(ext: Any, task_id: str) -> Activity:
 
 
 def _rule(ext: Any, name: str) -> Rule:
-    rules = rule_engine(ext).by_name
+    rules = rule_engine(ext).refresh(force=True).by_name  # stored rules as they are now
     rule = rules.get(name)
     if rule is None:
         known = ", ".join(sorted(rules)) or "none"

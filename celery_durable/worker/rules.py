@@ -15,6 +15,7 @@ queue (`run_job`) and, between jobs, does the rules' periodic chores:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -66,8 +67,10 @@ class ActionRunner(Background):
         self.watch = ExecutionTimeWatch(ext, consumer)
         self.polling = TriggerPolling(ext)
         self._forget_at = time.monotonic() + FORGET_EVERY
+        self._reported_version: int | None = None
 
     def run_once(self) -> float:
+        self.follow_rules()
         self.watch.check()
         self.polling.check()
         if time.monotonic() >= self._forget_at:
@@ -76,8 +79,35 @@ class ActionRunner(Background):
         self.work_once()
         return 0.0  # work_once waited for jobs already
 
+    def follow_rules(self) -> None:
+        """Reload the rules if the stored ones changed; report those that do not load here.
+
+        Every round (at most half a second apart), so this process's periodic
+        chores and action jobs use the current rules. The problems go to Redis
+        under this worker's name, for `rules list`; the other rules run.
+        """
+        current = self.engine.refresh()
+        if current.version == self._reported_version or current.version < 0:
+            return
+        key, field = self.ext.keys.rule_load_problems(), self.consumer
+        if current.problems:
+            report = {
+                "version": current.version,
+                "ts": time.time(),
+                "problems": [p.as_dict() for p in current.problems],
+            }
+            self.ext.redis.hset(key, field, json.dumps(report))
+        else:
+            self.ext.redis.hdel(key, field)
+        self._reported_version = current.version
+        logger.info("rules: version %d, %d rule(s) loaded", current.version, len(current.rules))
+
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
+        try:
+            self.ext.redis.hdel(self.ext.keys.rule_load_problems(), self.consumer)
+        except Exception as exc:
+            logger.info("could not remove the rule problems of %s: %r", self.consumer, exc)
         try:  # a clean stop: this worker's consumer entry goes, unless it holds jobs
             self.queue.forget_consumers(idle_seconds=0, only=self.consumer)
         except Exception as exc:
@@ -108,7 +138,9 @@ def run_job(engine: RuleEngine, job: dict[str, Any]) -> dict[str, Any]:
         data=job["event"].get("data") or {},
         ts=job["event"].get("ts", began),
     )
-    rule = engine.by_name.get(job["rule"])
+    rule = engine.refresh().by_name.get(job["rule"])
+    if rule is None:  # queued by a process that saw a newer rule set than this one
+        rule = engine.refresh(force=True).by_name.get(job["rule"])
     entry: dict[str, Any] = {
         "execution_id": job["execution_id"],
         "ts": began,
@@ -170,16 +202,26 @@ class ExecutionTimeWatch:
     def __init__(self, ext: DurableExtension, hostname: str):
         self.ext = ext
         self.hostname = hostname
-        self.thresholds = sorted(
-            {
-                rule.trigger.threshold_seconds
-                for rule in rule_engine(ext).rules
-                if rule.event == TASK_EXECUTION_TIME_EXCEEDED
-            }
-        )
+        self.engine = rule_engine(ext)
+        self._version: int | None = None
+        self.thresholds: list[float] = []
         self._reported: set[tuple[str, float]] = set()
 
+    def _follow(self) -> None:
+        """The thresholds of the current rules (recomputed when they change)."""
+        current = self.engine.current
+        if current.version != self._version:
+            self._version = current.version
+            self.thresholds = sorted(
+                {
+                    rule.trigger.threshold_seconds
+                    for rule in current.rules
+                    if rule.event == TASK_EXECUTION_TIME_EXCEEDED
+                }
+            )
+
     def check(self) -> int:
+        self._follow()
         if not self.thresholds:
             return 0
         now = time.time()
@@ -214,8 +256,12 @@ class TriggerPolling:
     def __init__(self, ext: DurableExtension):
         self.ext = ext
         self.engine = rule_engine(ext)
-        self.rules: list[Rule] = [r for r in self.engine.rules if r.trigger.poll_interval]
         self._next: dict[str, float] = {}
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The rules of the current set whose trigger polls."""
+        return [r for r in self.engine.current.rules if r.trigger.poll_interval]
 
     def check(self) -> int:
         emitted = 0

@@ -1,0 +1,68 @@
+"""One version of an app's rules: those of `durable_rules` and the stored ones.
+
+A process evaluates one `RuleSet` at a time and swaps it whole for the next
+(one attribute assignment), so an evaluation never sees half of a change.
+A stored rule that does not load here (it names a plugin this process
+lacks) is left out and kept in `problems`; the others run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import RuleProblem
+from .loader import check_rules
+from .model import Rule
+from .registry import PartRegistry
+
+CONFIG, STORED = "config", "stored"
+STORED_SOURCE = "stored rules"
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    version: int
+    rules: tuple[Rule, ...]
+    sources: Mapping[str, str] = field(default_factory=dict)  # rule name -> config|stored
+    stored: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # specs as written
+    problems: tuple[RuleProblem, ...] = ()  # stored rules that did not load here
+    by_name: Mapping[str, Rule] = field(default_factory=dict)
+    by_event: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+
+    def source(self, name: str) -> str | None:
+        if name in self.sources:
+            return self.sources[name]
+        return STORED if name in self.stored else None
+
+    def problems_of(self, name: str) -> list[RuleProblem]:
+        return [p for p in self.problems if p.rule == name]
+
+
+def build_rule_set(
+    config: list[Rule],
+    stored: Mapping[str, dict[str, Any]],
+    registry: PartRegistry,
+    version: int,
+) -> RuleSet:
+    """The rule set of `config` rules and the `stored` specs, built whole."""
+    built, problems = check_rules(
+        list(stored.values()), registry, STORED_SOURCE, taken=[r.name for r in config]
+    )
+    rules = (*config, *built)
+    by_event: dict[str, list[Rule]] = defaultdict(list)
+    for rule in rules:
+        by_event[rule.event].append(rule)
+    sources = {r.name: CONFIG for r in config}
+    sources.update({r.name: STORED for r in built})
+    return RuleSet(
+        version=version,
+        rules=rules,
+        sources=sources,
+        stored=dict(stored),
+        problems=tuple(RuleProblem(p.message, p.rule, p.field, None, p.source) for p in problems),
+        by_name={r.name: r for r in rules},
+        by_event={event: tuple(found) for event, found in by_event.items()},
+    )

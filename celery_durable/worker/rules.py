@@ -7,6 +7,13 @@ the extension, so each activity is evaluated in the process where it
 happens (a pool child for a failed task, the main process for recovery and
 polling), and a match queues an action job.
 
+Rules change while the worker runs (`save_rules`, `rules add`, enable and
+disable): every process of the worker, pool children included, looks at
+the stored rule set's version at most every half second when it evaluates
+(`RuleEngine.refresh`) and swaps in the new set whole; the main process
+looks every round of its action runner, and reports the stored rules it
+cannot load (a plugin it lacks) for `rules list`.
+
 The `ActionRunner`, a thread of the worker's main process, works that
 queue (`run_job`) and, between jobs, does the rules' periodic chores:
 `ExecutionTimeWatch` reports tasks running past a rule's threshold, and

@@ -106,7 +106,10 @@ def _reported_problems(engine: RuleEngine) -> dict[str, list[dict[str, Any]]]:
 
 
 def validate_rules(
-    rules: Sequence[Mapping[str, Any]] | Mapping[str, Any], app: Celery | None = None
+    rules: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    app: Celery | None = None,
+    *,
+    source: str = SAVE_SOURCE,
 ) -> list[RuleProblem]:
     """Every problem `save_rules(rules)` would refuse them for; [] when it would store them.
 
@@ -114,11 +117,14 @@ def validate_rules(
     and field), and stores nothing: for an editor that shows the errors
     before saving.
     """
-    return _check(_engine(app), rules)[1]
+    return _check(_engine(app), rules, source)[1]
 
 
 def save_rules(
-    rules: Sequence[Mapping[str, Any]] | Mapping[str, Any], app: Celery | None = None
+    rules: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    app: Celery | None = None,
+    *,
+    source: str = SAVE_SOURCE,
 ) -> list[dict[str, Any]]:
     """Store rules in Redis; every worker runs them within about a second, no restart.
 
@@ -128,12 +134,13 @@ def save_rules(
     All are checked first, as the workers load rules: with any problem,
     RulesError lists every one (`details`: `RuleProblem`s naming rule and
     field) and nothing is stored. A name from `durable_rules` is refused.
+    `source` names where the rules come from in the problems (a file).
     Returns, for each rule, its name and `added`, `changed` or `unchanged`.
     """
     engine = _engine(app)
-    specs, problems = _check(engine, rules)
+    specs, problems = _check(engine, rules, source)
     if problems:
-        raise RulesError(problems, SAVE_SOURCE)
+        raise RulesError(problems, source)
     before = engine.current.stored
     version, changes = engine.store.write({spec["name"]: spec for spec in specs})
     engine.refresh(force=True)
@@ -151,16 +158,16 @@ def save_rules(
 
 
 def _check(
-    engine: RuleEngine, rules: Sequence[Mapping[str, Any]] | Mapping[str, Any]
+    engine: RuleEngine, rules: Sequence[Mapping[str, Any]] | Mapping[str, Any], source: str
 ) -> tuple[list[dict[str, Any]], list[RuleProblem]]:
     """The specs as they would be stored (plain JSON values), and their problems."""
     if isinstance(rules, Mapping):
         rules = [rules]
     if not isinstance(rules, Sequence) or isinstance(rules, str | bytes):
         raise RulesError(
-            [f"expected a list of rules (mappings), got {type(rules).__name__}"], SAVE_SOURCE
+            [f"expected a list of rules (mappings), got {type(rules).__name__}"], source
         )
-    _check_shape(list(rules), SAVE_SOURCE)
+    _check_shape(list(rules), source)
     specs: list[dict[str, Any]] = []
     problems: list[RuleProblem] = []
     for index, spec in enumerate(rules, start=1):
@@ -176,12 +183,12 @@ def _check(
                     name,
                     None,
                     index,
-                    SAVE_SOURCE,
+                    source,
                 )
             )
             specs.append(dict(spec))
     config = [r.name for r in engine.config_rules]
-    problems += check_rules(specs, engine.registry, SAVE_SOURCE, taken=config)[1]
+    problems += check_rules(specs, engine.registry, source, taken=config)[1]
     return specs, sorted(problems, key=lambda p: p.index or 0)
 
 

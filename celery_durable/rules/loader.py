@@ -182,28 +182,27 @@ def check_rules(
     for index, spec in enumerate(specs, start=1):
         name = spec.get("name") if isinstance(spec, dict) else None
         name = name if isinstance(name, str) else None
+        # A name of the configuration is refused even when the rule has other
+        # problems; a repeated name only between rules that build (as always).
+        clash = None
+        if name is not None and name in taken:
+            clash = (
+                f"{name!r} is the name of a rule in durable_rules (the app's configuration); "
+                "choose another name, or change that rule where it is written"
+            )
+            problems.append(RuleProblem(clash, name, "name", index, source))
         try:
             rule = build_rule(spec, registry)
         except RuleProblems as exc:
             problems.extend(problem_of(text, name, index, source) for text in exc.problems)
+            continue
+        if clash:
             continue
         if rule.name in seen:
             problems.append(
                 RuleProblem(
                     f"{rule.name!r} is also the name of rule #{seen[rule.name]}; "
                     "rule names must be unique",
-                    name,
-                    "name",
-                    index,
-                    source,
-                )
-            )
-            continue
-        if rule.name in taken:
-            problems.append(
-                RuleProblem(
-                    f"{rule.name!r} is the name of a rule in durable_rules (the app's "
-                    "configuration); choose another name, or change that rule where it is written",
                     name,
                     "name",
                     index,

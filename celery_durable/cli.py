@@ -626,7 +626,7 @@ durable.add_command(schedules)
 
 # -- stored rules (celery_durable/rules/cli.py: add, delete, export, changes) ------------
 
-from .rules.cli import COMMANDS as STORED_RULE_COMMANDS  # noqa: E402 - it imports helpers here
+from .rules import cli as _stored_rules_cli  # noqa: E402 - it imports helpers here
 
-for _command in STORED_RULE_COMMANDS:
+for _command in _stored_rules_cli.COMMANDS:
     rules.add_command(_command)

@@ -94,7 +94,9 @@ def list_rules(app: Celery | None = None) -> list[dict[str, Any]]:
 def _reported_problems(engine: RuleEngine) -> dict[str, list[dict[str, Any]]]:
     """Problems workers reported loading the current version of the stored rules, by rule."""
     by_rule: dict[str, list[dict[str, Any]]] = {}
-    raw = engine.ext.redis.hgetall(engine.ext.keys.rule_load_problems())
+    raw: dict[bytes, bytes] = engine.ext.redis.hgetall(  # type: ignore[assignment]
+        engine.ext.keys.rule_load_problems()
+    )
     for worker, report in sorted(raw.items()):
         found = json.loads(report)
         if found.get("version") != engine.current.version:

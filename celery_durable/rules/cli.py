@@ -127,4 +127,4 @@ def rules_changes(
     _next_page(next_cursor)
 
 
-COMMANDS = [rules_add, rules_delete, rules_export, rules_changes]
+COMMANDS: list[click.Command] = [rules_add, rules_delete, rules_export, rules_changes]

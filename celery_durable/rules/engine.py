@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -144,7 +144,7 @@ class RuleEngine(Listener):
         `complete(activity.data)` runs once, before the first rule fires: the
         costly part of an activity is built only when a rule acts on it.
         """
-        rules = self.refresh().by_event.get(activity.type, ())
+        rules: Sequence[Rule] = self.refresh().by_event.get(activity.type, ())
         polled_by = activity.data.get("polled_by")
         if polled_by:  # a polling trigger's activity is for the rule that polled
             rules = [r for r in rules if r.name == polled_by]

@@ -80,7 +80,7 @@ class RuleStore:
                     pipe.watch(self.keys.rules_version())
                     version = int(pipe.get(self.keys.rules_version()) or 0)
                     names = [*encoded, *deletes]
-                    before = dict(
+                    before: dict[str, Any] = dict(
                         zip(names, pipe.hmget(self.keys.stored_rules(), names), strict=True)
                     )
                     changes = []
@@ -135,7 +135,9 @@ class RuleStore:
         found: list[dict[str, Any]] = []
         top = f"({before}" if before else "+"
         while len(found) < limit:
-            entries = self.client.xrevrange(self.keys.rule_changes(), max=top, min="-", count=200)
+            entries: Any = self.client.xrevrange(
+                self.keys.rule_changes(), max=top, min="-", count=200
+            )
             if not entries:
                 break
             for entry_id, fields in entries:

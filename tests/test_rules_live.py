@@ -22,6 +22,7 @@ import pytest
 from celery import Celery
 
 import celery_durable
+from celery_durable import RulesError
 from celery_durable.extension import DurableExtension, extension_for
 from celery_durable.rules.store import RuleStore
 from tests.apps import client_side, live_rules
@@ -46,6 +47,7 @@ def live_rule(note: str = "{error_message}") -> dict[str, Any]:
         "name": "live",
         "trigger": {"event": "task.failed", "conditions": {"task_name_pattern": "live.fail"}},
         "action": {"type": "remember", "key": "test:live", "note": note},
+        "circuit_breaker": {"max_executions": 100_000},  # probes fire it often
     }
 
 
@@ -126,6 +128,13 @@ def test_rules_change_in_running_workers_without_a_restart(
     for queue in ("w1", "w2"):
         prober.until(True, queue, "test:live", prefix="edited ")
 
+    # A refused change changes nothing: the workers go on with the edited rule.
+    broken = {**live_rule(), "action": {"type": "remember", "key": 5}}
+    with pytest.raises(RulesError):
+        celery_durable.save_rules([broken], app=client)
+    for queue in ("w1", "w2"):
+        assert prober.acts(queue, "test:live", prefix="edited ")
+
     # Disable, enable: a stored rule and a rule the configuration wrote disabled.
     celery_durable.set_rule_enabled("live", False, app=client)
     for queue in ("w1", "w2"):
@@ -156,6 +165,25 @@ def test_rules_change_in_running_workers_without_a_restart(
     for queue in ("w1", "w2"):
         prober.until(False, queue, "test:live", prefix="edited ")
         assert not prober.acts(queue, "test:live", prefix="edited ")
+
+    # An action running while its rule is deleted finishes, and is recorded.
+    gated = {
+        "name": "gated",
+        "trigger": {"event": "task.failed", "conditions": {"task_name_pattern": "live.gated"}},
+        "action": {"type": "gate"},
+    }
+    marker = {**live_rule(), "name": "marker", "action": {**live_rule()["action"], "key": "m"}}
+    celery_durable.save_rules([gated, marker], app=client)
+    prober.until(True, "w1", "m")  # w1's one pool child has the version holding `gated`
+    client.send_task("live.gated", args=(1,), queue="w1")
+    wait_until(lambda: prober.remembered(live_rules.GATE_STARTED) == ["gated 1"])
+    celery_durable.delete_rule("gated", app=client)
+    ext.redis.rpush(live_rules.GATE_OPEN, "go")
+    wait_until(lambda: prober.remembered(live_rules.GATE_DONE) == ["gated 1"])
+    wait_until(lambda: celery_durable.rule_history("gated", app=client))
+    (entry,) = celery_durable.rule_history("gated", app=client)
+    assert entry["outcome"] == "success"
+    assert entry["actions"][0]["result"] == {"note": "gated 1"}
 
     # No restart happened.
     assert {w.hostname: w.process.pid for w in durable_worker_processes.workers} == pids

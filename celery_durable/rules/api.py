@@ -267,10 +267,16 @@ def _switch_name(switch: bool | None) -> str | None:
 def rule_history(
     name: str, *, limit: int = 50, before: str | None = None, app: Celery | None = None
 ) -> list[dict[str, Any]]:
-    """The rule's matched evaluations, newest first, paged by entry id."""
+    """The rule's matched evaluations, newest first, paged by entry id.
+
+    Also of a rule no longer loaded (a deleted stored rule) while its
+    history lasts (`durable_retention`).
+    """
     engine = _engine(app)
-    _known(engine, name)
-    return engine.history.read(name, limit=limit, before=before)
+    entries = engine.history.read(name, limit=limit, before=before)
+    if not entries and before is None:
+        _known(engine, name, stored_too=True)
+    return entries
 
 
 def breaker_state(name: str, app: Celery | None = None) -> dict[str, Any]:

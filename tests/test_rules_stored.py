@@ -180,3 +180,44 @@ def test_a_stored_rule_this_process_cannot_load_is_listed_with_its_problem(durab
     celery_durable.set_rule_enabled("needs plugin", False, app=durable_app)
     celery_durable.delete_rule("needs plugin", app=durable_app)
     assert "needs plugin" not in by_name(durable_app)
+
+
+def test_a_stored_value_that_is_not_a_rule_is_reported_not_fatal(durable_app):
+    """Something else wrote the hash: that entry is a problem, the other rules load."""
+    ext = extension_for(durable_app)
+    store = RuleStore(ext.redis, ext.keys)
+    store.write({"fine": stored_rule("fine")})
+    ext.redis.hset(ext.keys.stored_rules(), "junk", b"\xff not json")
+    ext.redis.incr(ext.keys.rules_version())
+    listed = by_name(durable_app)
+    assert listed["fine"]["problems"] == [] and listed["fine"]["source"] == "stored"
+    (problem,) = listed["junk"]["problems"]
+    assert "is not a rule as save_rules stores it" in problem["message"]
+    celery_durable.delete_rule("junk", app=durable_app)
+    assert set(by_name(durable_app)) == {"from config", "fine"}
+
+
+def test_an_edit_keeps_the_breaker_and_history_a_rename_does_not(durable_app):
+    from celery_durable.activity import Activity
+    from celery_durable.rules.engine import rule_engine
+
+    capped = stored_rule("capped", circuit_breaker={"max_executions": 1})
+    celery_durable.save_rules([capped], app=durable_app)
+    engine = rule_engine(extension_for(durable_app))
+    failure = Activity("task.failed", {"task_name": "billing.charge", "error_type": "Timeout"})
+    engine.on_emit(failure)  # "capped" fires once: its breaker's window is full
+    full = {"executions": 1, "state": "open"}
+    state = celery_durable.breaker_state("capped", app=durable_app)
+    assert {k: state[k] for k in full} == full
+    edited = {**capped, "action": {"type": "webhook", "url": "http://127.0.0.1:9/edited"}}
+    celery_durable.save_rules([edited], app=durable_app)
+    engine.on_emit(failure)  # refused by the breaker, which the edit kept
+    state = celery_durable.breaker_state("capped", app=durable_app)
+    assert {k: state[k] for k in full} == full
+    assert [e["reason"] for e in celery_durable.rule_history("capped", app=durable_app)] == [
+        "circuit breaker open"
+    ]
+    celery_durable.delete_rule("capped", app=durable_app)
+    celery_durable.save_rules([{**edited, "name": "renamed"}], app=durable_app)
+    state = celery_durable.breaker_state("renamed", app=durable_app)
+    assert (state["executions"], state["state"]) == (0, "closed")

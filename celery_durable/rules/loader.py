@@ -196,6 +196,13 @@ def check_rules(
         except RuleProblems as exc:
             problems.extend(problem_of(text, name, index, source) for text in exc.problems)
             continue
+        except Exception as exc:  # a plugin's part that fails in an unexpected way
+            problems.append(
+                RuleProblem(
+                    f"could not be built: {type(exc).__name__}: {exc}", name, None, index, source
+                )
+            )
+            continue
         if clash:
             continue
         if rule.name in seen:

@@ -43,14 +43,23 @@ class RuleSet:
 
 def build_rule_set(
     config: list[Rule],
-    stored: Mapping[str, dict[str, Any]],
+    stored: Mapping[str, Any],
     registry: PartRegistry,
     version: int,
 ) -> RuleSet:
     """The rule set of `config` rules and the `stored` specs, built whole."""
-    built, problems = check_rules(
-        list(stored.values()), registry, STORED_SOURCE, taken=[r.name for r in config]
-    )
+    unreadable = [
+        RuleProblem(
+            "is not a rule as save_rules stores it (a JSON mapping); delete it and add it again",
+            name,
+            source=STORED_SOURCE,
+        )
+        for name, spec in stored.items()
+        if not isinstance(spec, dict)
+    ]
+    readable = [spec for spec in stored.values() if isinstance(spec, dict)]
+    built, problems = check_rules(readable, registry, STORED_SOURCE, taken=[r.name for r in config])
+    problems = unreadable + problems
     rules = (*config, *built)
     by_event: dict[str, list[Rule]] = defaultdict(list)
     for rule in rules:
@@ -61,7 +70,8 @@ def build_rule_set(
         version=version,
         rules=rules,
         sources=sources,
-        stored=dict(stored),
+        # An unreadable one by its name only: still listed, switched, deleted.
+        stored={n: s if isinstance(s, dict) else {"name": n} for n, s in stored.items()},
         problems=tuple(RuleProblem(p.message, p.rule, p.field, None, p.source) for p in problems),
         by_name={r.name: r for r in rules},
         by_event={event: tuple(found) for event, found in by_event.items()},

@@ -60,7 +60,7 @@ class RuleStore:
         pipe.get(self.keys.rules_version())
         pipe.hgetall(self.keys.stored_rules())
         raw_version, raw_rules = pipe.execute()
-        rules = {name.decode(): json.loads(spec) for name, spec in sorted(raw_rules.items())}
+        rules = {name.decode(): _spec(spec) for name, spec in sorted(raw_rules.items())}
         return int(raw_version or 0), rules
 
     def write(
@@ -85,7 +85,7 @@ class RuleStore:
                     )
                     changes = []
                     for name, spec in encoded.items():
-                        old = json.loads(before[name]) if before[name] is not None else None
+                        old = _spec(before[name]) if before[name] is not None else None
                         new = json.loads(spec)
                         if old == new:
                             continue
@@ -93,7 +93,7 @@ class RuleStore:
                         changes.append(self._change(kind, name, old, new, who))
                     for name in deletes:
                         if before[name] is not None:
-                            old = json.loads(before[name])
+                            old = _spec(before[name])
                             changes.append(self._change("delete", name, old, None, who))
                     if not changes:
                         pipe.unwatch()
@@ -168,6 +168,14 @@ class RuleStore:
             maxlen=MAX_CHANGES,
             approximate=True,
         )
+
+
+def _spec(raw: bytes) -> Any:
+    """A stored spec; None for one that is not JSON (written by something else)."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _switch(value: bool | None) -> str | None:

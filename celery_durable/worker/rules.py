@@ -97,6 +97,10 @@ class ActionRunner(Background):
         if current.version == self._reported_version or current.version < 0:
             return
         key, field = self.ext.keys.rule_load_problems(), self.consumer
+        live = {w.decode() for w in self.ext.redis.zrange(self.ext.keys.workers(), 0, -1)}
+        gone = [w for w in self.ext.redis.hkeys(key) if w.decode() not in live | {field}]
+        if gone:  # reports of workers that died: nobody else removes them
+            self.ext.redis.hdel(key, *gone)
         if current.problems:
             report = {
                 "version": current.version,

@@ -45,6 +45,16 @@ def by_name(app) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in celery_durable.list_rules(app=app)}
 
 
+def redacted(rule: dict[str, Any]) -> dict[str, Any]:
+    from celery_durable.redaction import redact
+
+    return {**rule, "action": {**rule["action"], "url": redact(rule["action"]["url"])}}
+
+
+def everything_of(app) -> list[dict[str, Any]]:
+    return celery_durable.rule_changes(app=app, limit=1000)
+
+
 def test_saved_rules_are_listed_with_their_source_and_export_loads_again(durable_app):
     saved = celery_durable.save_rules([stored_rule(), stored_rule("second")], app=durable_app)
     assert [(s["name"], s["change"]) for s in saved] == [
@@ -146,10 +156,15 @@ def test_replace_delete_and_the_record_of_changes(durable_app):
     changes = celery_durable.rule_changes("alert on billing", app=durable_app)
     assert [c["action"] for c in changes] == ["delete", "disable", "change", "add"]
     delete, disable, change, add = changes
-    assert add["before"] is None and add["after"] == stored_rule()
-    assert change["before"] == stored_rule() and change["after"] == edited
+    # The record keeps the rules with their secret fields redacted (a webhook's URL).
+    shown, shown_edited = redacted(stored_rule()), redacted(edited)
+    assert shown["action"]["url"].startswith("http://127.0.0.1:9/…#")
+    assert shown["action"]["url"] != shown_edited["action"]["url"]
+    assert add["before"] is None and add["after"] == shown
+    assert change["before"] == shown and change["after"] == shown_edited
     assert disable["before"] is None and disable["after"] == "off"
-    assert delete["before"] == edited and delete["after"] is None
+    assert delete["before"] == shown_edited and delete["after"] is None
+    assert "/hook" not in str(everything_of(durable_app)) and "/other" not in str(changes)
     assert add["version"] < change["version"] < delete["version"]
     for entry in changes:
         assert entry["host"] and entry["user"] and entry["ts"] > 0
@@ -221,3 +236,27 @@ def test_an_edit_keeps_the_breaker_and_history_a_rename_does_not(durable_app):
     celery_durable.save_rules([{**edited, "name": "renamed"}], app=durable_app)
     state = celery_durable.breaker_state("renamed", app=durable_app)
     assert (state["executions"], state["state"]) == (0, "closed")
+
+
+def test_export_keeps_environment_references_of_a_rules_file(
+    durable_redis_url, tmp_path, monkeypatch
+):
+    from celery import Celery
+
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example/SECRET")
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "- name: from file\n"
+        "  trigger: {event: task.failed}\n"
+        "  action: {type: webhook, url: '${HOOK_URL}'}\n"
+    )
+    app = Celery("export-test", broker=durable_redis_url, set_as_current=False)
+    app.conf.update(durable_redis_url=durable_redis_url, durable_rules=str(path))
+    ext = celery_durable.install(app)
+    try:
+        exported = celery_durable.export_rules(app=app)
+        assert "SECRET" not in exported
+        assert yaml.safe_load(exported)[0]["action"]["url"] == "${HOOK_URL}"
+    finally:
+        ext.redis.close()
+        app.close()

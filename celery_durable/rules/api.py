@@ -18,7 +18,7 @@ from celery import Celery
 from ..errors import ConfigurationError, RuleProblem, RulesError
 from ..extension import extension_for
 from .engine import RuleEngine, rule_engine
-from .loader import _check_shape, check_rules
+from .loader import _check_shape, check_rules, written_specs
 from .ruleset import CONFIG, STORED
 from .store import encode_spec
 
@@ -218,12 +218,12 @@ def delete_rule(name: str, app: Celery | None = None) -> None:
 def export_rules(app: Celery | None = None) -> str:
     """All rules as YAML (those of `durable_rules`, then the stored ones), loadable again.
 
-    A rule of `durable_rules` is written as it was loaded (templates applied,
-    `${NAME}` environment references replaced by their values); a stored rule
-    as it was saved.
+    A rule of `durable_rules` is written as it is written there (a file's
+    `${NAME}` environment references stay references); a stored rule as it
+    was saved, secrets included: the export is for loading again.
     """
     engine = _engine(app)
-    specs = [dict(rule.spec) for rule in engine.config_rules]
+    specs = [dict(spec) for spec in written_specs(engine.ext.settings.rules)]
     specs += [dict(spec) for spec in engine.current.stored.values()]
     return yaml.safe_dump(specs, sort_keys=False, allow_unicode=True)
 

@@ -33,7 +33,7 @@ from .history import SKIPPED, RuleHistory
 from .loader import load_rules
 from .model import Rule
 from .registry import PartRegistry
-from .ruleset import RuleSet, build_rule_set
+from .ruleset import RuleSet, build_rule_set, redact_spec
 from .store import RuleStore
 
 if TYPE_CHECKING:
@@ -63,7 +63,9 @@ class RuleEngine(Listener):
         self.registry = PartRegistry.collect(self.pm)
         # Bad rules in the configuration: RulesError, and the worker does not start.
         self.config_rules: list[Rule] = load_rules(settings.rules, self.registry)
-        self.store = RuleStore(ext.redis, ext.keys)
+        self.store = RuleStore(
+            ext.redis, ext.keys, redact=lambda spec: redact_spec(spec, self.registry)
+        )
         # The configuration's rules until the stored ones are read (version -1:
         # the next refresh reads them, whatever the stored version is).
         self.current: RuleSet = build_rule_set(self.config_rules, {}, self.registry, -1)

@@ -89,6 +89,17 @@ def read_specs(rules: Any) -> tuple[list[Any], str]:
     )
 
 
+def written_specs(rules: Any) -> list[Any]:
+    """The rules of the setting as written: a file's `${NAME}` references not
+    expanded (so that exporting them shows no secret), templates not applied."""
+    if isinstance(rules, str | Path):
+        loaded = yaml.safe_load(Path(rules).read_text(encoding="utf-8"))
+        if isinstance(loaded, dict) and "rules" in loaded:
+            loaded = loaded["rules"]
+        return list(loaded or [])
+    return list(rules or [])
+
+
 def _check_shape(value: Any, source: str) -> None:
     """Refuse what YAML aliases can make of a file before anything walks it.
 

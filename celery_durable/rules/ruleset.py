@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RuleProblem
+from ..redaction import redact
 from .loader import check_rules
 from .model import Rule
 from .registry import PartRegistry
@@ -76,3 +77,30 @@ def build_rule_set(
         by_name={r.name: r for r in rules},
         by_event={event: tuple(found) for event, found in by_event.items()},
     )
+
+
+def redact_spec(spec: Any, registry: PartRegistry) -> Any:
+    """A rule as written, with the secret parameters of its actions redacted.
+
+    What the change record keeps and shows: a Slack or webhook URL (each
+    action's `secret_fields`) appears as `redact()` makes it, so a change of
+    URL shows without showing the URL.
+    """
+    if not isinstance(spec, dict):
+        return spec
+
+    def action(raw: Any) -> Any:
+        cls = registry.actions.get(raw.get("type")) if isinstance(raw, dict) else None
+        if cls is None:
+            return raw
+        return {k: redact(v) if k in cls.secret_fields else v for k, v in raw.items()}
+
+    redacted = dict(spec)
+    if "action" in redacted:
+        redacted["action"] = action(redacted["action"])
+    if isinstance(redacted.get("actions"), list):
+        redacted["actions"] = [action(a) for a in redacted["actions"]]
+    breaker = redacted.get("circuit_breaker")
+    if isinstance(breaker, dict) and "notify" in breaker:
+        redacted["circuit_breaker"] = {**breaker, "notify": action(breaker["notify"])}
+    return redacted

@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -47,9 +47,17 @@ def encode_spec(spec: Mapping[str, Any]) -> str:
 
 
 class RuleStore:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    """`redact(spec)` makes what the change record keeps of a rule (secrets out)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        redact: Callable[[Any], Any] = lambda spec: spec,
+    ):
         self.client = client
         self.keys = keys
+        self.redact = redact
 
     def version(self) -> int:
         return int(self.client.get(self.keys.rules_version()) or 0)
@@ -156,8 +164,8 @@ class RuleStore:
             "ts": time.time(),
             "action": action,
             "rule": name,
-            "before": before,
-            "after": after,
+            "before": self.redact(before),
+            "after": self.redact(after),
             **who,
         }
 

@@ -139,6 +139,7 @@ def test_a_refused_file_changes_nothing_and_names_file_rule_and_field(cli_redis,
         ("- [unclosed", "is not valid YAML"),
         ("42", "must hold a rule (a mapping) or a list of rules, got int"),
         ("", "holds no rule"),
+        ("[]", "holds no rule"),
     ]:
         result = cli("rules", "add", "-", input=bad)
         assert result.exit_code == 1 and message in result.output, result.output

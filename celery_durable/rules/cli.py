@@ -50,7 +50,7 @@ def read_rules_file(path: str) -> tuple[Any, str]:
         ) from None
     if isinstance(loaded, dict) and set(loaded) == {"rules"}:
         loaded = loaded["rules"]
-    if loaded is None:
+    if loaded is None or loaded == []:
         raise RulesError(["holds no rule"], source)
     if not isinstance(loaded, dict | list):
         raise RulesError(

@@ -90,7 +90,8 @@ def redact_spec(spec: Any, registry: PartRegistry) -> Any:
         return spec
 
     def action(raw: Any) -> Any:
-        cls = registry.actions.get(raw.get("type")) if isinstance(raw, dict) else None
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        cls = registry.actions.get(kind) if isinstance(kind, str) else None
         if cls is None:
             return raw
         return {k: redact(v) if k in cls.secret_fields else v for k, v in raw.items()}

@@ -97,8 +97,10 @@ class ActionRunner(Background):
         if current.version == self._reported_version or current.version < 0:
             return
         key, field = self.ext.keys.rule_load_problems(), self.consumer
-        live = {w.decode() for w in self.ext.redis.zrange(self.ext.keys.workers(), 0, -1)}
-        gone = [w for w in self.ext.redis.hkeys(key) if w.decode() not in live | {field}]
+        members: Any = self.ext.redis.zrange(self.ext.keys.workers(), 0, -1)
+        reported: Any = self.ext.redis.hkeys(key)
+        live = {w.decode() for w in members} | {field}
+        gone = [w for w in reported if w.decode() not in live]
         if gone:  # reports of workers that died: nobody else removes them
             self.ext.redis.hdel(key, *gone)
         if current.problems:

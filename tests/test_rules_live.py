@@ -180,7 +180,7 @@ def test_rules_change_in_running_workers_without_a_restart(
     celery_durable.delete_rule("gated", app=client)
     ext.redis.rpush(live_rules.GATE_OPEN, "go")
     wait_until(lambda: prober.remembered(live_rules.GATE_DONE) == ["gated 1"])
-    wait_until(lambda: celery_durable.rule_history("gated", app=client))
+    wait_until(lambda: ext.redis.xlen(ext.keys.rule_history("gated")))
     (entry,) = celery_durable.rule_history("gated", app=client)
     assert entry["outcome"] == "success"
     assert entry["actions"][0]["result"] == {"note": "gated 1"}

@@ -146,7 +146,8 @@ class RuleEngine(Listener):
         `complete(activity.data)` runs once, before the first rule fires: the
         costly part of an activity is built only when a rule acts on it.
         """
-        rules: Sequence[Rule] = self.refresh().by_event.get(activity.type, ())
+        current = self.refresh()  # one rule set for the whole evaluation
+        rules: Sequence[Rule] = current.by_event.get(activity.type, ())
         polled_by = activity.data.get("polled_by")
         if polled_by:  # a polling trigger's activity is for the rule that polled
             rules = [r for r in rules if r.name == polled_by]
@@ -166,17 +167,27 @@ class RuleEngine(Listener):
                     if complete is not None:
                         complete(activity.data)
                         complete = None
-                    queued.append(self.fire(rule, activity, context))
+                    queued.append(self.fire(rule, activity, context, current.version))
             except Exception:
                 logger.exception("rule %r failed on %s; others go on", rule.name, activity.type)
         return [q for q in queued if q]
 
-    def fire(self, rule: Rule, event: Activity, context: RuleContext) -> str:
+    def fire(
+        self, rule: Rule, event: Activity, context: RuleContext, version: int | None = None
+    ) -> str:
+        """Queue the rule's actions for `event` (or skip them, its breaker open).
+
+        The job names the rule set's `version` it was fired under: a runner
+        whose rules are older reloads them first, so it never runs the
+        actions of an older definition than the one that matched.
+        """
+        if version is None:
+            version = self.current.version
         execution_id = uuid.uuid4().hex
         breaker = self.breakers.pass_through(rule)
         conditions = self.explain(rule, event, context)
         if not breaker.closed:
-            self._breaker_open(rule, event, breaker, execution_id, conditions)
+            self._breaker_open(rule, event, breaker, execution_id, conditions, version)
             return ""
         self.actions.enqueue(
             {
@@ -186,6 +197,7 @@ class RuleEngine(Listener):
                 "conditions": conditions,
                 "breaker": breaker.as_dict(),
                 "queued_at": time.time(),
+                "version": version,
             }
         )
         signals.send(signals.rule_fired, rule.name, event=event, execution_id=execution_id)
@@ -253,6 +265,7 @@ class RuleEngine(Listener):
         breaker: BreakerState,
         execution_id: str,
         conditions: list[dict[str, Any]],
+        version: int,
     ) -> None:
         entry = {
             "execution_id": execution_id,
@@ -290,6 +303,7 @@ class RuleEngine(Listener):
                         "breaker": breaker.as_dict(),
                         "queued_at": time.time(),
                         "notify_breaker": True,
+                        "version": version,
                     }
                 )
                 return

@@ -151,9 +151,12 @@ def run_job(engine: RuleEngine, job: dict[str, Any]) -> dict[str, Any]:
         data=job["event"].get("data") or {},
         ts=job["event"].get("ts", began),
     )
-    rule = engine.refresh().by_name.get(job["rule"])
-    if rule is None:  # queued by a process that saw a newer rule set than this one
-        rule = engine.refresh(force=True).by_name.get(job["rule"])
+    current = engine.refresh()
+    if current.version < job.get("version", -1) or job["rule"] not in current.by_name:
+        # Fired under a newer rule set than this process has: load it first,
+        # so the actions run are those of the definition that matched, or a later one.
+        current = engine.refresh(force=True)
+    rule = current.by_name.get(job["rule"])
     entry: dict[str, Any] = {
         "execution_id": job["execution_id"],
         "ts": began,

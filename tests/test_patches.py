@@ -72,10 +72,9 @@ def test_deprecated_patch_replays_marked_runs_and_refuses_runs_past_it_unmarked(
         celery_durable.send_event(run.id, "go")
     assert marked.result(timeout=15)["checked"] is True
     assert fresh.result(timeout=15)["checked"] is True
-    status = durable_wait_for_status(old, "blocked", "failed", timeout=15)
+    durable_wait_for_status(old, "blocked", timeout=15)
     reason = str(old.events()[-1]["data"]["error"]["message"])
     assert "deprecated_patch('fraud-check')" in reason, reason
-    assert status in ("blocked", "failed")
 
 
 def test_patched_outside_a_workflow_or_inside_a_step_is_refused(durable_app, durable_worker):

@@ -50,6 +50,7 @@ from ..journal.journal import Appended, StepsWrite
 from ..limits import roundtrip_bounded
 from ..redis_client import is_transient
 from . import interruptions
+from .blocking import block
 from .context import RunContext, current_execution
 from .fanout import FanOut
 from .interruptions import Interrupted, is_interruption, trouble_log
@@ -249,6 +250,16 @@ class Execution:
             kind, result, error = outcome
             try:
                 self._check_memory_or_outage(error)
+                if isinstance(error, NonDeterminismError):  # not the run's fault: wait for code
+                    block(
+                        self.ext,
+                        self.run_id,
+                        self.position,
+                        error,
+                        workflow_name=self.definition.name,
+                        worker=self.worker,
+                    )
+                    return
                 if kind == EventType.WORKFLOW_RETRYING:
                     try:
                         self._append(
@@ -284,6 +295,36 @@ class Execution:
                     raise
                 raise Interrupted(exc, self.claimed_as) from None
             return
+
+    def dry_run(self) -> NonDeterminismError | None:
+        """Replay the history against the code, running no step body and writing nothing.
+
+        Returns where the code diverges from the history, or None when it
+        agrees up to where the history ends (`replay.py` builds on this).
+        """
+        self.dry = True
+        self.deadline = None  # what is checked is the code, not the clock
+        self.cancel_requested = False
+        outcome = self._call_workflow()
+        if isinstance(self.stop, NonDeterminismError):
+            return self.stop
+        if outcome is None:
+            return None
+        kind, _, error = outcome
+        if isinstance(error, NonDeterminismError):
+            return error
+        if kind == EventType.WORKFLOW_COMPLETED and self.state.reaches(self.cursor):
+            was = self.state.recorded_at(self.cursor)
+            recorded = "" if was is None else f"{_COMMAND_KIND[was.type]} {was.data['name']!r}"
+            return NonDeterminismError(
+                f"run {self.run_id} of workflow {self.definition.name!r} is not "
+                f"deterministic: the code now returns at position {self.cursor}, where the "
+                f"journal recorded {recorded or 'more'}",
+                position=self.cursor,
+                recorded=recorded,
+                asked="return",
+            )
+        return None
 
     def _check_memory_or_outage(self, error: BaseException | None) -> None:
         """An infrastructure error that reached the workflow is not its outcome."""

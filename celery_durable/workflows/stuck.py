@@ -135,6 +135,10 @@ def resume_run(run_id: str, *, app: Celery | None = None) -> str:
     meta = record["meta"]
     if not meta:
         raise RunNotFoundError(f"no run with id {run_id!r}")
+    if meta.get("status") == RunStatus.BLOCKED:
+        from .blocking import resume_blocked
+
+        return resume_blocked(ext, run_id)
     reason = _reason(record)
     if reason is None:
         return f"run {run_id} is {meta.get('status', '')} and not stuck: nothing done"

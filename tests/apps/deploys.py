@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from celery_durable import deprecated_patch, patched, step, wait_for_event, workflow
+from celery_durable import deprecated_patch, patched, sleep, step, wait_for_event, workflow
 from celery_durable.extension import extension_for
 
 CODE = {"version": int(os.environ.get("DURABLE_TEST_CODE_VERSION", "1"))}
@@ -81,3 +81,12 @@ def early_wait(number: int) -> dict:
 @workflow(name="tests.deploys.bad_change_id")
 def bad_change_id() -> bool:
     return patched("")
+
+
+@workflow(name="tests.deploys.sleeper")
+def sleeper(number: int) -> str:
+    receipt = charge(number)
+    if CODE["version"] >= 4:  # a step added before the sleep: breaks sleeping runs
+        fraud_check(number)
+    sleep("1h")
+    return ship(number, receipt)

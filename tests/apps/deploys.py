@@ -90,3 +90,17 @@ def sleeper(number: int) -> str:
         fraud_check(number)
     sleep("1h")
     return ship(number, receipt)
+
+
+NAP = 3.0  # long enough for a deploy to happen while the run sleeps
+
+
+@workflow(name="tests.deploys.napper")
+def napper(number: int) -> dict:
+    receipt = charge(number)
+    sleep(NAP)
+    checked = False
+    if CODE["version"] >= 2 and patched("fraud-check"):
+        checked = fraud_check(number)
+    ship(number, receipt)
+    return {"checked": checked, "version": CODE["version"]}

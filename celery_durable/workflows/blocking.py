@@ -78,7 +78,7 @@ def retry_blocked_runs(ext: DurableExtension) -> int:
     Returns how many were sent; ids of runs no longer blocked are dropped from the set.
     """
     key = ext.keys.blocked_runs()
-    run_ids = [member.decode() for member in ext.redis.smembers(key)]
+    run_ids = [_text(member) for member in ext.redis.smembers(key)]
     if not run_ids:
         return 0
     pipe = ext.redis.pipeline(transaction=False)
@@ -136,6 +136,10 @@ def fail_run(run_id: str, *, app: Celery | None = None) -> str:
         ext.redis.srem(ext.keys.blocked_runs(), run_id)
         return f"run {run_id}: failed ({error})"
     raise ConfigurationError(f"run {run_id} kept changing; try again")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 __all__ = ["block", "fail_run", "resume_blocked", "retry_blocked_runs", "retry_later"]

@@ -97,7 +97,7 @@ class _TimedOut(BaseException):
     pass
 
 
-_COMMAND_KIND = {
+_COMMAND_KIND: dict[str, str] = {
     EventType.STEP_COMPLETED: "step",
     EventType.STEP_FAILED: "step",
     EventType.STEP_DISPATCHED: "step",

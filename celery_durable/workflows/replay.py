@@ -137,9 +137,8 @@ def _stored(
     keys, journal = ext.keys, ext.journal
     start = 0
     while True:
-        batch = [
-            m.decode() for m in ext.redis.zrevrange(keys.runs_index(), start, start + _BATCH - 1)
-        ]
+        members = ext.redis.zrevrange(keys.runs_index(), start, start + _BATCH - 1)
+        batch = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         if not batch:
             return
         start += len(batch)

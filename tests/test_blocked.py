@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -91,7 +90,11 @@ def test_a_breaking_deploy_blocks_the_run_holding_nothing_and_alerts(
     assert "recorded step 'ship'" in shown.output and "step 'fraud_check'" in shown.output
 
     (post,) = durable_http_receiver.wait_for(1, timeout=15, path="/blocked")
-    assert post["json"]["rule"] == "blocked runs" or "blocked" in json.dumps(post["json"])
+    body = post["json"]
+    assert body["rule"] == "blocked runs" and body["event"]["type"] == "workflow.blocked"
+    data = body["event"]["data"]
+    assert data["run_id"] == run.id and data["workflow_name"] == "tests.deploys.order"
+    assert "fraud_check" in data["error"]["message"]
 
 
 def test_blocked_then_resumed_after_the_fix_goes_on_where_it_was(
@@ -160,3 +163,26 @@ def _wait_for_retry_timer_moved(ext, run_id: str, before: float) -> None:
     while ext.redis.zscore(ext.keys.timers(), f"wake:{run_id}") == before:
         assert time.monotonic() < deadline, "the resumed run was not handled in time"
         time.sleep(0.02)
+
+
+def test_a_blocked_run_still_times_out_and_its_retries_write_nothing(
+    durable_app, worker, durable_wait_for_status, durable_time_skip, code
+):
+    run = celery_durable.start(deploys.bounded, 8)
+    durable_wait_for_status(run, "waiting")
+    code["version"] = 4
+    celery_durable.send_event(run.id, "go")
+    durable_wait_for_status(run, "blocked", timeout=15)
+    length = len(run.events())
+
+    ext = extension_for(durable_app)
+    retry_at = ext.redis.zscore(ext.keys.timers(), f"wake:{run.id}")
+    durable_time_skip.advance("6m")  # past durable_blocked_retry_after: tried, still diverges
+    wait_until = time.monotonic() + 10
+    while ext.redis.zscore(ext.keys.timers(), f"wake:{run.id}") == retry_at:
+        assert time.monotonic() < wait_until, "the blocked run was not tried again"
+        time.sleep(0.02)
+    assert run.status() == "blocked" and len(run.events()) == length
+
+    durable_time_skip.advance("1h")  # past its max_duration
+    durable_wait_for_status(run, "timed_out", timeout=15)

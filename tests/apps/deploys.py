@@ -104,3 +104,12 @@ def napper(number: int) -> dict:
         checked = fraud_check(number)
     ship(number, receipt)
     return {"checked": checked, "version": CODE["version"]}
+
+
+@workflow(name="tests.deploys.bounded", max_duration="1h")
+def bounded(number: int) -> str:
+    charge(number)
+    if CODE["version"] >= 4:
+        fraud_check(number)
+    wait_for_event("go")
+    return "done"

@@ -96,3 +96,67 @@ def test_a_change_id_must_be_a_non_empty_string(durable_app, durable_worker):
 def test_non_determinism_names_position_recorded_and_asked():
     error = NonDeterminismError("diverged", position=2, recorded="step 'a'", asked="step 'b'")
     assert (error.position, error.recorded, error.asked) == (2, "step 'a'", "step 'b'")
+
+
+def _history(*commands: tuple[str, dict]) -> dict:
+    """An exported history of tests.deploys.order: started, executing, then `commands`."""
+    events = [
+        ("workflow.started", {"name": "tests.deploys.order", "args": [4], "kwargs": {}}),
+        ("workflow.executing", {"worker": "w", "pid": 1, "attempt": 1}),
+        *commands,
+    ]
+    return {
+        "format": "celery_durable.history/1",
+        "run_id": "r",
+        "workflow": "tests.deploys.order",
+        "status": "waiting",
+        "events": [
+            {"seq": seq, "type": kind, "ts": 1_700_000_000.0 + seq, "data": data}
+            for seq, (kind, data) in enumerate(events, start=1)
+        ],
+    }
+
+
+def _step(position: int, name: str, result: object) -> tuple[str, dict]:
+    data = {"position": position, "name": name, "attempt": 1, "result": result}
+    return ("step.completed", {**data, "started_at": 0.0, "duration": 0.0})
+
+
+MARKED = _history(
+    _step(0, "charge", "receipt-4"),
+    _step(1, "fraud_check", True),
+    ("patch.marked", {"change_id": "fraud-check", "position": 1}),
+    _step(2, "ship", "shipped-4"),
+    ("event.waiting", {"position": 3, "name": "go", "timeout_at": None}),
+)
+UNMARKED = _history(
+    _step(0, "charge", "receipt-4"),
+    _step(1, "ship", "shipped-4"),
+    ("event.waiting", {"position": 2, "name": "go", "timeout_at": None}),
+)
+BEFORE_THE_POINT = _history(_step(0, "charge", "receipt-4"))
+
+
+@pytest.mark.parametrize(
+    ("version", "history", "replays"),
+    [
+        (1, UNMARKED, True),
+        (1, MARKED, False),  # an old worker cannot replay what new code wrote
+        (2, UNMARKED, True),  # patched() is False: the old path
+        (2, MARKED, True),  # the marker: the new path
+        (2, BEFORE_THE_POINT, True),  # not there yet: the new code decides
+        (3, MARKED, True),
+        (3, BEFORE_THE_POINT, True),
+        (3, UNMARKED, False),  # deprecated_patch: the old path is gone
+        (4, MARKED, True),  # the patch removed: markers take no position
+        (4, UNMARKED, False),
+    ],
+)
+def test_which_histories_replay_under_which_code(durable_replay, code, version, history, replays):
+    """No Redis, no worker: the replay decisions of patched() and deprecated_patch()."""
+    code["version"] = version
+    if replays:
+        durable_replay(history)
+    else:
+        with pytest.raises(pytest.fail.Exception, match="diverges"):
+            durable_replay(history)

@@ -92,6 +92,17 @@ def test_replay_check_exit_codes_and_output_across_a_code_change(
     bad = cli("replay-check", "--status", "sleepy")
     assert bad.exit_code != 0 and "unknown status 'sleepy'" in bad.output
 
+    code["version"] = 5  # the new code raises where the history went on
+    (bug,) = json.loads(cli("replay-check", "--json", "--workflow", "tests.deploys.order").output)[
+        "divergences"
+    ]
+    assert (bug["position"], bug["recorded"], bug["asked"]) == (
+        1,
+        "step 'ship'",
+        "raise RuntimeError",
+    )
+    assert "a bug in the new code" in bug["message"]
+
     code["version"] = 2  # the same change behind patched(): safe
     assert cli("replay-check", "--workflow", "tests.deploys.order").exit_code == 0
 

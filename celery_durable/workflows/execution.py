@@ -313,16 +313,20 @@ class Execution:
         kind, _, error = outcome
         if isinstance(error, NonDeterminismError):
             return error
-        if kind == EventType.WORKFLOW_COMPLETED and self.state.reaches(self.cursor):
+        # The code ends (returns, or raises in a history of one attempt) where
+        # the history went on: the run would end, or fail, where it did not.
+        ended = kind == EventType.WORKFLOW_COMPLETED or self.state.attempt == 1
+        if ended and self.state.reaches(self.cursor):
             was = self.state.recorded_at(self.cursor)
             recorded = "" if was is None else f"{_COMMAND_KIND[was.type]} {was.data['name']!r}"
+            does = "returns" if error is None else f"raises {type(error).__name__}: {error}"
             return NonDeterminismError(
                 f"run {self.run_id} of workflow {self.definition.name!r} is not "
-                f"deterministic: the code now returns at position {self.cursor}, where the "
+                f"deterministic: the code now {does} at position {self.cursor}, where the "
                 f"journal recorded {recorded or 'more'}",
                 position=self.cursor,
                 recorded=recorded,
-                asked="return",
+                asked="return" if error is None else f"raise {type(error).__name__}",
             )
         return None
 

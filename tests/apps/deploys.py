@@ -7,6 +7,7 @@ processes, through `DURABLE_TEST_CODE_VERSION`) set it.
 - 2: charge, `patched("fraud-check")` -> fraud check, ship, wait for "go".
 - 3: charge, `deprecated_patch("fraud-check")`, fraud check, ship, wait for "go".
 - 4: charge, fraud check, ship, wait for "go" (no patch: a breaking change).
+- 5: charge, then a bug: the workflow raises.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def ship(order: int, receipt: str) -> str:
 def order(number: int) -> dict:
     version = CODE["version"]
     receipt = charge(number)
+    if version == 5:
+        raise RuntimeError("a bug in the new code")
     checked = False
     if version == 2 and patched("fraud-check"):
         checked = fraud_check(number)

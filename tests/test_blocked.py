@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -186,3 +187,16 @@ def test_a_blocked_run_still_times_out_and_its_retries_write_nothing(
 
     durable_time_skip.advance("1h")  # past its max_duration
     durable_wait_for_status(run, "timed_out", timeout=15)
+
+
+def test_a_blocked_run_that_lost_its_retry_timer_is_listed_as_stuck(
+    durable_app, worker, durable_wait_for_status, code, cli
+):
+    run = _blocked_by_a_breaking_deploy(code, durable_wait_for_status)
+    ext = extension_for(durable_app)
+    ext.redis.zrem(ext.keys.timers(), f"wake:{run.id}")  # as if its tidying-up failed
+    listed = json.loads(cli("runs", "list", "--status", "stuck", "--json").output)
+    (stuck,) = listed["runs"]
+    assert stuck["id"] == run.id and stuck["reason"] == "blocked with no retry timer"
+    json_blocked = json.loads(cli("runs", "list", "--status", "blocked", "--json").output)
+    assert [r["id"] for r in json_blocked["runs"]] == [run.id]

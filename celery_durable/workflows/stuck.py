@@ -45,6 +45,8 @@ def stuck_reason(
         return "sleeping with no wake timer"
     if status == RunStatus.WAITING and meta.get("wake_at") and WAKE not in timers:
         return "waiting with a timeout but no wake timer"
+    if status == RunStatus.BLOCKED and WAKE not in timers:
+        return "blocked with no retry timer"
     if status == RunStatus.RUNNING and not (filed and owner_alive):
         owner = meta.get("owner", "?")
         if not owner_alive:

@@ -192,3 +192,25 @@ def test_delete_switch_and_the_changes_listing(cli_redis):
     assert "disable" in table.output and "second stored" in table.output
     bad = cli("rules", "changes", "--cursor", "nope")
     assert bad.exit_code == 1 and "invalid cursor" in bad.output
+
+
+def test_rules_list_shows_a_stored_rule_that_does_not_load_here(cli_redis):
+    """Stored by a process with a plugin the CLI's app lacks: listed with its problem."""
+    import redis as redis_lib
+
+    from celery_durable.keys import Keys
+    from celery_durable.rules.store import RuleStore
+
+    client = redis_lib.Redis.from_url(cli_redis)
+    try:
+        teleport = {"name": "teleport", "trigger": {"event": "task.failed"}}
+        RuleStore(client, Keys()).write({"teleport": {**teleport, "action": {"type": "teleport"}}})
+    finally:
+        client.close()
+    result = cli("rules", "list")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("teleport"))
+    assert row.split()[:4] == ["teleport", "stored", "task.failed", "no"]
+    assert "stored rules not loaded (the other rules run):" in result.output
+    assert "rule 'teleport' here: action.type: unknown action 'teleport'" in result.output
+    assert listed()["teleport"]["problems"][0]["field"] == "action.type"

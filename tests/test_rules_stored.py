@@ -260,3 +260,17 @@ def test_export_keeps_environment_references_of_a_rules_file(
     finally:
         ext.redis.close()
         app.close()
+
+
+def test_dry_run_of_a_rule_not_saved_yet(durable_app):
+    event = {
+        "type": "task.failed",
+        "data": {"task_name": "billing.charge", "error_type": "Timeout"},
+    }
+    report = celery_durable.dry_run(stored_rule("draft"), event, app=durable_app)
+    assert report.rule == "draft" and report.would_fire is True
+    assert report.actions[0]["type"] == "webhook"
+    with pytest.raises(RulesError) as info:
+        celery_durable.dry_run(stored_rule("from config"), event, app=durable_app)
+    assert info.value.details[0].field == "name"
+    assert "draft" not in by_name(durable_app)  # nothing stored

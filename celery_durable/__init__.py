@@ -51,6 +51,7 @@ from .workflows.definition import Workflow, workflow
 from .workflows.runs import RunHandle, get_run, start
 from .workflows.steps import StepHandle, gather, step
 from .workflows.waits import sleep, wait_for_event
+from .workflows.webhooks import webhook_url
 
 __all__ = [
     "Action",
@@ -107,5 +108,6 @@ __all__ = [
     "step",
     "trigger_schedule",
     "wait_for_event",
+    "webhook_url",
     "workflow",
 ]

@@ -613,3 +613,7 @@ def plugins(app: Celery, as_json: bool) -> None:
 from .schedules.cli import schedules  # noqa: E402 - it imports this module's helpers
 
 durable.add_command(schedules)
+
+from .web.command import web  # noqa: E402 - it imports this module's helpers
+
+durable.add_command(web)

@@ -27,3 +27,10 @@ def pay(order: int) -> dict:
     paid = wait_for_event("paid", timeout="1h")
     shipped = wait_for_event("shipped", timeout="1h")
     return {"order": order, "paid": paid, "shipped": shipped}
+
+
+@workflow(name="tests.web.declined")
+def declined(order: int) -> None:
+    from celery_durable import FatalError
+
+    raise FatalError(f"card declined for order {order}")

@@ -5,8 +5,10 @@ One run starts a private redis-server (unless `--redis-url` is given),
 `celery -A benchmarks.fanout_app durable web` as its own process, all on the
 one Redis. It then measures the workers' throughput twice over, with no
 poller and with `--pollers` concurrent clients (one asyncio process of httpx
-clients, each doing what an open dashboard does every `--interval` seconds:
-GET /api/runs, /api/workers and the newest run's /api/runs/<id>):
+clients, each doing what an open dashboard does: one GET every `--interval`
+seconds, 2 as the page does, of the page it shows; the clients are spread
+over the runs list `/api/runs`, the newest run's `/api/runs/<id>` and
+`/api/workers`). `--interval 0.2` is ten times the load, a stress figure:
 
 - durable: one workflow mapping `--steps` no-op steps (each its own Celery
   task, recorded once), awaited with `RunHandle.result()`;
@@ -16,10 +18,13 @@ Each side is measured `--repeat` times with and without the pollers,
 alternating, after a warm-up; the figures are medians of wall time, shown as
 steps (tasks) per second. The ratios: with pollers over without (1.00x: the
 pollers cost nothing), and durable over plain Celery in the same conditions.
-The pollers' own figures (requests answered, errors, latency) are printed too.
+The pollers' own figures (requests answered, errors, latency) and the CPU
+the server process used are printed too: on a 2-core machine the server and
+the pollers' process take their CPU from the workers, which a deployment
+with the browsers elsewhere does not.
 
     python benchmarks/web_polling.py [--steps 200] [--repeat 3] [--workers 2]
-        [--pollers 50] [--interval 1.0] [--concurrency 2] [--redis-url URL]
+        [--pollers 50] [--interval 2.0] [--concurrency 2] [--redis-url URL]
         [--json] [--quick]
 
 Goal (issue 14): 50 concurrent pollers do not slow the workers measurably.
@@ -54,16 +59,27 @@ WARMUP_STEPS = 20
 # -- the pollers' process ---------------------------------------------------------------
 
 
-async def _poller(client: httpx.AsyncClient, interval: float, stats: dict[str, Any]) -> None:
+async def _poller(
+    client: httpx.AsyncClient, index: int, interval: float, stats: dict[str, Any]
+) -> None:
+    """One open dashboard: one request per `interval`, on the runs list, the newest
+    run's page or the workers page (pollers start on different pages)."""
+    turn = index
+    newest: str | None = None
     while not stats["stop"]:
         began = time.perf_counter()
+        page = turn % 3
+        turn += 1
         try:
-            runs = (await client.get("/api/runs?limit=50")).raise_for_status().json()["runs"]
-            (await client.get("/api/workers")).raise_for_status()
-            if runs:
-                (await client.get(f"/api/runs/{runs[0]['id']}")).raise_for_status()
+            if page == 0 or (page == 1 and newest is None):
+                runs = (await client.get("/api/runs?limit=50")).raise_for_status().json()["runs"]
+                newest = runs[0]["id"] if runs else None
+            elif page == 1:
+                (await client.get(f"/api/runs/{newest}")).raise_for_status()
+            else:
+                (await client.get("/api/workers")).raise_for_status()
             stats["latencies"].append(time.perf_counter() - began)
-            stats["requests"] += 3 if runs else 2
+            stats["requests"] += 1
         except httpx.HTTPError:
             stats["errors"] += 1
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - began)))
@@ -75,7 +91,7 @@ async def _poll(url: str, count: int, interval: float) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=count)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
         began = time.perf_counter()
-        tasks = [asyncio.create_task(_poller(client, interval, stats)) for _ in range(count)]
+        tasks = [asyncio.create_task(_poller(client, i, interval, stats)) for i in range(count)]
         print("polling", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         stats["stop"] = True
@@ -86,8 +102,8 @@ async def _poll(url: str, count: int, interval: float) -> dict[str, Any]:
         "requests": stats["requests"],
         "errors": stats["errors"],
         "requests_per_second": stats["requests"] / seconds,
-        "poll_p50": bench.percentile(latencies, 50),
-        "poll_p99": bench.percentile(latencies, 99),
+        "request_p50": bench.percentile(latencies, 50),
+        "request_p99": bench.percentile(latencies, 99),
     }
 
 
@@ -118,8 +134,14 @@ def pollers(url: str, count: int, interval: float, deadline: bench.Deadline) -> 
 # -- the web server -----------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def web_server(url: str, deadline: bench.Deadline) -> Iterator[str]:
+def web_server(url: str, deadline: bench.Deadline) -> Iterator[tuple[str, int]]:
     """`celery -A benchmarks.fanout_app durable web` on a free port, as its own process."""
     from benchmarks import fanout_app
     from celery_durable.web.server import free_port
@@ -142,7 +164,7 @@ def web_server(url: str, deadline: bench.Deadline) -> Iterator[str]:
                 return False
 
         bench.wait_for("the web server", answers, deadline, poll=0.1)
-        yield base
+        yield base, process.pid
     finally:
         process.terminate()
         try:
@@ -187,7 +209,7 @@ def run(url: str, args: argparse.Namespace) -> bench.Report:
             concurrency=args.concurrency,
             durable=True,
         ),
-        web_server(url, deadline) as base,
+        web_server(url, deadline) as (base, web_pid),
     ):
         bench.log("warm-up")
         for side in sides.values():
@@ -201,9 +223,13 @@ def run(url: str, args: argparse.Namespace) -> bench.Report:
                         seconds[label]["idle"].append(measure(side, args.steps, deadline))
                     continue
                 with pollers(base, args.pollers, args.interval, deadline) as figures:
-                    time.sleep(args.interval)  # every poller has made its first round
+                    time.sleep(args.interval)  # every poller has made its first request
+                    cpu, began = cpu_seconds(web_pid), time.perf_counter()
                     for label, side in sides.items():
                         seconds[label]["polled"].append(measure(side, args.steps, deadline))
+                    figures["web_cpu"] = (cpu_seconds(web_pid) - cpu) / (
+                        time.perf_counter() - began
+                    )
                 polled.append(figures)
     medians = {
         label: {cond: statistics.median(values) for cond, values in by.items()}
@@ -231,8 +257,9 @@ def run(url: str, args: argparse.Namespace) -> bench.Report:
             "requests": sum(f["requests"] for f in polled),
             "errors": sum(f["errors"] for f in polled),
             "requests_per_second": statistics.median(f["requests_per_second"] for f in polled),
-            "poll_p50": statistics.median(f["poll_p50"] for f in polled),
-            "poll_p99": max(f["poll_p99"] for f in polled),
+            "request_p50": statistics.median(f["request_p50"] for f in polled),
+            "request_p99": max(f["request_p99"] for f in polled),
+            "server_cpu": statistics.median(f["web_cpu"] for f in polled),
         },
     }
 
@@ -240,7 +267,7 @@ def run(url: str, args: argparse.Namespace) -> bench.Report:
 def print_table(report: bench.Report) -> None:
     print(
         f"{report['steps']} no-op steps (tasks) per side over {report['workers']} workers, "
-        f"median of {report['repeat']} rounds; {report['pollers']} pollers, each every "
+        f"median of {report['repeat']} rounds; {report['pollers']} dashboards, each polling every "
         f"{report['interval']:g}s\n"
     )
     polled = f"{report['pollers']} pollers"
@@ -259,8 +286,9 @@ def print_table(report: bench.Report) -> None:
     web = report["web"]
     print(
         f"web: {web['requests']:,} requests answered ({web['requests_per_second']:.0f}/s), "
-        f"{web['errors']} errors; one poll (3 requests) p50 {web['poll_p50'] * 1000:.1f} ms, "
-        f"p99 {web['poll_p99'] * 1000:.1f} ms"
+        f"{web['errors']} errors; latency p50 {web['request_p50'] * 1000:.1f} ms, "
+        f"p99 {web['request_p99'] * 1000:.1f} ms; the server used "
+        f"{web['server_cpu'] * 100:.0f}% of a core while the workers ran"
     )
 
 
@@ -273,7 +301,9 @@ def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of each condition")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--pollers", type=int, default=50, help="concurrent polling clients")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    parser.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between polls (the page: 2)"
+    )
 
 
 def check(args: argparse.Namespace) -> str | None:

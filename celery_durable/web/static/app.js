@@ -80,7 +80,7 @@ async function api(path, options) {
     if (token()) headers.Authorization = `Bearer ${token()}`;
     body = options.body === undefined ? "" : JSON.stringify(options.body);
   }
-  const response = await fetch(`/api${path}`, { method, headers, body, cache: "no-store" });
+  const response = await fetch(`api${path}`, { method, headers, body, cache: "no-store" });
   let data = null;
   try {
     data = await response.json();

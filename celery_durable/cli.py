@@ -581,6 +581,20 @@ def workers(app: Celery, as_json: bool) -> None:
     )
 
 
+# -- web ----------------------------------------------------------------------------------
+
+
+@durable.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", default=5566, show_default=True, type=int, help="Port to serve on.")
+@pass_app
+def web(app: Celery, host: str, port: int) -> None:
+    """Serve the dashboard, the JSON API (/api/) and webhook URLs (/hooks/)."""
+    from .web.command import serve
+
+    serve(app, host, port)
+
+
 # -- plugins ------------------------------------------------------------------------------
 
 
@@ -613,7 +627,3 @@ def plugins(app: Celery, as_json: bool) -> None:
 from .schedules.cli import schedules  # noqa: E402 - it imports this module's helpers
 
 durable.add_command(schedules)
-
-from .web.command import web  # noqa: E402 - it imports this module's helpers
-
-durable.add_command(web)

@@ -249,3 +249,33 @@ def test_web_command_refuses_a_public_address_without_a_token(cli_app):
     )
     assert result.exit_code != 0
     assert "refusing to serve on '0.0.0.0' without durable_web_token" in result.output
+
+
+def test_web_settings_are_checked_where_they_are_read():
+    from celery import Celery
+
+    from celery_durable.settings import Settings
+
+    def settings(**conf: Any) -> Settings:
+        app = Celery("settings-check", set_as_current=False)
+        app.conf.update(conf)
+        return Settings.from_app(app)
+
+    assert settings().web_token is None and settings().web_base_url is None
+    assert settings(durable_web_base_url="https://d.example.com/").web_base_url == (
+        "https://d.example.com"
+    )
+    with pytest.raises(ConfigurationError, match="durable_web_token: expected a string of at"):
+        settings(durable_web_token="short")
+    with pytest.raises(ConfigurationError, match="durable_web_secret: expected a string"):
+        settings(durable_web_secret=12345678901234567)
+    with pytest.raises(ConfigurationError, match="durable_web_base_url: expected an absolute"):
+        settings(durable_web_base_url="durable.example.com")
+
+
+def test_webhook_url_without_its_settings_fails_the_run_saying_which(cli_app):
+    with start_worker(cli_app, pool="solo", perform_ping_check=False):
+        run = celery_durable.start(web_workflows.pay, 1)
+        with pytest.raises(ConfigurationError, match="durable_web_secret and durable_web_base_url"):
+            run.result(timeout=15)
+    assert run.status() == "failed"

@@ -95,8 +95,9 @@ def _answer_errors(fn: Handler) -> Handler:
         except redis.RedisError as exc:
             return _error(503, f"the journal's Redis did not answer: {_first_line(exc)}")
         except (ConfigurationError, EncodingError, ValueError) as exc:
-            if getattr(exc, "problems", None):  # RulesError: every problem
-                return json_response({"error": _first_line(exc), "problems": exc.problems}, 400)
+            problems = getattr(exc, "problems", None)
+            if problems:  # RulesError: every problem
+                return json_response({"error": _first_line(exc), "problems": problems}, 400)
             message = _first_line(exc)
             return _error(404 if message.startswith("no rule named") else 400, message)
         except DurableError as exc:

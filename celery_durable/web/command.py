@@ -1,19 +1,13 @@
-"""`celery -A app durable web [--host 127.0.0.1] [--port 5566]`."""
+"""What `celery -A app durable web` runs (the command itself is in `cli.py`)."""
 
 from __future__ import annotations
 
 import click
 from celery import Celery
 
-from ..cli import pass_app
 
-
-@click.command("web")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
-@click.option("--port", default=5566, show_default=True, type=int, help="Port to serve on.")
-@pass_app
-def web(app: Celery, host: str, port: int) -> None:
-    """Serve the dashboard, the JSON API (/api/) and webhook URLs (/hooks/)."""
+def serve(app: Celery, host: str, port: int) -> None:
+    """Serve until Ctrl-C; a missing `web` extra is one line saying what to install."""
     try:
         from .server import make_server
     except ImportError as exc:

@@ -72,10 +72,12 @@ def free_port() -> int:
 def serve_in_thread(
     celery_app: Celery, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None
 ) -> Iterator[str]:
-    """Run the server in a thread for tests and benchmarks; yields its base URL."""
+    """Run the server in a thread for tests and benchmarks; yields its base URL.
+
+    uvicorn leaves signals alone outside the main thread, so the host's stay as they are.
+    """
     port = port or free_port()
     server = make_server(celery_app, host, port, token=token)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, name="durable-web", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

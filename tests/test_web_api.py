@@ -279,3 +279,38 @@ def test_webhook_url_without_its_settings_fails_the_run_saying_which(cli_app):
         with pytest.raises(ConfigurationError, match="durable_web_secret and durable_web_base_url"):
             run.result(timeout=15)
     assert run.status() == "failed"
+
+
+def test_rule_endpoints(cli_app):
+    with (
+        serve_in_thread(cli_app, token=TOKEN) as url,
+        httpx.Client(base_url=url, timeout=15) as web,
+    ):
+        path = "/api/rules/quiet/enabled"
+        assert web.post(path, json={"enabled": True}).status_code == 401
+        bad = web.post(path, json={"enabled": "yes"}, headers=AUTH)
+        assert bad.status_code == 400 and '{"enabled": true}' in bad.json()["error"]
+        assert web.post(path, json={"enabled": True}, headers=AUTH).status_code == 200
+        assert cli_json("rules", "list")[1]["enabled"] is True
+        assert web.post(path, json={"enabled": None}, headers=AUTH).status_code == 200
+        assert cli_json("rules", "list")[1]["enabled"] is False
+
+        event = {
+            "type": "task.failed",
+            "data": {
+                "task_name": "mail.send",
+                "task_id": "t-1",
+                "error_type": "ConnectionError",
+                "error_message": "refused",
+            },
+        }
+        report = web.post("/api/rules/flaky mail/test", json={"event": event}).json()
+        assert report["would_fire"] is True and report["actions"][0]["type"] == "webhook"
+        both = web.post("/api/rules/flaky mail/test", json={"event": event, "task_id": "x"})
+        assert both.status_code == 400 and "either" in both.json()["error"]
+        shapeless = web.post("/api/rules/flaky mail/test", json={"event": {"data": 1}})
+        assert shapeless.status_code == 400
+
+        reset = web.post("/api/rules/flaky mail/reset-breaker", headers=AUTH)
+        assert reset.json() == {"rule": "flaky mail", "breaker": "closed"}
+        assert web.get("/api/tasks/t-9/retry-chain").json() == {"chain": ["t-9"]}

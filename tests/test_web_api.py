@@ -314,3 +314,26 @@ def test_rule_endpoints(cli_app):
         reset = web.post("/api/rules/flaky mail/reset-breaker", headers=AUTH)
         assert reset.json() == {"rule": "flaky mail", "breaker": "closed"}
         assert web.get("/api/tasks/t-9/retry-chain").json() == {"chain": ["t-9"]}
+
+
+def test_clients_share_answers_until_a_change(durable_app, redis_client):
+    """Fifty dashboards on one page cost one computation per `shared_for`."""
+    first = celery_durable.start(arithmetic, 1, 1)  # no worker: it stays pending
+    with (
+        serve_in_thread(durable_app, token=TOKEN, shared_for=60) as url,
+        httpx.Client(base_url=url, timeout=15) as web,
+    ):
+        listed = web.get("/api/runs").json()
+        assert [r["id"] for r in listed["runs"]] == [first.id]
+        second = celery_durable.start(arithmetic, 2, 2)
+        commands = int(redis_client.info("stats")["total_commands_processed"])
+        for _ in range(20):
+            assert web.get("/api/runs").json() == listed  # shared, not computed again
+        # Only the INFO calls themselves reached Redis.
+        assert int(redis_client.info("stats")["total_commands_processed"]) - commands <= 2
+        assert web.post(f"/api/runs/{first.id}/cancel", headers=AUTH).status_code == 200
+        after = web.get("/api/runs").json()  # a change forgets every shared answer
+        assert [(r["id"], r["status"]) for r in after["runs"]] == [
+            (second.id, "pending"),
+            (first.id, "cancelled"),
+        ]

@@ -7,12 +7,18 @@ thread pool, so a slow call holds one thread, not the event loop.
 Bad input is answered early with 400 and a message naming the parameter;
 an unknown run or rule with 404; a finished run with 409 (410 for a webhook
 URL, which will never work again).
+
+A successful GET's answer is shared for `SHARED_FOR` seconds by every client
+asking the same URL, and forgotten at the first change made through the
+server: fifty open dashboards cost Redis what one does, so watching the
+workers does not slow them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -44,6 +50,8 @@ STATIC = Path(__file__).parent / "static"
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _TASK_ID = _RUN_ID
 MAX_BODY = 2 * 1024 * 1024  # bytes of a JSON body; payloads are bounded again when encoded
+SHARED_FOR = 1.0  # seconds a GET's answer is shared by the clients asking the same URL
+SHARED_MAX = 1000  # answers kept at most; past it, all are forgotten
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -136,6 +144,39 @@ async def _json_body(request: Request) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+class SharedAnswers:
+    """GET answers by URL for `SHARED_FOR` seconds; a change forgets them all."""
+
+    def __init__(self, seconds: float = SHARED_FOR) -> None:
+        self.seconds = seconds
+        self.answers: dict[str, tuple[float, Response]] = {}
+
+    def wrap(self, fn: Handler) -> Handler:
+        async def handler(request: Request) -> Response:
+            key = str(request.url.path) + "?" + str(request.url.query)
+            now = time.monotonic()
+            found = self.answers.get(key)
+            if found is not None and found[0] > now:
+                return found[1]
+            response = await fn(request)
+            if response.status_code == 200:
+                if len(self.answers) >= SHARED_MAX:
+                    self.answers.clear()
+                self.answers[key] = (now + self.seconds, response)
+            return response
+
+        return handler
+
+    def forget(self, fn: Handler) -> Handler:
+        async def handler(request: Request) -> Response:
+            response = await fn(request)
+            if response.status_code < 400:
+                self.answers.clear()
+            return response
+
+        return handler
 
 
 class Api:
@@ -312,14 +353,23 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return _error(405, f"{request.method} is not allowed on {request.url.path}")
 
 
-def create_app(celery_app: Celery, *, token: str | None = None) -> Starlette:
-    """The web app for `celery_app`; `token` defaults to `durable_web_token`."""
+def create_app(
+    celery_app: Celery, *, token: str | None = None, shared_for: float = SHARED_FOR
+) -> Starlette:
+    """The web app for `celery_app`; `token` defaults to `durable_web_token`.
+
+    `shared_for`: seconds a GET's answer is shared by clients asking the same URL.
+    """
     api = Api(
         celery_app, token if token is not None else extension_for(celery_app).settings.web_token
     )
 
+    shared = SharedAnswers(shared_for)
+
     def route(path: str, endpoint: Handler, method: str = "GET") -> Route:
-        return Route(path, _answer_errors(endpoint), methods=[method])
+        handler = _answer_errors(endpoint)
+        handler = shared.wrap(handler) if method == "GET" else shared.forget(handler)
+        return Route(path, handler, methods=[method])
 
     routes = [
         route("/api/runs", api.runs),

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from celery import Celery
@@ -45,13 +46,13 @@ def _loopback(host: str) -> bool:
 
 
 def make_server(
-    celery_app: Celery, host: str, port: int, *, token: str | None = None
+    celery_app: Celery, host: str, port: int, *, token: str | None = None, **options: Any
 ) -> uvicorn.Server:
     """A uvicorn server for the app; `token` ("" for none) overrides `durable_web_token`."""
     token = (token if token is not None else extension_for(celery_app).settings.web_token) or None
     check_bind(host, token)
     config = uvicorn.Config(
-        create_app(celery_app, token=token or ""),
+        create_app(celery_app, token=token or "", **options),
         host=host,
         port=port,
         log_level="warning",
@@ -70,14 +71,19 @@ def free_port() -> int:
 
 @contextmanager
 def serve_in_thread(
-    celery_app: Celery, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    celery_app: Celery,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    **options: Any,
 ) -> Iterator[str]:
     """Run the server in a thread for tests and benchmarks; yields its base URL.
 
     uvicorn leaves signals alone outside the main thread, so the host's stay as they are.
     """
     port = port or free_port()
-    server = make_server(celery_app, host, port, token=token)
+    server = make_server(celery_app, host, port, token=token, **options)
     thread = threading.Thread(target=server.run, name="durable-web", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

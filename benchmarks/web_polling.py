@@ -4,8 +4,8 @@ One run starts a private redis-server (unless `--redis-url` is given),
 `--workers` real `celery -A benchmarks.fanout_app worker` processes, and
 `celery -A benchmarks.fanout_app durable web` as its own process, all on the
 one Redis. It then measures the workers' throughput twice over, with no
-poller and with `--pollers` concurrent clients (one asyncio process of httpx
-clients, each doing what an open dashboard does: one GET every `--interval`
+poller and with `--pollers` concurrent clients (one process of threads with
+kept-alive connections, each doing what an open dashboard does: one GET every `--interval`
 seconds, 2 as the page does, of the page it shows; the clients are spread
 over the runs list `/api/runs`, the newest run's `/api/runs/<id>` and
 `/api/workers`). `--interval 0.2` is ten times the load, a stress figure:
@@ -33,17 +33,19 @@ Goal (issue 14): 50 concurrent pollers do not slow the workers measurably.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
 import json
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 if __package__ in (None, ""):  # `python benchmarks/web_polling.py`: the repository on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,44 +61,75 @@ WARMUP_STEPS = 20
 # -- the pollers' process ---------------------------------------------------------------
 
 
-async def _poller(
-    client: httpx.AsyncClient, index: int, interval: float, stats: dict[str, Any]
-) -> None:
+def _poller(base: str, index: int, interval: float, stats: dict[str, Any]) -> None:
     """One open dashboard: one request per `interval`, on the runs list, the newest
-    run's page or the workers page (pollers start on different pages)."""
-    turn = index
-    newest: str | None = None
-    while not stats["stop"]:
+    run's page or the workers page (pollers start on different pages).
+
+    A thread with one kept-alive `http.client` connection: the lightest client
+    at hand, since the pollers share the workers' CPU here, as browsers on
+    other machines would not.
+    """
+    address = urlsplit(base)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    turn, newest = index, None
+    time.sleep(interval * index / 50)  # spread the first requests as opened tabs would be
+    while not stats["stop"].is_set():
         began = time.perf_counter()
         page = turn % 3
         turn += 1
+        if page == 1 and newest is not None:
+            path = f"/api/runs/{newest}"
+        elif page == 2:
+            path = "/api/workers"
+        else:
+            path = "/api/runs?limit=50"
         try:
-            if page == 0 or (page == 1 and newest is None):
-                runs = (await client.get("/api/runs?limit=50")).raise_for_status().json()["runs"]
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException):
+                connection.close()  # the server closed an idle connection: once more
+                connection.request("GET", path)
+                response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise OSError(f"{path}: {response.status}")
+            if path.startswith("/api/runs?"):
+                runs = json.loads(body)["runs"]
                 newest = runs[0]["id"] if runs else None
-            elif page == 1:
-                (await client.get(f"/api/runs/{newest}")).raise_for_status()
-            else:
-                (await client.get("/api/workers")).raise_for_status()
-            stats["latencies"].append(time.perf_counter() - began)
-            stats["requests"] += 1
-        except httpx.HTTPError:
-            stats["errors"] += 1
-        await asyncio.sleep(max(0.0, interval - (time.perf_counter() - began)))
+            with stats["lock"]:
+                stats["latencies"].append(time.perf_counter() - began)
+                stats["requests"] += 1
+        except (OSError, http.client.HTTPException, ValueError):
+            with stats["lock"]:
+                stats["errors"] += 1
+            connection.close()
+        stats["stop"].wait(max(0.0, interval - (time.perf_counter() - began)))
+    connection.close()
 
 
-async def _poll(url: str, count: int, interval: float) -> dict[str, Any]:
+def _poll(url: str, count: int, interval: float) -> dict[str, Any]:
     """Poll until stdin closes; then the figures, as JSON on stdout."""
-    stats: dict[str, Any] = {"stop": False, "requests": 0, "errors": 0, "latencies": []}
-    limits = httpx.Limits(max_connections=count)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        began = time.perf_counter()
-        tasks = [asyncio.create_task(_poller(client, i, interval, stats)) for i in range(count)]
-        print("polling", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-        stats["stop"] = True
-        await asyncio.gather(*tasks)
-        seconds = time.perf_counter() - began
+    stats: dict[str, Any] = {
+        "stop": threading.Event(),
+        "lock": threading.Lock(),
+        "requests": 0,
+        "errors": 0,
+        "latencies": [],
+    }
+    began = time.perf_counter()
+    threads = [
+        threading.Thread(target=_poller, args=(url, i, interval, stats), daemon=True)
+        for i in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    print("polling", flush=True)
+    sys.stdin.read()
+    stats["stop"].set()
+    for thread in threads:
+        thread.join(30)
+    seconds = time.perf_counter() - began
     latencies = stats["latencies"] or [0.0]
     return {
         "requests": stats["requests"],
@@ -318,6 +351,6 @@ def check(args: argparse.Namespace) -> str | None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == POLL_ONLY:
-        print(json.dumps(asyncio.run(_poll(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))))
+        print(json.dumps(_poll(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
     else:
         bench.main(__name__)

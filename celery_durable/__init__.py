@@ -12,6 +12,7 @@ from .errors import (
     RedisOutOfMemoryError,
     ResultTimeoutError,
     RetryableError,
+    RuleProblem,
     RulesError,
     RunEventLimitError,
     RunFinishedError,
@@ -28,11 +29,16 @@ from .hookspecs import hookimpl
 from .install import install
 from .rules.api import (
     breaker_state,
+    delete_rule,
+    export_rules,
     list_rules,
     reset_breaker,
     retry_chain,
+    rule_changes,
     rule_history,
+    save_rules,
     set_rule_enabled,
+    validate_rules,
 )
 from .rules.base import Action, Condition, Trigger
 from .rules.dry_run import dry_run, send_test_notification
@@ -48,6 +54,7 @@ from .schedules.api import (
 from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
+from .workflows.patches import deprecated_patch, patched
 from .workflows.runs import RunHandle, get_run, start
 from .workflows.steps import StepHandle, gather, step
 from .workflows.waits import sleep, wait_for_event
@@ -67,6 +74,7 @@ __all__ = [
     "RedisOutOfMemoryError",
     "ResultTimeoutError",
     "RetryableError",
+    "RuleProblem",
     "RulesError",
     "RunContext",
     "RunEventLimitError",
@@ -84,9 +92,12 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowTimedOutError",
     "breaker_state",
+    "delete_rule",
     "delete_schedule",
+    "deprecated_patch",
     "describe_schedule",
     "dry_run",
+    "export_rules",
     "gather",
     "get_context",
     "get_run",
@@ -94,11 +105,14 @@ __all__ = [
     "install",
     "list_rules",
     "list_schedules",
+    "patched",
     "pause_schedule",
     "reset_breaker",
     "resume_schedule",
     "retry_chain",
+    "rule_changes",
     "rule_history",
+    "save_rules",
     "schedule",
     "send_event",
     "send_test_notification",
@@ -107,6 +121,7 @@ __all__ = [
     "start",
     "step",
     "trigger_schedule",
+    "validate_rules",
     "wait_for_event",
     "webhook_url",
     "workflow",

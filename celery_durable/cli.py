@@ -240,10 +240,85 @@ def _list_stuck(app: Celery, limit: int, cursor: str | None, as_json: bool) -> N
 @click.argument("run_id")
 @pass_app
 def runs_resume(app: Celery, run_id: str) -> None:
-    """Send a stuck run on (see `runs list --status stuck`); a run that is fine is left alone."""
+    """Send a stuck or blocked run on; a run that is fine is left alone.
+
+    A blocked run is tried again by a worker: it goes on if its history
+    replays under that worker's code, else it stays blocked.
+    """
     from .workflows.stuck import resume_run
 
     click.echo(resume_run(run_id, app=app))
+
+
+@runs.command("fail")
+@click.argument("run_id")
+@pass_app
+def runs_fail(app: Celery, run_id: str) -> None:
+    """End a blocked run as failed, with the error it was blocked for."""
+    from .workflows.blocking import fail_run
+
+    click.echo(fail_run(run_id, app=app))
+
+
+@runs.command("export")
+@click.argument("run_id")
+@pass_app
+def runs_export(app: Celery, run_id: str) -> None:
+    """Print a run's history as JSON (for the `durable_replay` pytest fixture)."""
+    from .workflows.replay import export_run
+
+    _print_json(export_run(run_id, app=app))
+
+
+@durable.command("replay-check")
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    help="Only runs with this status (repeat it); by default every unfinished status.",
+)
+@click.option("--limit", type=int, help="Replay at most this many runs (the newest first).")
+@_json_option
+@pass_app
+def replay_check_command(
+    app: Celery, workflow: str | None, statuses: tuple[str, ...], limit: int | None, as_json: bool
+) -> None:
+    """Replay stored runs against the code importable here; exit 1 if any would diverge.
+
+    Runs no step body and writes nothing: run it in CI, against a copy of
+    production's Redis or production itself, before deploying.
+    """
+    from .workflows.replay import UNFINISHED, replay_check
+
+    report = replay_check(workflow=workflow, statuses=statuses or UNFINISHED, limit=limit, app=app)
+    summary = report.as_dict()
+    if as_json:
+        _print_json(summary)
+    else:
+        if report.divergences:
+            _table(
+                ["run", "workflow", "status", "position", "recorded", "code asks"],
+                [
+                    [
+                        d.run_id,
+                        d.workflow,
+                        d.status,
+                        "-" if d.position is None else d.position,
+                        d.recorded or "-",
+                        d.asked or d.message,
+                    ]
+                    for d in report.divergences
+                ],
+            )
+            click.echo("")
+        click.echo(
+            f"{summary['checked']:,} run(s) replayed in {summary['seconds']:.3f}s "
+            f"({summary['seconds_per_1000_runs']:.3f}s per 1,000): "
+            f"{summary['diverging']:,} would diverge"
+        )
+    if report.divergences:
+        raise SystemExit(1)
 
 
 @runs.command("show")
@@ -366,14 +441,14 @@ def runs_send_event(app: Celery, run_id: str, name: str, data: str) -> None:
 
 @durable.group()
 def rules() -> None:
-    """List, test and operate automation rules."""
+    """List, add, delete, export, test and operate automation rules."""
 
 
 @rules.command("list")
 @_json_option
 @pass_app
 def rules_list(app: Celery, as_json: bool) -> None:
-    """Loaded rules: enabled state, breaker state, last fired."""
+    """Rules (configuration and stored): enabled state, breaker state, last fired, problems."""
     from .rules.api import list_rules
 
     listed = list_rules(app=app)
@@ -381,20 +456,30 @@ def rules_list(app: Celery, as_json: bool) -> None:
         _print_json(listed)
         return
     _table(
-        ["rule", "trigger", "enabled", "breaker", "last fired", "outcome"],
+        ["rule", "source", "trigger", "enabled", "breaker", "last fired", "outcome"],
         [
             [
                 r["name"],
+                r["source"],
                 r["event"],
                 ("yes" if r["enabled"] else "no") + (" (switch)" if r["switch"] else ""),
                 f"{r['breaker']['state']} ({r['breaker']['executions']}/"
-                f"{r['breaker']['max_executions']})",
+                f"{r['breaker']['max_executions']})"
+                if r["breaker"]
+                else "-",
                 _when(r["last_fired"]),
                 r["last_outcome"],
             ]
             for r in listed
         ],
     )
+    problems = [(r["name"], p) for r in listed for p in r["problems"]]
+    if problems:
+        click.echo("\nstored rules not loaded (the other rules run):")
+        for name, problem in problems:
+            where = f" on {problem['worker']}" if problem.get("worker") else " here"
+            field = f"{problem['field']}: " if problem.get("field") else ""
+            click.echo(f"  rule {name!r}{where}: {field}{problem['message']}")
 
 
 @rules.command("test")
@@ -627,3 +712,10 @@ def plugins(app: Celery, as_json: bool) -> None:
 from .schedules.cli import schedules  # noqa: E402 - it imports this module's helpers
 
 durable.add_command(schedules)
+
+# -- stored rules (celery_durable/rules/cli.py: add, delete, export, changes) ------------
+
+from .rules import cli as _stored_rules_cli  # noqa: E402 - it imports helpers here
+
+for _command in _stored_rules_cli.COMMANDS:
+    rules.add_command(_command)

@@ -12,6 +12,7 @@ Without a Chromium the tests are skipped with the reason, except under CI
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +220,62 @@ def test_readable_on_a_phone(durable_app, durable_worker, browser, tmp_path):
         assert width <= 390, f"the page is {width}px wide on a 390px screen"
         shot(page, "web-run-phone.png", tmp_path)
         page.close()
+
+
+def test_create_a_rule_with_a_mistake_see_the_error_fix_it(dashboard, tmp_path):
+    from playwright.sync_api import expect
+
+    page, url = dashboard
+    page.goto(f"{url}/#/rules")
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Use").click()
+    page.get_by_role("link", name="New rule").click()
+    editor = page.get_by_label("The rule, in YAML (one rule, or a list)")
+    editor.fill(
+        "name: Page on orphans\n"
+        "trigger:\n"
+        "  event: task.orphand\n"
+        "actions:\n"
+        "  - type: webhook\n"
+        "    url: http://127.0.0.1:9/page\n"
+        "    timeout: soon\n"
+    )
+    page.get_by_role("button", name="Save").click()
+    problems = page.locator("#rule-problems")
+    expect(problems).to_contain_text("trigger.event: unknown trigger 'task.orphand'")
+    expect(problems).to_contain_text("line 3")
+    expect(problems).to_contain_text("line 7")
+    expect(editor).to_have_attribute("aria-invalid", "true")
+    shot(page, "web-rule-editor.png", tmp_path)
+    assert "Page on orphans" not in [r["name"] for r in celery_durable.list_rules()]
+
+    problems.get_by_role("button", name="line 3").click()  # the caret goes to the line
+    editor.fill(
+        editor.input_value()
+        .replace("task.orphand", "task.orphaned")
+        .replace("    timeout: soon\n", "    timeout: 5\n")
+    )
+    page.get_by_role("button", name="Check").click()
+    expect(problems).to_contain_text("No problems.")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#notice")).to_contain_text("Rule Page on orphans added.")
+    expect(page.get_by_role("heading", name="Rule Page on orphans")).to_be_visible()
+
+    page.get_by_role("link", name="Rules", exact=True).click()
+    row = page.get_by_role("table", name="Rules").get_by_role("row", name="Page on orphans")
+    expect(row).to_contain_text("stored")
+    expect(row).to_contain_text("task.orphaned")
+
+    row.get_by_role("link", name="Page on orphans").click()
+    page.get_by_role("link", name="Edit").click()
+    expect(editor).to_have_value(re.compile(r"timeout: 5"))
+    editor.fill(editor.input_value().replace("timeout: 5", "timeout: 9"))
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#notice")).to_contain_text("Rule Page on orphans changed.")
+    stored = [r for r in celery_durable.list_rules() if r["name"] == "Page on orphans"]
+    assert stored and stored[0]["source"] == "stored"
+
+    page.get_by_role("button", name="Delete rule").click()
+    expect(page.locator("#notice")).to_contain_text("Rule Page on orphans deleted.")
+    expect(page.get_by_role("table", name="Rules")).not_to_contain_text("Page on orphans")
+    assert "Page on orphans" not in [r["name"] for r in celery_durable.list_rules()]

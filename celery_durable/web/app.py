@@ -43,6 +43,7 @@ from ..errors import (
 )
 from ..extension import DurableExtension, extension_for
 from ..workflows.webhooks import BadSignatureError, deliver_hook
+from . import rule_editing
 from .auth import Refused, check_change
 
 STATIC = Path(__file__).parent / "static"
@@ -93,6 +94,8 @@ def _answer_errors(fn: Handler) -> Handler:
             return response
         except BadRequest as exc:
             return _error(400, str(exc))
+        except rule_editing.YamlProblems as exc:
+            return json_response({"error": str(exc), "problems": exc.problems}, 400)
         except BadSignatureError as exc:
             return _error(403, str(exc))
         except RunNotFoundError as exc:
@@ -377,6 +380,10 @@ def create_app(
         route("/api/runs/{run_id}/cancel", api.cancel, "POST"),
         route("/api/runs/{run_id}/events/{name}", api.send_event, "POST"),
         route("/api/rules", api.rules),
+        route("/api/rules", partial(rule_editing.save, api), "POST"),
+        route("/api/rules/validate", partial(rule_editing.validate, api), "POST"),
+        route("/api/rules/{name}", partial(rule_editing.delete, api), "DELETE"),
+        route("/api/rules/{name}/yaml", partial(rule_editing.source, api)),
         route("/api/rules/{name}/history", api.rule_history),
         route("/api/rules/{name}/test", api.rule_test, "POST"),
         route("/api/rules/{name}/notify-test", api.rule_notify_test, "POST"),

@@ -16,6 +16,7 @@ const STATUSES = ["pending", "running", "sleeping", "waiting", "blocked", "compl
 let view = null; // {load: async fn} of the view on screen
 let generation = 0; // bumps on navigation: answers for a previous view are dropped
 let loading = false;
+let carried = null; // a message to show on the next view (after a change that navigates)
 
 // -- small helpers -------------------------------------------------------------------
 
@@ -96,10 +97,10 @@ async function api(path, options) {
   return data;
 }
 
-// A change: POST, then tell what happened and redraw.
-async function change(path, body, done) {
+// A change: POST (or DELETE), then tell what happened and redraw.
+async function change(path, body, done, method) {
   try {
-    const answer = await api(path, { method: "POST", body });
+    const answer = await api(path, { method: method || "POST", body });
     notify(done(answer));
     await refresh();
     return answer;
@@ -263,15 +264,15 @@ function breakerText(breaker) {
 
 function rulesView() {
   const data = el("div", { id: "rules-data" });
-  render(el("h2", {}, "Rules"), data);
+  render(el("h2", {}, "Rules"), el("p", {}, el("a", { href: "#/rules/new", id: "new-rule" }, "New rule")), data);
   return async () => {
     const rules = await api("/rules");
-    data.replaceChildren(table(["Rule", "Trigger", "Enabled", "Breaker", "Last fired", "Outcome", ""],
+    data.replaceChildren(table(["Rule", "Source", "Trigger", "Enabled", "Breaker", "Last fired", "Outcome", ""],
       rules.map((rule) => [
-        el("a", { href: `#/rules/${encodeURIComponent(rule.name)}` }, rule.name), rule.event,
+        el("a", { href: `#/rules/${encodeURIComponent(rule.name)}` }, rule.name), rule.source || "config", rule.event || "-",
         el("span", {}, badge(rule.enabled ? "yes" : "no"), rule.switch ? ` (switched ${rule.switch})` : ""),
-        badge(breakerText(rule.breaker)), when(rule.last_fired), rule.last_outcome ? badge(rule.last_outcome) : "-",
-        switchButtons(rule),
+        rule.breaker ? badge(breakerText(rule.breaker)) : "-", when(rule.last_fired),
+        rule.last_outcome ? badge(rule.last_outcome) : "-", switchButtons(rule),
       ]), "Rules"));
   };
 }
@@ -341,12 +342,24 @@ function ruleView(name, params) {
     const [rules, page] = await Promise.all([api("/rules"), api(`${base}/history?${query}`)]);
     const rule = rules.find((r) => r.name === name);
     if (rule) {
-      summary.replaceChildren(el("dl", {},
+      const stored = rule.source === "stored";
+      summary.replaceChildren(stored ? el("p", {},
+        el("a", { href: `#/rules/${encodeURIComponent(name)}/edit`, id: "edit-rule" }, "Edit"), " ",
+        el("button", { type: "button", class: "danger", onclick: async () => {
+          if (await change(`/rules/${encodeURIComponent(name)}`, undefined, () => `Rule ${name} deleted.`, "DELETE")) {
+            carried = `Rule ${name} deleted.`;
+            location.hash = "#/rules";
+          }
+        } }, "Delete rule")) : "",
+      rule.problems && rule.problems.length ? el("ul", { class: "error" }, rule.problems.map((p) =>
+        el("li", {}, `${p.worker ? `${p.worker}: ` : ""}${p.field ? `${p.field}: ` : ""}${p.message}`))) : "",
+      el("dl", {},
         el("dt", {}, "Trigger"), el("dd", {}, rule.event),
         el("dt", {}, "Enabled"), el("dd", {}, badge(rule.enabled ? "yes" : "no"), rule.switch ? ` (switched ${rule.switch})` : "", " ", switchButtons(rule)),
         el("dt", {}, "Conditions"), el("dd", {}, rule.conditions.join(", ") || "-"),
         el("dt", {}, "Actions"), el("dd", {}, rule.actions.join(", ")),
-        el("dt", {}, "Breaker"), el("dd", {}, badge(breakerText(rule.breaker))),
+        el("dt", {}, "Source"), el("dd", {}, rule.source || "config"),
+        el("dt", {}, "Breaker"), el("dd", {}, rule.breaker ? badge(breakerText(rule.breaker)) : "-"),
         el("dt", {}, "Last fired"), el("dd", {}, when(rule.last_fired))));
     }
     const rows = page.history.map((entry) => {
@@ -362,6 +375,68 @@ function ruleView(name, params) {
     }
     history.replaceChildren(table(["Time", "Event", "Subject", "Outcome", "Actions"], rows, "History"), pager);
   };
+}
+
+
+const NEW_RULE = `name: Retry network errors
+trigger:
+  event: task.failed
+  conditions:
+    task_name_pattern: "myapp.tasks.*"
+    error_pattern: "ConnectionError|Timeout"
+actions:
+  - type: retry
+    delay_seconds: 10
+    max_attempts: 3
+`;
+
+function ruleEditorView(name) {
+  const text = el("textarea", { id: "rule-yaml", rows: "16", spellcheck: "false", "aria-describedby": "rule-problems" });
+  const problems = el("div", { id: "rule-problems", "aria-live": "polite" });
+  const goTo = (line) => {
+    const lines = text.value.split("\n");
+    const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+    text.focus();
+    text.setSelectionRange(start, start + (lines[line - 1] || "").length);
+  };
+  const show = (found) => {
+    text.setAttribute("aria-invalid", found.length ? "true" : "false");
+    problems.replaceChildren(found.length ? el("ul", { class: "field-error" }, found.map((p) => el("li", {},
+      p.line ? el("button", { type: "button", class: "secondary", onclick: () => goTo(p.line) }, `line ${p.line}`) : "",
+      " ", p.field ? el("strong", {}, `${p.field}: `) : "", p.message))) : el("p", { class: "muted" }, "No problems."));
+  };
+  const check = async () => {
+    try {
+      show((await api("/rules/validate", { method: "POST", body: { yaml: text.value } })).problems);
+    } catch (error) {
+      show(error.data && error.data.problems ? error.data.problems : [{ message: error.message }]);
+    }
+  };
+  const form = el("form", { "aria-label": "Rule in YAML", onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      const answer = await api("/rules", { method: "POST", body: { yaml: text.value } });
+      const first = answer.saved[0];
+      carried = answer.saved.map((r) => `Rule ${r.name} ${r.change}.`).join(" ");
+      location.hash = `#/rules/${encodeURIComponent(first.name)}`;
+    } catch (error) {
+      if (error.data && error.data.problems) show(error.data.problems);
+      else {
+        const hint = error.status === 401 ? " (enter the API token at the top)" : "";
+        show([{ message: `${error.message}${hint}` }]);
+      }
+    }
+  } },
+  el("label", { for: "rule-yaml" }, "The rule, in YAML (one rule, or a list)", text), problems,
+  el("p", {}, el("button", { type: "button", class: "secondary", onclick: check }, "Check"), " ",
+    el("button", { type: "submit" }, "Save")));
+  render(el("p", {}, el("a", { href: "#/rules" }, "← Rules")), el("h2", {}, name ? `Edit rule ${name}` : "New rule"),
+    el("div", { class: "panel" }, form));
+  if (name) {
+    api(`/rules/${encodeURIComponent(name)}/yaml`).then((answer) => { text.value = answer.yaml; })
+      .catch((error) => show([{ message: error.message }]));
+  } else text.value = NEW_RULE;
+  return null; // nothing to poll: the text being edited is never redrawn
 }
 
 // -- workers ---------------------------------------------------------------------------
@@ -403,6 +478,10 @@ function route() {
   generation += 1;
   loading = false;
   document.getElementById("notice").replaceChildren();
+  if (carried) {
+    notify(carried);
+    carried = null;
+  }
   const { parts, params } = hashParams();
   const section = parts[0] || "runs";
   for (const a of document.querySelectorAll("header nav a")) {
@@ -410,6 +489,8 @@ function route() {
     else a.removeAttribute("aria-current");
   }
   if (section === "runs" && parts[1]) view = runView(parts[1], params);
+  else if (section === "rules" && parts[1] === "new" && !parts[2]) view = ruleEditorView(null);
+  else if (section === "rules" && parts[1] && parts[2] === "edit") view = ruleEditorView(parts[1]);
   else if (section === "rules" && parts[1]) view = ruleView(parts[1], params);
   else if (section === "rules") view = rulesView();
   else if (section === "workers") view = workersView();

@@ -257,6 +257,14 @@ def test_create_a_rule_with_a_mistake_see_the_error_fix_it(dashboard, tmp_path):
     )
     page.get_by_role("button", name="Check").click()
     expect(problems).to_contain_text("No problems.")
+    page.get_by_label("Sample event (JSON)").fill(
+        '{"type": "task.orphaned", "data": {"task_name": "mail.send", "task_id": "t-1", '
+        '"worker": "w1"}}'
+    )
+    page.get_by_role("button", name="Test before saving").click()
+    expect(page.locator("#draft-result")).to_contain_text("Would fire: yes")
+    expect(page.locator("#draft-result")).to_contain_text('"type": "webhook"')
+    assert "Page on orphans" not in [r["name"] for r in celery_durable.list_rules()]
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#notice")).to_contain_text("Rule Page on orphans added.")
     expect(page.get_by_role("heading", name="Rule Page on orphans")).to_be_visible()

@@ -115,3 +115,30 @@ def test_field_line_finds_the_key_under_the_rule():
     assert field_line(text, "trigger.event", "a") == 3
     assert field_line(text, None, "b") == 4
     assert field_line(text, "action (retry).delay_seconds", "a") is None
+
+
+def test_a_rule_is_tried_before_it_is_saved(web):
+    event = {
+        "type": "task.failed",
+        "data": {
+            "task_name": "mail.send",
+            "task_id": "t-1",
+            "error_type": "ConnectionError",
+            "error_message": "refused",
+        },
+    }
+    report = web.post("/api/rules/try", json={"yaml": GOOD, "event": event})
+    assert report.status_code == 200, report.text
+    assert report.json()["would_fire"] is True and report.json()["rule"] == "Retry mail"
+    other = {**event, "data": {**event["data"], "task_name": "billing.charge"}}
+    assert (
+        web.post("/api/rules/try", json={"yaml": GOOD, "event": other}).json()["would_fire"]
+        is False
+    )
+    bad = web.post("/api/rules/try", json={"yaml": BAD, "event": event})
+    assert bad.status_code == 400
+    assert {p["line"] for p in bad.json()["problems"]} == {3, 6, 9}
+    two = "- name: a\n  trigger: {event: task.failed}\n  action: {type: revoke}\n"
+    listed = web.post("/api/rules/try", json={"yaml": two, "event": event})
+    assert listed.status_code == 400 and "one rule at a time" in listed.json()["error"]
+    assert "Retry mail" not in names(web)  # tried, not stored

@@ -382,6 +382,7 @@ def create_app(
         route("/api/rules", api.rules),
         route("/api/rules", partial(rule_editing.save, api), "POST"),
         route("/api/rules/validate", partial(rule_editing.validate, api), "POST"),
+        route("/api/rules/try", partial(rule_editing.try_draft, api), "POST"),
         route("/api/rules/{name}", partial(rule_editing.delete, api), "DELETE"),
         route("/api/rules/{name}/yaml", partial(rule_editing.source, api)),
         route("/api/rules/{name}/history", api.rule_history),

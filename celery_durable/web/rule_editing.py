@@ -144,3 +144,35 @@ async def source(api: Any, request: Request) -> Response:
     from ..errors import ConfigurationError
 
     raise ConfigurationError(f"no rule named {name!r}")
+
+
+async def try_draft(api: Any, request: Request) -> Response:
+    """A dry run of a rule not saved yet: `{"yaml": ..., "event": {...}}` or `"task_id"`.
+
+    Sends nothing and stores nothing, so needs no token: the editor's "Test".
+    """
+    from ..rules.dry_run import dry_run
+    from .app import BadRequest, _json_body, json_response
+
+    body = await _json_body(request)
+    if not isinstance(body, dict) or ("event" in body) == ("task_id" in body):
+        raise BadRequest('give {"yaml": ..., "event": {...}} or {"yaml": ..., "task_id": "..."}')
+    text = str(body.get("yaml") or "")
+    spec = parse(text)
+    if not isinstance(spec, dict):
+        raise YamlProblems([_problem("test one rule at a time (a mapping, not a list)", None, 1)])
+    event, task_id = body.get("event"), body.get("task_id")
+    if event is not None and not isinstance(event, dict):
+        raise BadRequest('"event" must be an object such as {"type": ..., "data": {...}}')
+    try:
+        report = await api.call(
+            dry_run, spec, event, task_id=None if task_id is None else str(task_id), app=api.app
+        )
+    except RulesError as exc:
+        problems = placed(exc.details, text)
+        return json_response({"error": problems[0]["message"], "problems": problems}, 400)
+    except (TypeError, AttributeError, KeyError) as exc:  # a hand-written event's shape
+        raise BadRequest(
+            f"the event does not have the shape of a real one ({type(exc).__name__}: {exc})"
+        ) from None
+    return json_response(report.as_dict())

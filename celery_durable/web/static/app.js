@@ -262,6 +262,15 @@ function breakerText(breaker) {
   return `${breaker.state} (${breaker.executions}/${breaker.max_executions})`;
 }
 
+function reportNodes(report) {
+  return [
+    el("p", {}, "Would fire: ", badge(report.would_fire ? "yes" : "no"), report.reason ? ` (${report.reason})` : ""),
+    report.breaker ? el("p", {}, "Breaker: ", breakerText(report.breaker)) : "",
+    el("ul", {}, report.conditions.map((c) => el("li", {}, c.holds ? "✔ " : "✘ ", `${c.condition}: ${c.why}`))),
+    report.actions.length ? el("div", {}, el("p", {}, "Rendered actions:"), el("pre", {}, json(report.actions))) : "",
+  ];
+}
+
 function rulesView() {
   const data = el("div", { id: "rules-data" });
   render(el("h2", {}, "Rules"), el("p", {}, el("a", { href: "#/rules/new", id: "new-rule" }, "New rule")), data);
@@ -299,12 +308,7 @@ function ruleView(name, params) {
       body = { event: parsed.value };
     }
     try {
-      const report = await api(`${base}/test`, { method: "POST", body });
-      testResult.replaceChildren(
-        el("p", {}, "Would fire: ", badge(report.would_fire ? "yes" : "no"), report.reason ? ` (${report.reason})` : ""),
-        report.breaker ? el("p", {}, "Breaker: ", breakerText(report.breaker)) : "",
-        el("ul", {}, report.conditions.map((c) => el("li", {}, c.holds ? "✔ " : "✘ ", `${c.condition}: ${c.why}`))),
-        report.actions.length ? el("div", {}, el("p", {}, "Rendered actions:"), el("pre", {}, json(report.actions))) : "");
+      testResult.replaceChildren(...reportNodes(await api(`${base}/test`, { method: "POST", body })));
     } catch (error) {
       testError.textContent = error.message;
     }
@@ -430,8 +434,34 @@ function ruleEditorView(name) {
   el("label", { for: "rule-yaml" }, "The rule, in YAML (one rule, or a list)", text), problems,
   el("p", {}, el("button", { type: "button", class: "secondary", onclick: check }, "Check"), " ",
     el("button", { type: "submit" }, "Save")));
+  const sample = el("textarea", { id: "draft-event", placeholder: '{"type": "task.failed", "data": {"task_name": "myapp.tasks.send", "error_message": "ConnectionError: refused"}}' });
+  const sampleTask = el("input", { id: "draft-task", placeholder: "a past task id" });
+  const tried = el("div", { id: "draft-result", "aria-live": "polite" });
+  const tryForm = el("form", { "aria-label": "Test this rule before saving", onsubmit: async (event) => {
+    event.preventDefault();
+    const body = { yaml: text.value };
+    if (sampleTask.value.trim()) body.task_id = sampleTask.value.trim();
+    else {
+      const parsed = parseJson(sample.value, "The event");
+      if (parsed.error || parsed.value === null) {
+        tried.replaceChildren(el("p", { class: "field-error" }, parsed.error || "Give an event as JSON or a past task id."));
+        return;
+      }
+      body.event = parsed.value;
+    }
+    try {
+      tried.replaceChildren(...reportNodes(await api("/rules/try", { method: "POST", body })));
+    } catch (error) {
+      if (error.data && error.data.problems) show(error.data.problems);
+      tried.replaceChildren(el("p", { class: "field-error" }, error.message));
+    }
+  } },
+  el("label", { for: "draft-event" }, "Sample event (JSON)", sample),
+  el("label", { for: "draft-task" }, "…or a past task id", sampleTask),
+  el("button", { type: "submit" }, "Test before saving"), tried);
   render(el("p", {}, el("a", { href: "#/rules" }, "← Rules")), el("h2", {}, name ? `Edit rule ${name}` : "New rule"),
-    el("div", { class: "panel" }, form));
+    el("div", { class: "panel" }, form),
+    el("div", { class: "panel" }, el("h3", {}, "Test (dry run, nothing sent or stored)"), tryForm));
   if (name) {
     api(`/rules/${encodeURIComponent(name)}/yaml`).then((answer) => { text.value = answer.yaml; })
       .catch((error) => show([{ message: error.message }]));

@@ -70,7 +70,9 @@ def _poller(base: str, index: int, interval: float, stats: dict[str, Any]) -> No
     other machines would not.
     """
     address = urlsplit(base)
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection = http.client.HTTPConnection(
+        address.hostname or "127.0.0.1", address.port, timeout=30
+    )
     turn, newest = index, None
     time.sleep(interval * index / 50)  # spread the first requests as opened tabs would be
     while not stats["stop"].is_set():

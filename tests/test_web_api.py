@@ -337,3 +337,39 @@ def test_clients_share_answers_until_a_change(durable_app, redis_client):
             (second.id, "pending"),
             (first.id, "cancelled"),
         ]
+
+
+def test_the_web_command_serves_the_api(cli_app, durable_redis_url):
+    """`celery -A app durable web --port P` as a user runs it, in its own process."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    command = [sys.executable, "-m", "celery", "-A", "tests.apps.cli_app", "durable", "web"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        env={**os.environ, "DURABLE_CLI_TEST_REDIS_URL": durable_redis_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/rules", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "`durable web` did not answer in 30 s"
+                time.sleep(0.1)
+        assert [r["name"] for r in answer.json()] == ["flaky mail", "quiet"]
+        page = httpx.get(f"http://127.0.0.1:{port}/")
+        assert page.status_code == 200 and "static/app.js" in page.text
+        script = httpx.get(f"http://127.0.0.1:{port}/static/app.js")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    finally:
+        process.terminate()
+        process.wait(15)

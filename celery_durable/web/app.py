@@ -49,7 +49,6 @@ from .auth import Refused, check_change
 STATIC = Path(__file__).parent / "static"
 # Ids the journal gives (hex, uuids) and rule names fit easily; anything else is a typo.
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
-_TASK_ID = _RUN_ID
 MAX_BODY = 2 * 1024 * 1024  # bytes of a JSON body; payloads are bounded again when encoded
 SHARED_FOR = 1.0  # seconds a GET's answer is shared by the clients asking the same URL
 SHARED_MAX = 1000  # answers kept at most; past it, all are forgotten

@@ -287,3 +287,31 @@ def test_create_a_rule_with_a_mistake_see_the_error_fix_it(dashboard, tmp_path):
     expect(page.locator("#notice")).to_contain_text("Rule Page on orphans deleted.")
     expect(page.get_by_role("table", name="Rules")).not_to_contain_text("Page on orphans")
     assert "Page on orphans" not in [r["name"] for r in celery_durable.list_rules()]
+
+
+def test_usable_with_the_keyboard(dashboard):
+    from playwright.sync_api import expect
+
+    page, url = dashboard
+    run = celery_durable.start(web_workflows.approve, 4)
+    wait_for_status(run, "waiting")
+    page.goto(f"{url}/#/runs")
+    link = page.get_by_role("table", name="Runs").get_by_role("link", name=run.id)
+    expect(link).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    link.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name=f"Run {run.id}")).to_be_visible()
+    page.get_by_label("API token").focus()
+    page.keyboard.type(TOKEN)
+    page.keyboard.press("Enter")  # the token form submits with Enter
+    page.get_by_label("Event name").focus()
+    page.keyboard.type("approval")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Payload (JSON)")).to_be_focused()
+    page.keyboard.type('{"by": "keyboard"}')
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Send event")).to_be_focused()
+    page.keyboard.press("Enter")
+    assert run.result(timeout=15) == {"order": 4, "approval": {"by": "keyboard"}}

@@ -58,6 +58,7 @@ from .workflows.patches import deprecated_patch, patched
 from .workflows.runs import RunHandle, get_run, start
 from .workflows.steps import StepHandle, gather, step
 from .workflows.waits import sleep, wait_for_event
+from .workflows.webhooks import webhook_url
 
 __all__ = [
     "Action",
@@ -122,5 +123,6 @@ __all__ = [
     "trigger_schedule",
     "validate_rules",
     "wait_for_event",
+    "webhook_url",
     "workflow",
 ]

@@ -666,6 +666,20 @@ def workers(app: Celery, as_json: bool) -> None:
     )
 
 
+# -- web ----------------------------------------------------------------------------------
+
+
+@durable.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", default=5566, show_default=True, type=int, help="Port to serve on.")
+@pass_app
+def web(app: Celery, host: str, port: int) -> None:
+    """Serve the dashboard, the JSON API (/api/) and webhook URLs (/hooks/)."""
+    from .web.command import serve
+
+    serve(app, host, port)
+
+
 # -- plugins ------------------------------------------------------------------------------
 
 

@@ -341,13 +341,17 @@ class Journal:
             parent_waiting = status == b"waiting" and waiting_for == notify.name.encode()
         return Appended(built, cancel is not None, parent_waiting)
 
-    def send(self, run_id: str, name: str, payload: bytes) -> tuple[str, str]:
-        """Add an event to a run's inbox: (status, the event name it waits for).
+    def send(
+        self, run_id: str, name: str, payload: bytes, *, send_id: str | None = None
+    ) -> tuple[str, str, bool]:
+        """Add an event to a run's inbox: (status, the event name it waits for, fresh).
 
         Status is '' for an unknown run, and nothing is written for a finished one.
+        A `send_id` already used for this run writes nothing again (`fresh` is
+        False): a signed webhook URL posted twice delivers once.
         """
-        send_id = uuid.uuid4().hex  # the same when redis-py sends the call again
-        status, waiting_for = self._send(
+        send_id = send_id or uuid.uuid4().hex  # the same when redis-py sends the call again
+        status, waiting_for, fresh = self._send(
             keys=[
                 self.keys.run_meta(run_id),
                 self.keys.run_inbox(run_id),
@@ -355,7 +359,7 @@ class Journal:
             ],
             args=[name, payload, send_id],
         )
-        return status.decode(), waiting_for.decode()
+        return status.decode(), waiting_for.decode(), bool(fresh)
 
     def inbox(self, run_id: str) -> list[InboxEntry]:
         entries = self.client.xrange(self.keys.run_inbox(run_id))

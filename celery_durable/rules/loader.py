@@ -287,6 +287,7 @@ def _actions(
     if "action" in spec and "actions" in spec:
         problems.append("give either `action:` or `actions:`, not both")
         return ()
+    raw: Any
     if "action" in spec:
         raw, prefix = [spec["action"]], "action"
     else:
@@ -432,7 +433,7 @@ def _split_annotated(hint: Any) -> tuple[Any, list[Any]]:
     return hint, []
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type[Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls.__init__, include_extras=True)
     except Exception:  # unresolvable annotations: skip type checks, keep the rest

@@ -1,6 +1,7 @@
 """`celery -A app durable schedules list|show|pause|resume|delete|trigger`.
 
-Added to the `durable` group by `celery_durable.cli`, with its helpers:
+Added to the `durable` group by `celery_durable.cli`; the helpers of
+`celery_durable.cli_support`:
 tables by default, `--json` for scripts, an unknown name exits non-zero
 with one line.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..cli import _app, _errors_as_one_line, _json_option, _next_page, _print_json, _table
+from ..cli_support import _app, _errors_as_one_line, _json_option, _next_page, _print_json, _table
 
 
 @click.group()

@@ -199,7 +199,12 @@ def carry_out(
             due["deadline_at"] = float(meta["deadline_at"])
         if DISPATCH in decision.timers:
             due["dispatch_at"] = now + ext.settings.redispatch_after
-        ext.timers.schedule(run_id, **due)
+        ext.timers.schedule(
+            run_id,
+            wake_at=due.get("wake_at"),
+            deadline_at=due.get("deadline_at"),
+            dispatch_at=due.get("dispatch_at"),
+        )
     if decision.action is Action.DISPATCH:
         ext.dispatch(run_id)
     elif decision.action is Action.TAKE_OVER:

@@ -22,6 +22,7 @@ from typing import Any
 from .. import signals
 from ..activity import TASK_EXECUTION_TIME_EXCEEDED, Activity
 from ..background import Background
+from ..default_plugins.triggers import TaskExecutionTimeExceeded
 from ..errors import ActionSkipped
 from ..extension import RUN_TASK_NAME, DurableExtension
 from ..rules.action_queue import ActionQueue
@@ -174,7 +175,7 @@ class ExecutionTimeWatch:
             {
                 rule.trigger.threshold_seconds
                 for rule in rule_engine(ext).rules
-                if rule.event == TASK_EXECUTION_TIME_EXCEEDED
+                if isinstance(rule.trigger, TaskExecutionTimeExceeded)
             }
         )
         self._reported: set[tuple[str, float]] = set()

@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .. import failures
 from ..errors import (
@@ -92,7 +92,7 @@ class _TimedOut(BaseException):
     pass
 
 
-_COMMAND_KIND = {
+_COMMAND_KIND: dict[str, str] = {
     EventType.STEP_COMPLETED: "step",
     EventType.STEP_FAILED: "step",
     EventType.STEP_DISPATCHED: "step",
@@ -230,6 +230,7 @@ class Execution:
             try:
                 self._check_memory_or_outage(error)
                 if kind == EventType.WORKFLOW_RETRYING:
+                    assert error is not None  # an attempt is retried for an error only
                     try:
                         self._append(
                             kind,
@@ -302,8 +303,8 @@ class Execution:
         except Interrupted:
             raise
         except _Cancelled:
-            error = WorkflowCancelledError(f"run {self.run_id} was cancelled")
-            return EventType.WORKFLOW_CANCELLED, None, error
+            cancelled = WorkflowCancelledError(f"run {self.run_id} was cancelled")
+            return EventType.WORKFLOW_CANCELLED, None, cancelled
         except _TimedOut:
             return EventType.WORKFLOW_TIMED_OUT, None, self._timed_out_error()
         except Exception as exc:
@@ -654,7 +655,7 @@ class Execution:
         steps: StepsWrite | None = None,
         extra: Callable[[Pipeline], object] | None = None,
         after: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> NoReturn:
         """Record that the run waits, set its timers, and unwind.
 
         `steps` and `extra` go with the append (dispatched steps: their

@@ -59,7 +59,8 @@ from ..workflows.context import RunContext, current_step_run
 from ..workflows.dispatched import STEP_TASK_NAME, StepMessage
 from ..workflows.execution import INLINE_RETRY_DELAY
 from ..workflows.interruptions import backoff, is_interruption, trouble_log
-from ..workflows.steps import StepPolicy, lookup_step
+from ..workflows.step_policy import StepPolicy
+from ..workflows.steps import lookup_step
 from .journal_queue import journal_queue, serves
 
 logger = logging.getLogger("celery_durable.steps")

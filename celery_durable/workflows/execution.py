@@ -55,7 +55,7 @@ from .fanout import FanOut
 from .interruptions import Interrupted, is_interruption, trouble_log
 from .outcomes import child_event_name, finish
 from .registry import WorkflowDefinition
-from .steps import StepPolicy
+from .step_policy import StepPolicy
 
 if TYPE_CHECKING:
     from redis.client import Pipeline

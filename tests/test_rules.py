@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 
 import celery_durable
 from celery_durable import signals
@@ -18,6 +17,7 @@ from celery_durable.errors import DurableError
 from celery_durable.extension import extension_for
 from celery_durable.rules.action_queue import ActionQueue
 from celery_durable.rules.dry_run import find_task_event
+from tests.in_process import solo_worker
 from tests.waiting import wait_until
 
 RETRY_THEN_SLACK = "retry then slack"
@@ -134,13 +134,7 @@ def durable_app_config(http_receiver) -> dict[str, Any]:
 def rules_worker(durable_app: Celery) -> Iterator[Any]:
     """An in-process worker on the queues the tests use, with the test tasks."""
     register_tasks(durable_app)
-    with start_worker(
-        durable_app,
-        pool="solo",
-        perform_ping_check=False,
-        queues=["celery", "email"],
-        shutdown_timeout=30,
-    ) as worker:
+    with solo_worker(durable_app, ["celery", "email"]) as worker:
         yield worker
 
 

@@ -24,6 +24,7 @@ pytest-celery without a clash.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -158,7 +159,15 @@ def durable_worker_processes(
     """
     options = dict(durable_worker_processes_options)
     broker_url = options.pop("broker_url", durable_redis_url)
-    workers = WorkerProcesses(broker_url, tmp_path / "workers", **options)
+    with tails_printed(WorkerProcesses(broker_url, tmp_path / "workers", **options)) as workers:
+        yield workers
+
+
+@contextlib.contextmanager
+def tails_printed(workers: WorkerProcesses) -> Iterator[WorkerProcesses]:
+    """`workers` for a fixture of one's own to yield: at teardown the tails of
+    their logs are printed (pytest shows them when the test failed) and every
+    process is killed."""
     try:
         yield workers
     finally:

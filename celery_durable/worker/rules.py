@@ -77,8 +77,7 @@ class ActionRunner(Background):
         self.work_once()
         return 0.0  # work_once waited for jobs already
 
-    def stop(self, timeout: float = 10.0) -> None:
-        super().stop(timeout)
+    def on_stopped(self) -> None:
         try:  # a clean stop: this worker's consumer entry goes, unless it holds jobs
             self.queue.forget_consumers(idle_seconds=0, only=self.consumer)
         except Exception as exc:

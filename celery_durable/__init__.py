@@ -49,6 +49,7 @@ from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
 from .workflows.fanout import StepHandle, gather
+from .workflows.patches import deprecated_patch, patched
 from .workflows.runs import RunHandle, get_run, start
 from .workflows.steps import step
 from .workflows.waits import sleep, wait_for_event
@@ -85,6 +86,7 @@ __all__ = [
     "WorkflowTimedOutError",
     "breaker_state",
     "delete_schedule",
+    "deprecated_patch",
     "describe_schedule",
     "dry_run",
     "gather",
@@ -94,6 +96,7 @@ __all__ = [
     "install",
     "list_rules",
     "list_schedules",
+    "patched",
     "pause_schedule",
     "reset_breaker",
     "resume_schedule",

@@ -58,6 +58,12 @@ class WorkflowTimedOut(Trigger):
     name = activity.WORKFLOW_TIMED_OUT
 
 
+class WorkflowBlocked(Trigger):
+    """A run's history does not replay under the code deployed (or its code is missing)."""
+
+    name = activity.WORKFLOW_BLOCKED
+
+
 @hookimpl
 def durable_triggers() -> list[type[Trigger]]:
     return [
@@ -67,4 +73,5 @@ def durable_triggers() -> list[type[Trigger]]:
         WorkerOffline,
         WorkflowFailed,
         WorkflowTimedOut,
+        WorkflowBlocked,
     ]

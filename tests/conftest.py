@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from celery import Celery
+from celery.bin.celery import celery as celery_main
+from click.testing import CliRunner
 
 from celery_durable.contrib.workers import WorkerProcesses
 from celery_durable.extension import DurableExtension, extension_for
@@ -57,6 +59,23 @@ def cli_app(durable_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator
     assert durable_redis_url == module.URL, "the CLI app was imported with another Redis"
     module.app.set_current()
     yield module.app
+
+
+@pytest.fixture
+def cli(durable_app: Celery, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """`celery durable ...` in this process, on the test's app (so on its Redis)."""
+    import tests.apps as apps_package
+
+    monkeypatch.setattr(apps_package, "current_test_app", durable_app, raising=False)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(
+            celery_main,
+            ["-A", "tests.apps:current_test_app", "durable", *args],
+            catch_exceptions=False,
+        )
+
+    return run
 
 
 @pytest.fixture

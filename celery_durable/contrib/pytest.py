@@ -23,6 +23,9 @@ pytest-celery without a clash.
   divergence. Needs no Redis and no worker.
 - `durable_http_receiver`: a real HTTP server on 127.0.0.1 that records
   the requests rules send it (`celery_durable.contrib.http_receiver`).
+- `durable_rule_parts`: the triggers, conditions and actions of every
+  installed plugin, as a worker loads them: `load_rules(specs,
+  durable_rule_parts)` checks rules (a plugin's own tests).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from celery.contrib.testing.worker import start_worker
 from ..extension import DurableExtension, extension_for
 from ..install import install
 from ..options import parse_duration
+from ..plugins import make_plugin_manager
+from ..rules.registry import PartRegistry
 from ..workflows.replay import load_history, replay_history
 from ..workflows.runs import RunHandle
 from .http_receiver import HttpReceiver
@@ -201,6 +206,12 @@ def durable_replay() -> Iterator[Replayer]:
     app.conf.durable_redis_url = "redis://127.0.0.1:9/0"
     yield Replayer(install(app))
     app.close()
+
+
+@pytest.fixture(scope="session")
+def durable_rule_parts() -> PartRegistry:
+    """Every installed plugin's triggers, conditions and actions, by name."""
+    return PartRegistry.collect(make_plugin_manager())
 
 
 @pytest.fixture

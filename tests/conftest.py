@@ -79,6 +79,17 @@ def cli(durable_app: Celery, monkeypatch: pytest.MonkeyPatch) -> Callable[..., A
 
 
 @pytest.fixture
+def code() -> Iterator[dict]:
+    """The code "deployed" in this process (`tests.apps.deploys`): a test sets
+    its version; it is back to 1 after."""
+    from tests.apps import deploys
+
+    deploys.CODE["version"] = 1
+    yield deploys.CODE
+    deploys.CODE["version"] = 1
+
+
+@pytest.fixture
 def redis_client(durable_redis_url: str) -> Iterator[redis_lib.Redis]:
     client = redis_lib.Redis.from_url(durable_redis_url)
     yield client

@@ -19,13 +19,6 @@ from tests.apps import deploys
 
 
 @pytest.fixture
-def code() -> Iterator[dict]:
-    deploys.CODE["version"] = 1
-    yield deploys.CODE
-    deploys.CODE["version"] = 1
-
-
-@pytest.fixture
 def durable_app_config(durable_http_receiver) -> dict[str, Any]:
     return {
         "durable_rules": [

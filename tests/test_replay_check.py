@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,6 @@ import celery_durable
 from celery_durable.extension import extension_for
 from celery_durable.workflows.replay import load_history, replay_check
 from tests.apps import deploys
-
-
-@pytest.fixture
-def code() -> Iterator[dict]:
-    deploys.CODE["version"] = 1
-    yield deploys.CODE
-    deploys.CODE["version"] = 1
 
 
 @pytest.fixture

@@ -54,9 +54,10 @@ from .schedules.api import (
 from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
+from .workflows.fanout import StepHandle, gather
 from .workflows.patches import deprecated_patch, patched
 from .workflows.runs import RunHandle, get_run, start
-from .workflows.steps import StepHandle, gather, step
+from .workflows.steps import step
 from .workflows.waits import sleep, wait_for_event
 from .workflows.webhooks import webhook_url
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from redis.client import Pipeline
 
 from .. import lua
@@ -28,6 +27,7 @@ from ..errors import (
     StepsChangedError,
 )
 from ..keys import Keys
+from ..redis_client import RedisClient
 from .events import FINAL_STATUSES, Event, status_after
 
 
@@ -105,7 +105,7 @@ class Journal:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: Keys,
         *,
         retention: float | None = None,
@@ -127,9 +127,9 @@ class Journal:
         self,
         run_id: str,
         expected: int,
-        events: list[tuple[str, dict[str, Any]]],
+        events: Sequence[tuple[str, dict[str, Any]]],
         *,
-        meta: dict[str, str | int | float] | None = None,
+        meta: Mapping[str, str | int | float] | None = None,
         inbox_len: int | None = None,
         notify: Notification | None = None,
         extra: Callable[[Pipeline], object] | None = None,
@@ -222,7 +222,14 @@ class Journal:
                 self.keys.runs_index(),
                 self.keys.timers(),
             ]
-            args = [packb(fields), run_id, repr(now), member, repr(due), started.encode()]
+            args: list[bytes | str] = [
+                packb(fields),
+                run_id,
+                repr(now),
+                member,
+                repr(due),
+                started.encode(),
+            ]
             code, position = self._start(keys=keys, args=args)
             if code == 1 or (int(position) == 1 and self._landed(run_id, [started])):
                 return started  # written now, or our own write sent again after a lost reply
@@ -242,8 +249,8 @@ class Journal:
         self,
         run_id: str,
         expected: int,
-        events: list[tuple[str, dict[str, Any]]],
-        meta: dict[str, str | int | float] | None,
+        events: Sequence[tuple[str, dict[str, Any]]],
+        meta: Mapping[str, str | int | float] | None,
         inbox_len: int | None,
         notify: Notification | None,
         steps: StepsWrite | None = None,

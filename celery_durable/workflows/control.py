@@ -21,7 +21,7 @@ from ..errors import (
 from ..extension import DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
 from ..limits import encode_bounded
-from .outcomes import finish
+from .outcomes import finish_from_meta
 
 
 def send_event(run_id: str, name: str, payload: Any = None, *, app: Celery | None = None) -> None:
@@ -83,15 +83,8 @@ def cancel(ext: DurableExtension, run_id: str) -> bool:
             if status == RunStatus.RUNNING:
                 ext.journal.append(run_id, position, [], meta={"cancel_requested": "1"})
             else:
-                finish(
-                    ext,
-                    run_id,
-                    position,
-                    EventType.WORKFLOW_CANCELLED,
-                    error=WorkflowCancelledError(f"run {run_id} was cancelled"),
-                    parent=meta.get("parent"),
-                    workflow_name=meta.get("name", ""),
-                )
+                cancelled = WorkflowCancelledError(f"run {run_id} was cancelled")
+                finish_from_meta(ext, run_id, meta, EventType.WORKFLOW_CANCELLED, cancelled)
             return True
         except JournalConflictError:
             continue

@@ -33,7 +33,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..cli import _jsonable
+from ..cli_support import _jsonable
 from ..errors import (
     ConfigurationError,
     DurableError,

@@ -215,7 +215,8 @@ def test_retry_resends_the_exact_task_and_records_the_chain(
     durable_app, rules_worker, http_receiver
 ):
     first_id = send_flaky(durable_app, "exact")
-    wait_until(lambda: calls(durable_app, "exact") == 3, what="two retries")
+    # The task counts its call before it records what it saw: wait for the record.
+    wait_until(lambda: len(seen(durable_app, "exact")) == 3, what="two retries")
     attempts = seen(durable_app, "exact")
     _original, *retries = attempts
     for attempt in retries:

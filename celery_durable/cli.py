@@ -29,6 +29,7 @@ from .cli_support import (
     _print_json,
     _table,
     _when,
+    by_name_command,
     pass_app,
 )
 from .rules import cli as _stored_rules_cli
@@ -440,15 +441,15 @@ def rules_history(app: Celery, name: str, limit: int, cursor: str | None, as_jso
     _next_page(next_cursor)
 
 
-@rules.command("reset-breaker")
-@click.argument("name")
-@pass_app
-def rules_reset_breaker(app: Celery, name: str) -> None:
-    """Close the rule's circuit breaker now."""
-    from .rules.api import reset_breaker
-
-    reset_breaker(name, app=app)
-    click.echo(f"rule {name!r}: breaker closed")
+rules.add_command(
+    by_name_command(
+        "rule",
+        "reset-breaker",
+        "celery_durable.rules.api:reset_breaker",
+        "{kind} {name!r}: breaker closed",
+        help="Close the rule's circuit breaker now.",
+    )
+)
 
 
 @rules.command("enable")

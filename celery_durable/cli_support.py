@@ -9,6 +9,7 @@ the `durable` group.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -157,3 +158,23 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 def _next_page(cursor: str | None) -> None:
     if cursor:
         click.echo(f"\nmore: --cursor {cursor}")
+
+
+def by_name_command(kind: str, command: str, call: str, done: str, help: str) -> click.Command:
+    """A command that does one thing to a rule or schedule by its NAME and says so.
+
+    `call` is `"module:function"` (imported when the command runs, so the CLI
+    starts fast), called as `function(name, app=app)`; `done` is printed
+    after, with `{kind}` and `{name!r}` filled in. Add it to its group with
+    `group.add_command`.
+    """
+    module, _, function = call.partition(":")
+
+    @click.command(command, help=help)
+    @click.argument("name")
+    @pass_app
+    def by_name(app: Celery, name: str) -> None:
+        getattr(importlib.import_module(module), function)(name, app=app)
+        click.echo(done.format(name=name, kind=kind))
+
+    return by_name

@@ -20,6 +20,7 @@ from ..cli_support import (
     _print_json,
     _table,
     _when,
+    by_name_command,
     pass_app,
 )
 from ..errors import RulesError
@@ -69,15 +70,13 @@ def rules_add(app: Celery, file: str) -> None:
         click.echo(f"rule {saved['name']!r}: {saved['change']} (rules version {saved['version']})")
 
 
-@click.command("delete")
-@click.argument("name")
-@pass_app
-def rules_delete(app: Celery, name: str) -> None:
-    """Delete a stored rule; every worker stops running it within a second."""
-    from .api import delete_rule
-
-    delete_rule(name, app=app)
-    click.echo(f"rule {name!r}: deleted")
+rules_delete = by_name_command(
+    "rule",
+    "delete",
+    "celery_durable.rules.api:delete_rule",
+    "{kind} {name!r}: deleted",
+    help="Delete a stored rule; every worker stops running it within a second.",
+)
 
 
 @click.command("export")

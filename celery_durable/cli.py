@@ -22,11 +22,11 @@ from celery import Celery
 from .cli_support import (
     _app,
     _first_line,
-    _history_cursor,
     _json_option,
     _jsonable,
     _next_page,
     _print_json,
+    _stream_page_options,
     _table,
     _when,
     by_name_command,
@@ -404,16 +404,13 @@ def rules_test(
 
 @rules.command("history")
 @click.argument("name")
-@click.option("--limit", default=20, show_default=True)
-@click.option("--cursor", callback=_history_cursor, help="Continue a previous listing.")
+@_stream_page_options
 @_json_option
 @pass_app
 def rules_history(app: Celery, name: str, limit: int, cursor: str | None, as_json: bool) -> None:
     """The rule's matched evaluations, newest first."""
     from .rules.api import rule_history
 
-    if not 1 <= limit <= 1000:
-        raise click.ClickException("--limit must be between 1 and 1000")
     entries = rule_history(name, limit=limit, before=cursor, app=app)
     next_cursor = entries[-1]["id"] if len(entries) == limit else None
     if as_json:

@@ -123,6 +123,21 @@ def _history_cursor(ctx: click.Context, param: click.Parameter, value: str | Non
     return value
 
 
+def _stream_page_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--limit` (1 to 1000) and `--cursor` of a listing of a Redis stream, newest first."""
+    fn = click.option("--cursor", callback=_history_cursor, help="Continue a previous listing.")(fn)
+    return click.option(
+        "--limit", default=20, show_default=True, callback=_page_limit, help="At most (1-1000)."
+    )(fn)
+
+
+def _page_limit(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if not 1 <= value <= 1000:
+        # One line, like every other error here (BadParameter would add the usage).
+        raise click.ClickException("--limit must be between 1 and 1000")
+    return value
+
+
 def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 

@@ -14,10 +14,10 @@ import click
 from celery import Celery
 
 from ..cli_support import (
-    _history_cursor,
     _json_option,
     _next_page,
     _print_json,
+    _stream_page_options,
     _table,
     _when,
     by_name_command,
@@ -91,8 +91,7 @@ def rules_export(app: Celery) -> None:
 
 @click.command("changes")
 @click.argument("name", required=False)
-@click.option("--limit", default=20, show_default=True)
-@click.option("--cursor", callback=_history_cursor, help="Continue a previous listing.")
+@_stream_page_options
 @_json_option
 @pass_app
 def rules_changes(
@@ -101,8 +100,6 @@ def rules_changes(
     """Changes to the rules (of rule NAME, or all), newest first: when, what, who."""
     from .api import rule_changes
 
-    if not 1 <= limit <= 1000:
-        raise click.ClickException("--limit must be between 1 and 1000")
     changes = rule_changes(name, limit=limit, before=cursor, app=app)
     next_cursor = changes[-1]["id"] if len(changes) == limit else None
     if as_json:

@@ -22,13 +22,14 @@ from celery import Celery
 from .cli_support import (
     _app,
     _first_line,
-    _history_cursor,
     _json_option,
     _jsonable,
     _next_page,
     _print_json,
+    _stream_page_options,
     _table,
     _when,
+    by_name_command,
     pass_app,
 )
 from .rules import cli as _stored_rules_cli
@@ -403,16 +404,13 @@ def rules_test(
 
 @rules.command("history")
 @click.argument("name")
-@click.option("--limit", default=20, show_default=True)
-@click.option("--cursor", callback=_history_cursor, help="Continue a previous listing.")
+@_stream_page_options
 @_json_option
 @pass_app
 def rules_history(app: Celery, name: str, limit: int, cursor: str | None, as_json: bool) -> None:
     """The rule's matched evaluations, newest first."""
     from .rules.api import rule_history
 
-    if not 1 <= limit <= 1000:
-        raise click.ClickException("--limit must be between 1 and 1000")
     entries = rule_history(name, limit=limit, before=cursor, app=app)
     next_cursor = entries[-1]["id"] if len(entries) == limit else None
     if as_json:
@@ -440,15 +438,15 @@ def rules_history(app: Celery, name: str, limit: int, cursor: str | None, as_jso
     _next_page(next_cursor)
 
 
-@rules.command("reset-breaker")
-@click.argument("name")
-@pass_app
-def rules_reset_breaker(app: Celery, name: str) -> None:
-    """Close the rule's circuit breaker now."""
-    from .rules.api import reset_breaker
-
-    reset_breaker(name, app=app)
-    click.echo(f"rule {name!r}: breaker closed")
+rules.add_command(
+    by_name_command(
+        "rule",
+        "reset-breaker",
+        "celery_durable.rules.api:reset_breaker",
+        "{kind} {name!r}: breaker closed",
+        help="Close the rule's circuit breaker now.",
+    )
+)
 
 
 @rules.command("enable")

@@ -9,6 +9,7 @@ the `durable` group.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -122,6 +123,21 @@ def _history_cursor(ctx: click.Context, param: click.Parameter, value: str | Non
     return value
 
 
+def _stream_page_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`--limit` (1 to 1000) and `--cursor` of a listing of a Redis stream, newest first."""
+    fn = click.option("--cursor", callback=_history_cursor, help="Continue a previous listing.")(fn)
+    return click.option(
+        "--limit", default=20, show_default=True, callback=_page_limit, help="At most (1-1000)."
+    )(fn)
+
+
+def _page_limit(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if not 1 <= value <= 1000:
+        # One line, like every other error here (BadParameter would add the usage).
+        raise click.ClickException("--limit must be between 1 and 1000")
+    return value
+
+
 def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
@@ -157,3 +173,23 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 def _next_page(cursor: str | None) -> None:
     if cursor:
         click.echo(f"\nmore: --cursor {cursor}")
+
+
+def by_name_command(kind: str, command: str, call: str, done: str, help: str) -> click.Command:
+    """A command that does one thing to a rule or schedule by its NAME and says so.
+
+    `call` is `"module:function"` (imported when the command runs, so the CLI
+    starts fast), called as `function(name, app=app)`; `done` is printed
+    after, with `{kind}` and `{name!r}` filled in. Add it to its group with
+    `group.add_command`.
+    """
+    module, _, function = call.partition(":")
+
+    @click.command(command, help=help)
+    @click.argument("name")
+    @pass_app
+    def by_name(app: Celery, name: str) -> None:
+        getattr(importlib.import_module(module), function)(name, app=app)
+        click.echo(done.format(name=name, kind=kind))
+
+    return by_name

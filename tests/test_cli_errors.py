@@ -55,6 +55,13 @@ def test_rules_history_refuses_a_cursor_it_did_not_give(cli_redis, cursor):
     assert line == f"Error: invalid cursor {cursor!r}: pass back the one a listing gave"
 
 
+@pytest.mark.parametrize("command", [["history", "flaky mail"], ["changes"]])
+@pytest.mark.parametrize("limit", ["0", "1001"])
+def test_rule_listings_refuse_a_limit_out_of_range_in_one_line(cli_redis, command, limit):
+    result = run_cli("tests.apps.cli_app", "rules", *command, "--limit", limit)
+    assert one_line_error(result) == "Error: --limit must be between 1 and 1000"
+
+
 def test_rules_history_takes_a_real_cursor(cli_redis):
     result = run_cli(
         "tests.apps.cli_app", "rules", "history", "flaky mail", "--cursor", "1-0", "--json"

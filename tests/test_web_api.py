@@ -207,16 +207,6 @@ def test_without_a_token_changes_come_only_from_loopback_names(durable_app, dura
 # -- the same JSON as the CLI's --json --------------------------------------------------
 
 
-@pytest.fixture
-def cli_app(durable_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("DURABLE_CLI_TEST_REDIS_URL", durable_redis_url)
-    from tests.apps import cli_app as module
-
-    assert durable_redis_url == module.URL, "the CLI app was imported with another Redis"
-    module.app.set_current()
-    yield module.app
-
-
 def cli_json(*args: str) -> Any:
     result = CliRunner().invoke(
         celery_main, ["-A", "tests.apps.cli_app", "durable", *args, "--json"]
@@ -295,15 +285,7 @@ def test_rule_endpoints(cli_app):
         assert web.post(path, json={"enabled": None}, headers=AUTH).status_code == 200
         assert cli_json("rules", "list")[1]["enabled"] is False
 
-        event = {
-            "type": "task.failed",
-            "data": {
-                "task_name": "mail.send",
-                "task_id": "t-1",
-                "error_type": "ConnectionError",
-                "error_message": "refused",
-            },
-        }
+        event = web_workflows.MAIL_FAILURE
         report = web.post("/api/rules/flaky mail/test", json={"event": event}).json()
         assert report["would_fire"] is True and report["actions"][0]["type"] == "webhook"
         both = web.post("/api/rules/flaky mail/test", json={"event": event, "task_id": "x"})

@@ -14,6 +14,7 @@ import pytest
 
 from celery_durable.web.rule_editing import field_line
 from celery_durable.web.server import serve_in_thread
+from tests import web_workflows
 
 TOKEN = "rules-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -118,15 +119,7 @@ def test_field_line_finds_the_key_under_the_rule():
 
 
 def test_a_rule_is_tried_before_it_is_saved(web):
-    event = {
-        "type": "task.failed",
-        "data": {
-            "task_name": "mail.send",
-            "task_id": "t-1",
-            "error_type": "ConnectionError",
-            "error_message": "refused",
-        },
-    }
+    event = web_workflows.MAIL_FAILURE
     report = web.post("/api/rules/try", json={"yaml": GOOD, "event": event})
     assert report.status_code == 200, report.text
     assert report.json()["would_fire"] is True and report.json()["rule"] == "Retry mail"

@@ -7,6 +7,17 @@ from celery_durable.extension import extension_for
 
 URL_KEY = "test:webhook_url"
 
+# A failure as a worker reports it, for dry runs of the mail rules.
+MAIL_FAILURE = {
+    "type": "task.failed",
+    "data": {
+        "task_name": "mail.send",
+        "task_id": "t-1",
+        "error_type": "ConnectionError",
+        "error_message": "refused",
+    },
+}
+
 
 @step
 def hand_out(url: str) -> str:

@@ -14,12 +14,13 @@ import click
 from celery import Celery
 
 from ..cli_support import (
-    _history_cursor,
     _json_option,
     _next_page,
     _print_json,
+    _stream_page_options,
     _table,
     _when,
+    by_name_command,
     pass_app,
 )
 from ..errors import RulesError
@@ -69,15 +70,13 @@ def rules_add(app: Celery, file: str) -> None:
         click.echo(f"rule {saved['name']!r}: {saved['change']} (rules version {saved['version']})")
 
 
-@click.command("delete")
-@click.argument("name")
-@pass_app
-def rules_delete(app: Celery, name: str) -> None:
-    """Delete a stored rule; every worker stops running it within a second."""
-    from .api import delete_rule
-
-    delete_rule(name, app=app)
-    click.echo(f"rule {name!r}: deleted")
+rules_delete = by_name_command(
+    "rule",
+    "delete",
+    "celery_durable.rules.api:delete_rule",
+    "{kind} {name!r}: deleted",
+    help="Delete a stored rule; every worker stops running it within a second.",
+)
 
 
 @click.command("export")
@@ -92,8 +91,7 @@ def rules_export(app: Celery) -> None:
 
 @click.command("changes")
 @click.argument("name", required=False)
-@click.option("--limit", default=20, show_default=True)
-@click.option("--cursor", callback=_history_cursor, help="Continue a previous listing.")
+@_stream_page_options
 @_json_option
 @pass_app
 def rules_changes(
@@ -102,8 +100,6 @@ def rules_changes(
     """Changes to the rules (of rule NAME, or all), newest first: when, what, who."""
     from .api import rule_changes
 
-    if not 1 <= limit <= 1000:
-        raise click.ClickException("--limit must be between 1 and 1000")
     changes = rule_changes(name, limit=limit, before=cursor, app=app)
     next_cursor = changes[-1]["id"] if len(changes) == limit else None
     if as_json:

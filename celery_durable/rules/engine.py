@@ -186,20 +186,19 @@ class RuleEngine(Listener):
         execution_id = uuid.uuid4().hex
         breaker = self.breakers.pass_through(rule)
         conditions = self.explain(rule, event, context)
+        job = {
+            "execution_id": execution_id,
+            "rule": rule.name,
+            "event": event.as_dict(),
+            "conditions": conditions,
+            "breaker": breaker.as_dict(),
+            "queued_at": time.time(),
+            "version": version,
+        }
         if not breaker.closed:
-            self._breaker_open(rule, event, breaker, execution_id, conditions, version)
+            self._breaker_open(rule, breaker, job)
             return ""
-        self.actions.enqueue(
-            {
-                "execution_id": execution_id,
-                "rule": rule.name,
-                "event": event.as_dict(),
-                "conditions": conditions,
-                "breaker": breaker.as_dict(),
-                "queued_at": time.time(),
-                "version": version,
-            }
-        )
+        self.actions.enqueue(job)
         signals.send(signals.rule_fired, rule.name, event=event, execution_id=execution_id)
         return execution_id
 
@@ -258,21 +257,14 @@ class RuleEngine(Listener):
         pipe.expire(key, int(window) + 60)
         return int(pipe.execute()[2])
 
-    def _breaker_open(
-        self,
-        rule: Rule,
-        event: Activity,
-        breaker: BreakerState,
-        execution_id: str,
-        conditions: list[dict[str, Any]],
-        version: int,
-    ) -> None:
+    def _breaker_open(self, rule: Rule, breaker: BreakerState, job: dict[str, Any]) -> None:
+        """Record the skipped actions; the breaker's own notice is queued as `job`."""
         entry = {
-            "execution_id": execution_id,
-            "ts": time.time(),
-            "event": event.as_dict(),
-            "conditions": conditions,
-            "breaker": breaker.as_dict(),
+            "execution_id": job["execution_id"],
+            "ts": job["queued_at"],
+            "event": job["event"],
+            "conditions": job["conditions"],
+            "breaker": job["breaker"],
             "actions": [],
             "outcome": SKIPPED,
             "reason": "circuit breaker open",
@@ -294,17 +286,6 @@ class RuleEngine(Listener):
                 closes_at=breaker.closes_at,
             )
             if rule.breaker.notify is not None:
-                self.actions.enqueue(
-                    {
-                        "execution_id": execution_id,
-                        "rule": rule.name,
-                        "event": event.as_dict(),
-                        "conditions": conditions,
-                        "breaker": breaker.as_dict(),
-                        "queued_at": time.time(),
-                        "notify_breaker": True,
-                        "version": version,
-                    }
-                )
+                self.actions.enqueue({**job, "notify_breaker": True})
                 return
         self.history.record(rule.name, entry)

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from celery import Celery
 
-from ..cli_support import _json_option, _next_page, _print_json, _table, pass_app
+from ..cli_support import _json_option, _next_page, _print_json, _table, by_name_command, pass_app
 
 
 @click.group()
@@ -93,15 +93,15 @@ def schedules_show(app: Celery, name: str, upcoming: int, history: int, as_json:
     )
 
 
-@schedules.command("pause")
-@click.argument("name")
-@pass_app
-def schedules_pause(app: Celery, name: str) -> None:
-    """Stop firing (ticks that fall while paused are not run)."""
-    from .api import pause_schedule
-
-    pause_schedule(name, app=app)
-    click.echo(f"schedule {name!r}: paused")
+schedules.add_command(
+    by_name_command(
+        "schedule",
+        "pause",
+        "celery_durable.schedules.api:pause_schedule",
+        "{kind} {name!r}: paused",
+        help="Stop firing (ticks that fall while paused are not run).",
+    )
+)
 
 
 @schedules.command("resume")
@@ -115,15 +115,15 @@ def schedules_resume(app: Celery, name: str) -> None:
     click.echo(f"schedule {name!r}: resumed; next tick {_at(s['next_at'])}")
 
 
-@schedules.command("delete")
-@click.argument("name")
-@pass_app
-def schedules_delete(app: Celery, name: str) -> None:
-    """Delete the schedule and its history (its runs go on)."""
-    from .api import delete_schedule
-
-    delete_schedule(name, app=app)
-    click.echo(f"schedule {name!r}: deleted")
+schedules.add_command(
+    by_name_command(
+        "schedule",
+        "delete",
+        "celery_durable.schedules.api:delete_schedule",
+        "{kind} {name!r}: deleted",
+        help="Delete the schedule and its history (its runs go on).",
+    )
+)
 
 
 @schedules.command("trigger")

@@ -16,7 +16,6 @@ workers does not slow them.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -33,7 +32,6 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..cli_support import _jsonable
 from ..errors import (
     ConfigurationError,
     DurableError,
@@ -45,29 +43,15 @@ from ..extension import DurableExtension, extension_for
 from ..workflows.webhooks import BadSignatureError, deliver_hook
 from . import rule_editing
 from .auth import Refused, check_change
+from .responses import BadRequest, json_body, json_response
 
 STATIC = Path(__file__).parent / "static"
 # Ids the journal gives (hex, uuids) and rule names fit easily; anything else is a typo.
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
-MAX_BODY = 2 * 1024 * 1024  # bytes of a JSON body; payloads are bounded again when encoded
 SHARED_FOR = 1.0  # seconds a GET's answer is shared by the clients asking the same URL
 SHARED_MAX = 1000  # answers kept at most; past it, all are forgotten
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class BadRequest(Exception):
-    """400: the message names the parameter and what it should be."""
-
-
-def json_response(value: Any, status: int = 200) -> Response:
-    """The CLI's JSON (`--json`): the same encoder, so both say the same."""
-    return Response(
-        json.dumps(value, default=_jsonable),
-        status_code=status,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _error(status: int, message: str) -> Response:
@@ -133,19 +117,6 @@ def _id(value: str, what: str) -> str:
     if not _RUN_ID.match(value):
         raise BadRequest(f"{what}: {value[:80]!r} is not a valid id")
     return value
-
-
-async def _json_body(request: Request) -> Any:
-    """The body as JSON; an empty body is null."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadRequest(f"the body is {len(body):,} bytes; at most {MAX_BODY:,} are taken")
-    if not body.strip():
-        return None
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 class SharedAnswers:
@@ -241,7 +212,7 @@ class Api:
         check_change(request, self.token)
         run_id = _id(request.path_params["run_id"], "run id")
         name = request.path_params["name"]
-        payload = await _json_body(request)
+        payload = await json_body(request)
         await self.call(send_event, run_id, name, payload, app=self.app)
         return json_response({"run": run_id, "event": name, "delivered": True}, 202)
 
@@ -253,7 +224,7 @@ class Api:
         signature = request.query_params.get("sig", "")
         if not nonce or not signature:
             raise BadSignatureError("the webhook URL lacks its n= or sig= parameter")
-        payload = await _json_body(request)
+        payload = await json_body(request)
         delivered = await self.call(deliver_hook, self.ext, run_id, name, nonce, signature, payload)
         if delivered.fresh:
             return json_response({"run": run_id, "event": name, "delivered": True}, 202)
@@ -283,7 +254,7 @@ class Api:
         from ..rules.dry_run import dry_run
 
         name = request.path_params["name"]
-        body = await _json_body(request)
+        body = await json_body(request)
         if not isinstance(body, dict) or ("event" in body) == ("task_id" in body):
             raise BadRequest('give a JSON object with either "event" or "task_id"')
         event, task_id = body.get("event"), body.get("task_id")
@@ -312,7 +283,7 @@ class Api:
         from ..rules.api import set_rule_enabled
 
         check_change(request, self.token)
-        body = await _json_body(request)
+        body = await json_body(request)
         if not isinstance(body, dict) or body.get("enabled", 0) not in (True, False, None):
             raise BadRequest('give {"enabled": true}, {"enabled": false} or {"enabled": null}')
         name = request.path_params["name"]

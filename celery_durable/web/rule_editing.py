@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from ..errors import RulesError
 from .auth import check_change
+from .responses import BadRequest, json_body, json_response
 
 EDITOR = "the editor"  # the source named in problems
 
@@ -85,9 +86,8 @@ def field_line(text: str, field: str | None, rule: str | None) -> int | None:
 
 
 async def body_text(request: Request) -> str:
-    from .app import _json_body
 
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or "yaml" not in body:
         raise YamlProblems([_problem('give {"yaml": "<the rule as YAML>"}', None, None)])
     text = body["yaml"]
@@ -98,7 +98,6 @@ async def body_text(request: Request) -> str:
 async def validate(api: Any, request: Request) -> Response:
     """Problems the text would be refused for; stores nothing, so needs no token."""
     from ..rules.api import validate_rules
-    from .app import json_response
 
     text = await body_text(request)
     problems = await api.call(validate_rules, parse(text), app=api.app, source=EDITOR)
@@ -108,7 +107,6 @@ async def validate(api: Any, request: Request) -> Response:
 async def save(api: Any, request: Request) -> Response:
     """Store the rules of the text (one or a list); 400 with every problem, nothing stored."""
     from ..rules.api import save_rules
-    from .app import json_response
 
     check_change(request, api.token)
     text = await body_text(request)
@@ -122,7 +120,6 @@ async def save(api: Any, request: Request) -> Response:
 
 async def delete(api: Any, request: Request) -> Response:
     from ..rules.api import delete_rule
-    from .app import json_response
 
     check_change(request, api.token)
     name = request.path_params["name"]
@@ -133,7 +130,6 @@ async def delete(api: Any, request: Request) -> Response:
 async def source(api: Any, request: Request) -> Response:
     """One rule as YAML, as `rules export` writes it: what the editor starts from."""
     from ..rules.api import export_rules
-    from .app import json_response
 
     name = request.path_params["name"]
     specs = yaml.safe_load(await api.call(export_rules, app=api.app)) or []
@@ -152,9 +148,8 @@ async def try_draft(api: Any, request: Request) -> Response:
     Sends nothing and stores nothing, so needs no token: the editor's "Test".
     """
     from ..rules.dry_run import dry_run
-    from .app import BadRequest, _json_body, json_response
 
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or ("event" in body) == ("task_id" in body):
         raise BadRequest('give {"yaml": ..., "event": {...}} or {"yaml": ..., "task_id": "..."}')
     text = str(body.get("yaml") or "")

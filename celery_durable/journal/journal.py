@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from .. import lua
 from ..codec import packb, unpackb
@@ -58,6 +59,21 @@ class StepsWrite:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """The tidying after a run's final event, sent in its append's round trip (ended.lua).
+
+    `timers`: members of the run's timers to remove; `worker_runs`: the key
+    of the set of runs of the worker whose execution ended it (None for
+    none); `activity`: the encoded activity for the global stream.
+    """
+
+    timers: list[str]
+    worker_runs: str | None
+    activity: bytes | None
+    activity_maxlen: int | None
+
+
+@dataclass(frozen=True)
 class Appended:
     events: list[Event]
     cancel_requested: bool  # someone asked the run to stop at its next boundary
@@ -65,6 +81,10 @@ class Appended:
     # The append happened but a command of `extra` failed (Redis out of
     # memory, say): the caller writes it again before relying on it.
     extra_error: Exception | None = None
+    # With `ended`: the run's dispatched steps' record (field -> value) as
+    # the tidying found it, or None when it was not done (Redis Cluster, or
+    # it failed): the caller tidies up itself.
+    ended_steps: dict[bytes, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,8 @@ class Journal:
         self._scripts_in_pipelines = not _is_cluster(client)
         self._send = lua.script(client, "journal/send")
         self._start = lua.script(client, "journal/start")
+        self._ended = lua.script(client, "journal/ended")
+        self._last_keys: tuple[str, tuple[str, ...]] | None = None
 
     # -- writing ---------------------------------------------------------------
 
@@ -134,6 +156,7 @@ class Journal:
         notify: Notification | None = None,
         extra: Callable[[Pipeline], object] | None = None,
         steps: StepsWrite | None = None,
+        ended: Ended | None = None,
     ) -> Appended:
         """Append `events` (type, data) if the log is at `expected`.
 
@@ -148,32 +171,75 @@ class Journal:
         without it (file a run under its worker, set a timer). When one of
         them fails and the append happened, `Appended.extra_error` says so.
         `steps` changes the run's record of dispatched steps in the same
-        atomic write (see `StepsWrite`).
+        atomic write (see `StepsWrite`). `ended`, for events that end the
+        run, tidies up after it in the same round trip, once the append is
+        done (see `Ended`, `Appended.ended_steps`).
         """
         built, keys, args, final = self._prepare(
             run_id, expected, events, meta, inbox_len, notify, steps
         )
         if final and self.retention is not None:
             extra = self._track_finished(run_id, extra)
+        tidy = self._ended_call(run_id, built, ended) if final and ended is not None else None
         extra_error = None
-        if extra is None:
+        ended_reply: Any = None
+        if extra is None and tidy is None:
             result = self._append(keys=keys, args=args)
         else:
             pipe = self.client.pipeline(transaction=False)
-            extra(pipe)
+            if extra is not None:
+                extra(pipe)
             if self._scripts_in_pipelines:
-                self._append(keys=keys, args=args, client=pipe)
-                *answers, result = pipe.execute(raise_on_error=False)
-                if isinstance(result, Exception):
+                # EVALSHA itself, not the script object: redis-py would send a
+                # SCRIPT EXISTS first, a round trip of its own, on every execute.
+                pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+                if tidy is not None:
+                    pipe.evalsha(self._ended.sha, len(tidy[0]), *tidy[0], *tidy[1])
+                    *answers, result, ended_reply = pipe.execute(raise_on_error=False)
+                else:
+                    *answers, result = pipe.execute(raise_on_error=False)
+                if isinstance(ended_reply, NoScriptError):  # the caller tidies up this time
+                    self.client.script_load(self._ended.script)
+                if isinstance(result, NoScriptError):  # a Redis restarted or flushed
+                    result = self._append(keys=keys, args=args)  # loads it, sends again
+                    ended_reply = None  # the tidying found the run not ended: not done
+                elif isinstance(result, Exception):
                     raise result
             else:  # Redis Cluster pipelines take no scripts: a round trip of its own
                 answers = pipe.execute(raise_on_error=False)
                 result = self._append(keys=keys, args=args)
             extra_error = next((a for a in answers if isinstance(a, Exception)), None)
         appended = self._outcome(run_id, expected, built, result, notify)
+        changes: dict[str, Any] = {}
         if extra_error is not None:
-            return dataclasses.replace(appended, extra_error=extra_error)
-        return appended
+            changes["extra_error"] = extra_error
+        if isinstance(ended_reply, list):
+            pairs = iter(ended_reply)
+            changes["ended_steps"] = dict(zip(pairs, pairs, strict=True))
+        return dataclasses.replace(appended, **changes) if changes else appended
+
+    def _ended_call(
+        self, run_id: str, built: list[Event], ended: Ended
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of ended.lua for these final events."""
+        meta = self.keys.run_meta(run_id)
+        keys = [
+            meta,
+            self.keys.timers(),
+            self.keys.run_sent(run_id),
+            ended.worker_runs or meta,
+            self.keys.events(),
+            self.keys.run_steps(run_id),
+        ]
+        maxlen = "" if ended.activity_maxlen is None else str(ended.activity_maxlen)
+        args = [
+            str(built[-1].seq),
+            run_id if ended.worker_runs else "",
+            ended.activity or b"",
+            maxlen,
+            *ended.timers,
+        ]
+        return keys, args
 
     def _track_finished(
         self, run_id: str, extra: Callable[[Pipeline], object] | None
@@ -223,8 +289,8 @@ class Journal:
                 self.keys.timers(),
             ]
             args = [packb(fields), run_id, repr(now), member, repr(due), started.encode()]
-            code, position = self._start(keys=keys, args=args)
-            if code == 1 or (int(position) == 1 and self._landed(run_id, [started])):
+            code, _ = self._start(keys=keys, args=args)
+            if code in (1, 2):
                 return started  # written now, or our own write sent again after a lost reply
             return None
         pipe = self.client.pipeline(transaction=False)
@@ -252,7 +318,7 @@ class Journal:
         whether the events end the run."""
         now = time.time()
         built = [
-            Event(seq=expected + offset, type=kind, data=data, ts=now)
+            Event.build(expected + offset, kind, data, now)
             for offset, (kind, data) in enumerate(events, start=1)
         ]
         status = ""
@@ -266,8 +332,11 @@ class Journal:
                 options["channel"] = self.keys.run_done_channel(run_id)
         if final and self.retention is not None:
             options["expire_ms"] = max(1, int(self.retention * 1000))
-        if not final and self.max_events is not None:
-            options["max_events"] = self.max_events
+        if self.max_events is not None:
+            if not final:
+                options["max_events"] = self.max_events
+            elif len(built) > 1:  # the final event is always taken, not those before it
+                options["max_events"] = self.max_events + 1
         if meta:
             options["meta"] = {k: str(v) for k, v in meta.items()}
         if inbox_len is not None:
@@ -281,24 +350,36 @@ class Journal:
                 options["consume"] = steps.consume
             if steps.fields:
                 options["steps_set"] = steps.fields
-        meta_key, inbox = self.keys.run_meta(run_id), self.keys.run_inbox(run_id)
-        notify_inbox, notify_meta, notify_payload = inbox, meta_key, b""
+        keys = list(self._keys_of(run_id))
+        notify_payload = b""
         if notify is not None:
-            notify_inbox = self.keys.run_inbox(notify.run_id)
-            notify_meta = self.keys.run_meta(notify.run_id)
+            keys[3] = self.keys.run_inbox(notify.run_id)
+            keys[4] = self.keys.run_meta(notify.run_id)
             options["notify_name"] = notify.name
             notify_payload = notify.payload
-        keys = [
-            self.keys.run_events(run_id),
-            meta_key,
-            inbox,
-            notify_inbox,
-            notify_meta,
-            self.keys.run_sent(run_id),
-            self.keys.run_steps(run_id),
-        ]
         args = [expected, packb(options), notify_payload, *(e.encode() for e in built)]
         return built, keys, args, final
+
+    def _keys_of(self, run_id: str) -> tuple[str, ...]:
+        """The keys of append.lua for `run_id` (with no one to notify), made once per run.
+
+        An execution appends to one run over and over: the last run's keys are kept.
+        """
+        last = self._last_keys
+        if last is not None and last[0] == run_id:
+            return last[1]
+        meta, inbox = self.keys.run_meta(run_id), self.keys.run_inbox(run_id)
+        keys = (
+            self.keys.run_events(run_id),
+            meta,
+            inbox,
+            inbox,
+            meta,
+            self.keys.run_sent(run_id),
+            self.keys.run_steps(run_id),
+        )
+        self._last_keys = (run_id, keys)
+        return keys
 
     def _outcome(
         self,

@@ -31,6 +31,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import failures
+from ..codec import Packed
 from ..errors import (
     ConfigurationError,
     EncodingError,
@@ -47,7 +48,7 @@ from ..errors import (
 )
 from ..journal import Event, EventType
 from ..journal.journal import Appended, StepsWrite
-from ..limits import roundtrip_bounded
+from ..limits import packed_bounded, roundtrip_bounded
 from ..redis_client import is_transient
 from . import interruptions
 from .context import RunContext, current_execution
@@ -175,6 +176,9 @@ class Execution:
         self.worker_runs_key = ext.keys.worker_runs(worker)
         self.takeover = takeover  # the dead owner this execution replaces
         self.claimed_as: str | None = None  # set once this execution tried to claim the run
+        # Events done but not written yet (the last inline step's completion):
+        # they go with the next write, before anything else runs.
+        self.held: list[tuple[EventType, dict[str, Any]]] = []
         self.fanout = FanOut(self)
 
     # -- the run as a whole ------------------------------------------------------
@@ -240,17 +244,7 @@ class Execution:
                         continue
                     except RunEventLimitError as exc:  # no room for another attempt
                         kind, error = EventType.WORKFLOW_FAILED, exc
-                finish(
-                    self.ext,
-                    self.run_id,
-                    self.position,
-                    kind,
-                    result=result,
-                    error=error,
-                    parent=self.parent,
-                    workflow_name=self.definition.name,
-                    worker=self.worker,
-                )
+                self._finish(kind, result, error)
             except JournalConflictError as exc:
                 if exc.actual < exc.expected:
                     raise self._rewound(exc) from None
@@ -265,9 +259,40 @@ class Execution:
                 raise Interrupted(exc, self.claimed_as) from None
             return
 
+    def _finish(self, kind: EventType, result: Any, error: BaseException | None) -> None:
+        """End the run, writing what is held in the same append."""
+        held, self.held = self.held, []
+        try:
+            finish(
+                self.ext,
+                self.run_id,
+                self.position,
+                kind,
+                result=result,
+                error=error,
+                parent=self.parent,
+                workflow_name=self.definition.name,
+                worker=self.worker,
+                before=list(held),
+            )
+        except RunEventLimitError as exc:
+            # What was held took the run past its limit: it fails, as it would have
+            # had those events been written on their own.
+            logger.warning("%s", exc)
+            self._finish(EventType.WORKFLOW_FAILED, None, exc)
+        except Exception as exc:
+            if not held or not is_interruption(exc):
+                raise
+            # Redis trouble at the very end: what was done is written first, through
+            # the trouble, so that executing the run again does not do it again.
+            self.held = held
+            self._write_held()
+            raise
+
     def _check_memory_or_outage(self, error: BaseException | None) -> None:
         """An infrastructure error that reached the workflow is not its outcome."""
         if error is not None and self._infrastructure_failed(error):
+            self._write_held()  # what is done stays done (through Redis trouble)
             raise Interrupted(error, self.claimed_as)
 
     def _infrastructure_failed(self, error: BaseException) -> bool:
@@ -372,11 +397,20 @@ class Execution:
         """The next position, and what the journal recorded there (if anything).
 
         Steps spawned before are sent first: they run while this goes on.
+        A step's completion held back is written first, unless a sleep
+        comes next (whose write takes it along).
         """
         if self.fanout.unsent:
             self._check_boundary()
             self.fanout.flush()
+        if kind != "sleep":
+            self._write_held()
         return self._position(kind, name)
+
+    def _write_held(self) -> None:
+        """Write the events held back, now (an append of nothing more)."""
+        if self.held:
+            self._append_many([])
 
     def _position(self, kind: str, name: str) -> tuple[int, Event | None]:
         """`_take` without sending what was spawned (a spawn itself)."""
@@ -418,7 +452,9 @@ class Execution:
         position, recorded = self._take("step", policy.name)
         if recorded is not None:
             return _replay(recorded)
-        time.sleep(self._until_retry(position))
+        wait = self._until_retry(position)
+        if wait > 0:  # time.sleep(0) is a system call, on every step
+            time.sleep(wait)
         attempt = self.state.failed_attempts.get(position, 0) + 1
         self.step_running = True
         token = _inside_step.set(True)
@@ -466,7 +502,9 @@ class Execution:
                 "running inline; steps awaited together (asyncio.gather) are dispatched "
                 "together, so start them at once, or spawn them"
             )
-        await asyncio.sleep(self._until_retry(position))
+        wait = self._until_retry(position)
+        if wait > 0:
+            await asyncio.sleep(wait)
         attempt = self.state.failed_attempts.get(position, 0) + 1
         self.step_running = True
         token = _inside_step.set(True)
@@ -490,7 +528,7 @@ class Execution:
     ) -> Any:
         try:
             # Hand back what a replay will return (tuples become lists, ...).
-            recorded = roundtrip_bounded(
+            recorded = packed_bounded(
                 result,
                 self.ext.settings.max_payload_bytes,
                 what=f"the result of step {policy.name!r}",
@@ -506,18 +544,22 @@ class Execution:
                 },
             )
             raise FatalError(str(exc)) from None
-        self._append(
-            EventType.STEP_COMPLETED,
-            {
-                "position": position,
-                "name": policy.name,
-                "attempt": attempt,
-                "result": recorded,
-                "started_at": began,
-                "duration": time.time() - began,
-            },
+        # Held, and written with what comes next (the next step's write comes
+        # before its body runs; the run's end or suspension takes it along).
+        self.held.append(
+            (
+                EventType.STEP_COMPLETED,
+                {
+                    "position": position,
+                    "name": policy.name,
+                    "attempt": attempt,
+                    "result": recorded,
+                    "started_at": began,
+                    "duration": time.time() - began,
+                },
+            )
         )
-        return recorded
+        return recorded.value if type(recorded) is Packed else recorded
 
     def _record_failure(
         self, policy: StepPolicy, position: int, attempt: int, exc: Exception
@@ -743,6 +785,7 @@ class Execution:
         extra: Callable[[Pipeline], object] | None = None,
         steps: StepsWrite | None = None,
     ) -> Appended:
+        events = [*self.held, *events]
         attempt = 0
         while True:  # through Redis trouble: the same fenced append, again, until it is taken
             try:
@@ -779,6 +822,7 @@ class Execution:
                 trouble_log.report(exc, f"run {self.run_id}: waiting to write to its journal")
                 time.sleep(interruptions.backoff(attempt))
                 attempt += 1
+        self.held = []
         for event in appended.events:
             self.position = event.seq
             self.state.apply(event)

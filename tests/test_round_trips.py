@@ -1,0 +1,172 @@
+"""What a run costs in round trips to Redis: counted, so that one more fails here.
+
+Counted on the journal's client in this process (`RoundTrips`), with the
+run executed here as the worker's task executes it (`execute_run`); the
+broker's publish is not counted (it is Celery's). Timings are for the
+benchmarks (`benchmarks/throughput.py`, `benchmarks/profile_step.py`).
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis as redis_lib
+
+import celery_durable
+from celery_durable import step, workflow
+from celery_durable.contrib.round_trips import RoundTrips, command_names
+from celery_durable.extension import extension_for
+from celery_durable.worker.run_task import execute_run
+
+
+@step(name="tests.round_trips.inc")
+def inc(x: int) -> int:
+    return x + 1
+
+
+@workflow(name="tests.round_trips.ten")
+def ten_steps(x: int) -> int:
+    for _ in range(10):
+        x = inc(x)
+    return x
+
+
+@workflow(name="tests.round_trips.five")
+def five_steps(x: int) -> int:
+    for _ in range(5):
+        x = inc(x)
+    return x
+
+
+@workflow(name="tests.round_trips.sleeper")
+def sleeper(x: int) -> int:
+    x = inc(x)
+    celery_durable.sleep("1h")
+    return inc(x)
+
+
+@pytest.fixture
+def ext(durable_app):
+    ext = extension_for(durable_app)
+    # Warm up: connections open, scripts loaded, lazy settings read.
+    for _ in range(2):
+        run = celery_durable.start(ten_steps, 0)
+        execute_run(ext, run.id, worker="warm")
+        assert run.result(timeout=5) == 10
+    return ext
+
+
+def _execute(ext, run_id: str) -> RoundTrips:
+    with RoundTrips(ext.redis) as trips:
+        execute_run(ext, run_id, worker="counted")
+    return trips
+
+
+def test_start_is_one_round_trip(ext):
+    with RoundTrips(ext.redis) as trips:
+        run = celery_durable.start(ten_steps, 1)
+    # One script records the run, its index entry and its dispatch timer.
+    assert trips.commands == [["EVALSHA"]]
+    with RoundTrips(ext.redis) as trips:
+        again = celery_durable.start(ten_steps, 1, idempotency_key="k")
+        same = celery_durable.start(ten_steps, 1, idempotency_key="k")
+    assert trips.count == 2 and same.id == again.id != run.id
+
+
+def test_a_ten_step_run_costs_twelve_round_trips(ext):
+    run = celery_durable.start(ten_steps, 1)
+    trips = _execute(ext, run.id)
+    assert run.result(timeout=5) == 11
+    # Load; claim (filed under the worker in the same trip); steps 1 to 9 one
+    # append each; step 10 with the run's end, its tidying and the news for
+    # result() in one.
+    assert trips.count == 12, trips.commands
+    assert trips.commands[0] == ["HGETALL", "XRANGE"]
+    assert all(trip == ["EVALSHA"] for trip in trips.commands[2:11]), trips.commands
+
+
+def test_each_step_costs_one_round_trip(ext):
+    five, ten = celery_durable.start(five_steps, 0), celery_durable.start(ten_steps, 0)
+    assert _execute(ext, ten.id).count - _execute(ext, five.id).count == 5
+    assert (five.result(timeout=5), ten.result(timeout=5)) == (5, 10)
+
+
+def test_no_script_exists_before_a_pipelined_append(ext):
+    run = celery_durable.start(ten_steps, 2)
+    trips = _execute(ext, run.id)
+    assert not any("SCRIPT" in trip for trip in trips.commands), trips.commands
+
+
+def test_a_suspension_takes_the_step_before_it_along(ext):
+    run = celery_durable.start(sleeper, 1)
+    trips = _execute(ext, run.id)
+    assert run.status() == "sleeping"
+    # Load; claim; step 1's completion with the suspension and its timers; off
+    # the worker's list.
+    assert trips.commands == [
+        ["HGETALL", "XRANGE"],
+        ["SADD", "EVALSHA"],
+        ["ZADD", "ZREM", "EVALSHA"],
+        ["SREM"],
+    ]
+    types = [event["type"] for event in run.events()]
+    assert types[-2:] == ["sleep.started", "workflow.suspended"]
+    assert "step.completed" in types
+
+
+def test_appends_go_on_after_redis_forgets_its_scripts(ext, redis_client):
+    redis_client.script_flush()
+    run = celery_durable.start(ten_steps, 3)
+    execute_run(ext, run.id, worker="flushed")
+    assert run.result(timeout=5) == 13
+
+
+def test_command_names_reads_pipelines():
+    pool = redis_lib.ConnectionPool()
+    connection = pool.make_connection()
+    packed = connection.pack_commands([("SADD", "k", "v"), ("EVALSHA", "abc", 0)])
+    assert command_names(packed) == ["SADD", "EVALSHA"]
+    assert command_names(connection.pack_command("GET", "k")) == ["GET"]
+
+
+_big_calls: list[int] = []
+
+
+@step(name="tests.round_trips.big")
+def big(n: int) -> dict:
+    _big_calls.append(n)
+    return {"rows": [[i, "x" * 20, (i, i)] for i in range(n)]}
+
+
+@workflow(name="tests.round_trips.big_result", max_retries=1)
+def big_result(n: int) -> int:
+    rows = big(n)["rows"]
+    assert rows[5] == [5, "x" * 20, [5, 5]]  # as a replay sees it: tuples are lists
+    if celery_durable.get_context().attempt == 1:
+        raise RuntimeError("once more, replaying the step")
+    return len(rows)
+
+
+def test_an_event_with_a_packed_value_encodes_as_the_plain_one():
+    from celery_durable.codec import Packed, packb
+    from celery_durable.journal.events import Event
+
+    value = {"rows": list(range(300)), "text": "é" * 100}
+    data = {"position": 3, "name": "s", "result": Packed(value, packb(value)), "attempt": 1}
+    built = Event.build(5, "step.completed", data, 12.5)
+    plain = {**data, "result": value}
+    assert built.data == plain
+    assert built.encode() == Event(5, "step.completed", plain, 12.5).encode()
+    many = {f"k{i}": Packed(i, packb(i)) for i in range(20)}
+    assert Event.build(1, "step.completed", many, 1.0).encode() == (
+        Event(1, "step.completed", {f"k{i}": i for i in range(20)}, 1.0).encode()
+    )
+
+
+def test_a_big_step_result_is_recorded_and_replayed(ext):
+    _big_calls.clear()
+    run = celery_durable.start(big_result, 200)
+    execute_run(ext, run.id, worker="big")
+    assert run.result(timeout=5) == 200
+    assert _big_calls == [200]  # the second attempt replayed it
+    completed = [e for e in run.events() if e["type"] == "step.completed"]
+    assert completed[0]["data"]["result"]["rows"][5] == [5, "x" * 20, [5, 5]]

@@ -170,3 +170,25 @@ def test_a_big_step_result_is_recorded_and_replayed(ext):
     assert _big_calls == [200]  # the second attempt replayed it
     completed = [e for e in run.events() if e["type"] == "step.completed"]
     assert completed[0]["data"]["result"]["rows"][5] == [5, "x" * 20, [5, 5]]
+
+
+def test_the_result_of_a_finished_run_is_one_round_trip(ext):
+    run = celery_durable.start(ten_steps, 4)
+    execute_run(ext, run.id, worker="done")
+    with RoundTrips(ext.redis) as trips:
+        assert run.result(timeout=5) == 14
+    assert trips.commands == [["HGET", "XREVRANGE"]]
+
+
+def test_waiting_for_results_does_not_open_a_connection_each_time(
+    ext, durable_worker, redis_client
+):
+    def connections() -> int:
+        return int(redis_client.info("stats")["total_connections_received"])
+
+    for x in range(3):  # warm up: the worker's threads take their connections
+        assert celery_durable.start(ten_steps, x).result(timeout=10) == x + 10
+    before = connections()
+    for x in range(20):
+        assert celery_durable.start(ten_steps, x).result(timeout=10) == x + 10
+    assert connections() - before <= 2  # a pub/sub per result() would be 20

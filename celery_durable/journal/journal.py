@@ -498,6 +498,15 @@ class Journal:
         raw = self.client.hgetall(self.keys.run_meta(run_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    def status_and_last(self, run_id: str) -> tuple[str | None, Event | None]:
+        """The run's status (None for an unknown run) and last event, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.run_meta(run_id), "status")
+        pipe.xrevrange(self.keys.run_events(run_id), count=1)
+        status, entries = pipe.execute()
+        last = self._decode(run_id, *entries[0]) if entries else None
+        return (status.decode() if status is not None else None), last
+
     def status(self, run_id: str) -> str | None:
         value = self.client.hget(self.keys.run_meta(run_id), "status")
         return value.decode() if value is not None else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -18,7 +21,7 @@ from ..errors import (
     RunNotFoundError,
 )
 from ..extension import DurableExtension, extension_for
-from ..journal.events import FINAL_STATUSES, EventType, RunStatus
+from ..journal.events import FINAL_STATUSES, Event, EventType, RunStatus
 from ..limits import check_size, encode_bounded
 from ..options import parse_duration
 from .context import current_execution
@@ -81,16 +84,18 @@ class RunHandle:
         if execution is not None:
             return execution.child_result(self.id, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        status = self.status()
+        status, last = self._status_and_last()
         if status in FINAL_STATUSES:  # the common case of a finished run: no pub/sub
-            return self._outcome(status)
-        pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
+            return self._outcome(status, last)
+        channel = self._ext.keys.run_done_channel(self.id)
+        waiters = self._ext.component(ResultWaiters)
+        pubsub = waiters.subscribe(channel)
         try:
-            pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
             while True:
-                status = self.status()  # after subscribing: a finish between is not missed
+                # After subscribing: a finish between is not missed.
+                status, last = self._status_and_last()
                 if status in FINAL_STATUSES:
-                    return self._outcome(status)
+                    return self._outcome(status, last)
                 wait = 1.0
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
@@ -100,22 +105,84 @@ class RunHandle:
                         )
                     wait = min(wait, remaining)
                 try:
-                    pubsub.get_message(timeout=wait)
+                    waiters.wait(pubsub, channel, wait)
                 except redis.ConnectionError:  # Redis restarting: poll until it is back
                     time.sleep(min(wait, 0.5))
-                    pubsub.close()
-                    pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
+                    waiters.drop()
+                    pubsub = waiters.subscribe(channel)
         finally:
-            pubsub.close()
+            waiters.unsubscribe(channel)
 
-    def _outcome(self, status: str) -> Any:
-        last = self._ext.journal.last(self.id)
+    def _status_and_last(self) -> tuple[str, Event | None]:
+        """The run's status and last event, in one round trip."""
+        status, last = self._ext.journal.status_and_last(self.id)
+        if status is None:
+            raise RunNotFoundError(f"no run with id {self.id!r}")
+        return status, last
+
+    def _outcome(self, status: str, last: Event | None) -> Any:
         if status == RunStatus.COMPLETED and last and last.type == EventType.WORKFLOW_COMPLETED:
             return last.data["result"]
         if last is not None and "error" in last.data:
             raise failures.rebuild(last.data["error"])
         raise JournalCorruptError(f"run {self.id} is {status} but its last event is {last!r}")
+
+
+class ResultWaiters:
+    """One pub/sub connection per thread, kept, for `RunHandle.result()` to wait on.
+
+    redis-py's `PubSub.close()` closes its connection: a new pub/sub per
+    `result()` would open a connection (and its handshake) per call. This
+    keeps one per thread (per process: a fork gets its own), subscribed
+    only while a `result()` of that thread waits.
+    """
+
+    def __init__(self, ext: DurableExtension):
+        self._ext = ext
+        self._local = threading.local()
+
+    def _pubsub(self) -> Any:
+        held = getattr(self._local, "pubsub", None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
+        self._local.pubsub = (os.getpid(), pubsub)
+        return pubsub
+
+    def subscribe(self, channel: str) -> Any:
+        pubsub = self._pubsub()
+        pubsub.subscribe(channel)
+        return pubsub
+
+    def wait(self, pubsub: Any, channel: str, timeout: float) -> None:
+        """Until a message on `channel` comes, or `timeout` seconds pass.
+
+        Messages of channels this thread waited on before are dropped.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            message = pubsub.get_message(timeout=max(0.0, end - time.monotonic()))
+            if message is not None and message.get("channel") in (channel, channel.encode()):
+                return
+            if time.monotonic() >= end:
+                return
+
+    def unsubscribe(self, channel: str) -> None:
+        held = getattr(self._local, "pubsub", None)
+        if held is None or held[0] != os.getpid():
+            return
+        try:
+            held[1].unsubscribe(channel)
+        except redis.RedisError:  # a broken connection: a new one next time
+            self.drop()
+
+    def drop(self) -> None:
+        """Close this thread's pub/sub (its connection broke); the next use makes one."""
+        held = getattr(self._local, "pubsub", None)
+        self._local.pubsub = None
+        if held is not None and held[0] == os.getpid():
+            with contextlib.suppress(redis.RedisError):
+                held[1].close()
 
 
 def get_run(run_id: str, *, app: Celery | None = None) -> RunHandle:

@@ -190,11 +190,9 @@ class Journal:
             if extra is not None:
                 extra(pipe)
             if self._scripts_in_pipelines:
-                # EVALSHA itself, not the script object: redis-py would send a
-                # SCRIPT EXISTS first, a round trip of its own, on every execute.
-                pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+                lua.queue_in(pipe, self._append, keys, args)
                 if tidy is not None:
-                    pipe.evalsha(self._ended.sha, len(tidy[0]), *tidy[0], *tidy[1])
+                    lua.queue_in(pipe, self._ended, *tidy)
                     *answers, result, ended_reply = pipe.execute(raise_on_error=False)
                 else:
                     *answers, result = pipe.execute(raise_on_error=False)

@@ -44,6 +44,12 @@ def sleeper(x: int) -> int:
     return inc(x)
 
 
+@workflow(name="tests.round_trips.waiter")
+def waiter(x: int) -> int:
+    x = inc(x)
+    return inc(x + celery_durable.wait_for_event("go"))
+
+
 @pytest.fixture
 def ext(durable_app):
     ext = extension_for(durable_app)
@@ -72,16 +78,35 @@ def test_start_is_one_round_trip(ext):
     assert trips.count == 2 and same.id == again.id != run.id
 
 
-def test_a_ten_step_run_costs_twelve_round_trips(ext):
+def test_a_ten_step_run_costs_eleven_round_trips(ext):
     run = celery_durable.start(ten_steps, 1)
     trips = _execute(ext, run.id)
     assert run.result(timeout=5) == 11
-    # Load; claim (filed under the worker in the same trip); steps 1 to 9 one
+    # Claimed (and filed under the worker) as it is read; steps 1 to 9 one
     # append each; step 10 with the run's end, its tidying and the news for
     # result() in one.
-    assert trips.count == 12, trips.commands
-    assert trips.commands[0] == ["HGETALL", "XRANGE"]
-    assert all(trip == ["EVALSHA"] for trip in trips.commands[2:11]), trips.commands
+    assert trips.count == 11, trips.commands
+    assert trips.commands[0] == ["EVALSHA", "HGETALL", "XRANGE"]
+    assert all(trip == ["EVALSHA"] for trip in trips.commands[1:10]), trips.commands
+    assert trips.commands[10][-2:] == ["EVALSHA", "EVALSHA"]
+    types = [event["type"] for event in run.events()]
+    assert types[:2] == ["workflow.started", "workflow.executing"]
+    assert types[-1] == "workflow.completed" and types.count("step.completed") == 10
+
+
+def test_a_resumed_run_is_read_then_claimed(ext, redis_client):
+    run = celery_durable.start(waiter, 1)
+    execute_run(ext, run.id, worker="first")
+    assert run.status() == "waiting"
+    celery_durable.send_event(run.id, "go", 10)
+    trips = _execute(ext, run.id)
+    assert run.result(timeout=5) == 13
+    # The claim sent with the read finds the run moved on and writes nothing;
+    # the claim proper follows, filed under the worker in its round trip.
+    assert trips.commands[:2] == [["EVALSHA", "HGETALL", "XRANGE"], ["SADD", "EVALSHA"]]
+    types = [event["type"] for event in run.events()]
+    assert types.count("workflow.executing") == 2
+    assert not redis_client.sismember(ext.keys.worker_runs("counted"), run.id)
 
 
 def test_each_step_costs_one_round_trip(ext):
@@ -100,11 +125,10 @@ def test_a_suspension_takes_the_step_before_it_along(ext):
     run = celery_durable.start(sleeper, 1)
     trips = _execute(ext, run.id)
     assert run.status() == "sleeping"
-    # Load; claim; step 1's completion with the suspension and its timers; off
-    # the worker's list.
+    # Claimed as read; step 1's completion with the suspension and its timers;
+    # off the worker's list.
     assert trips.commands == [
-        ["HGETALL", "XRANGE"],
-        ["SADD", "EVALSHA"],
+        ["EVALSHA", "HGETALL", "XRANGE"],
         ["ZADD", "ZREM", "EVALSHA"],
         ["SREM"],
     ]

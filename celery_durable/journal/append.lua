@@ -35,6 +35,10 @@
 --                           message finds the step done)
 --            steps_set      map of fields to set on KEYS[7] (the run's context
 --                           for its steps' bodies)
+--            file           add this member (the run's id) to KEYS[8], the
+--                           set of runs of the worker whose execution claims
+--                           the run (given only where keys may be in other
+--                           slots: not on Redis Cluster)
 -- ARGV[3]  the payload of that entry ('' when none): kept out of the
 --          options because Lua's cmsgpack cannot read msgpack `bin` values
 -- ARGV[4..] the encoded events, in order
@@ -109,6 +113,9 @@ if opts.steps_set then
   for field, value in pairs(opts.steps_set) do
     redis.call('HSET', KEYS[7], field, value)
   end
+end
+if opts.file then
+  redis.call('SADD', KEYS[8], opts.file)
 end
 redis.call('HSET', KEYS[2], 'seq', position)
 if opts.now then

@@ -311,6 +311,8 @@ class Journal:
         inbox_len: int | None,
         notify: Notification | None,
         steps: StepsWrite | None = None,
+        *,
+        file: bool = False,
     ) -> tuple[list[Event], list[str], list[Any], bool]:
         """The events with their positions, the script's keys and arguments, and
         whether the events end the run."""
@@ -339,6 +341,8 @@ class Journal:
             options["meta"] = {k: str(v) for k, v in meta.items()}
         if inbox_len is not None:
             options["inbox_len"] = inbox_len
+        if file:  # KEYS[8], the worker's set of runs, is the caller's to add
+            options["file"] = run_id
         if steps is not None:
             if steps.dispatch:
                 options["dispatch"] = [list(d) for d in steps.dispatch]
@@ -453,6 +457,48 @@ class Journal:
         raw_meta, entries = pipe.execute()
         meta = {k.decode(): v.decode() for k, v in raw_meta.items()}
         return meta, [self._decode(run_id, entry_id, fields) for entry_id, fields in entries]
+
+    def load_claiming(
+        self,
+        run_id: str,
+        claim: tuple[str, dict[str, Any]],
+        *,
+        meta: dict[str, str | int | float],
+        worker_runs: str,
+    ) -> tuple[dict[str, str], list[Event], bool]:
+        """`load`, claiming the run in the same round trip should it be fresh.
+
+        A run whose log holds only `workflow.started` (position 1) is pending
+        and nobody's yet: `claim` (an event) is appended there as `append`
+        would, with `meta`, and the run filed in the set `worker_runs` in the
+        same atomic write, before the run is read: the execution that sends
+        the claim reads it back. Any other run is only read (the fence
+        refuses the claim, writing nothing). Returns the meta, the history,
+        and whether the claim was appended. On Redis Cluster (the worker's
+        set is in another slot), no claim is sent.
+        """
+        if not self._scripts_in_pipelines:
+            meta_now, events = self.load(run_id)
+            return meta_now, events, False
+        built, keys, args, _ = self._prepare(run_id, 1, [claim], meta, None, None, file=True)
+        pipe = self.client.pipeline(transaction=False)
+        lua.queue_in(pipe, self._append, [*keys, worker_runs], args)
+        pipe.hgetall(self.keys.run_meta(run_id))
+        pipe.xrange(self.keys.run_events(run_id))
+        result, raw_meta, entries = pipe.execute(raise_on_error=False)
+        for answer in (raw_meta, entries):
+            if isinstance(answer, Exception):
+                raise answer
+        claimed = False
+        if not isinstance(result, Exception):  # NOSCRIPT, out of memory: not claimed
+            try:
+                self._outcome(run_id, 1, built, result)
+                claimed = True
+            except JournalConflictError:
+                pass
+        meta_now = {k.decode(): v.decode() for k, v in raw_meta.items()}
+        events = [self._decode(run_id, entry_id, fields) for entry_id, fields in entries]
+        return meta_now, events, claimed
 
     def page(self, run_id: str, *, after: str | None = None, count: int = 100) -> Page:
         """Up to `count` events after stream id `after` (from the first when None).

@@ -157,6 +157,8 @@ class Execution:
         definition: WorkflowDefinition,
         worker: str = "",
         takeover: str | None = None,
+        *,
+        claimed: bool = False,
     ):
         self.ext = ext
         self.journal = ext.journal
@@ -172,10 +174,12 @@ class Execution:
         self.stop: BaseException | None = None
         self.cancel_requested = False
         self.step_running = False
-        self.owner = f"{worker}/{os.getpid()}"
+        self.owner = owner_of(worker)
         self.worker_runs_key = ext.keys.worker_runs(worker)
         self.takeover = takeover  # the dead owner this execution replaces
         self.claimed_as: str | None = None  # set once this execution tried to claim the run
+        if claimed:  # claimed as the run was read (`Journal.load_claiming`): its last event
+            self.claimed_as = self.owner
         # Events done but not written yet (the last inline step's completion):
         # they go with the next write, before anything else runs.
         self.held: list[tuple[EventType, dict[str, Any]]] = []
@@ -184,6 +188,10 @@ class Execution:
     # -- the run as a whole ------------------------------------------------------
 
     def run(self) -> None:
+        """Claim the run (unless it was claimed as it was read), execute it, end it."""
+        if self.claimed_as is not None:  # and filed under this worker in that write
+            self._execute()
+            return
         # The claim also files the run under this worker, in the same round
         # trip, so that a live worker takes it over should this one die.
         executing = {"worker": self.worker, "pid": os.getpid(), "attempt": self.state.attempt}
@@ -224,6 +232,10 @@ class Execution:
             except JournalConflictError:
                 self._release()
             return
+        self._execute()
+
+    def _execute(self) -> None:
+        """Call the workflow (again, for each new attempt) and record how it ended."""
         while True:
             outcome = self._call_workflow()
             if outcome is None:
@@ -891,6 +903,11 @@ class Execution:
             if not is_interruption(exc):
                 raise
             trouble_log.report(exc, f"run {self.run_id}: taking it off worker {self.worker}")
+
+
+def owner_of(worker: str) -> str:
+    """How an execution of this process names itself as a run's owner (meta `owner`)."""
+    return f"{worker}/{os.getpid()}"
 
 
 def _text(when: float | None) -> str:

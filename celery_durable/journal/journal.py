@@ -543,13 +543,19 @@ class Journal:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     def status_and_last(self, run_id: str) -> tuple[str | None, Event | None]:
-        """The run's status (None for an unknown run) and last event, in one round trip."""
+        """The run's status (None for an unknown run) and last event, in one round trip.
+
+        The last event is decoded only for a finished run (its outcome): None
+        for others, whatever their last entry holds.
+        """
         pipe = self.client.pipeline(transaction=False)
         pipe.hget(self.keys.run_meta(run_id), "status")
         pipe.xrevrange(self.keys.run_events(run_id), count=1)
-        status, entries = pipe.execute()
-        last = self._decode(run_id, *entries[0]) if entries else None
-        return (status.decode() if status is not None else None), last
+        raw_status, entries = pipe.execute()
+        status = raw_status.decode() if raw_status is not None else None
+        if status not in FINAL_STATUSES or not entries:
+            return status, None
+        return status, self._decode(run_id, *entries[0])
 
     def status(self, run_id: str) -> str | None:
         value = self.client.hget(self.keys.run_meta(run_id), "status")

@@ -48,6 +48,7 @@ from .schedules.api import (
 from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
+from .workflows.patches import deprecated_patch, patched
 from .workflows.runs import RunHandle, get_run, start
 from .workflows.steps import StepHandle, gather, step
 from .workflows.waits import sleep, wait_for_event
@@ -84,6 +85,7 @@ __all__ = [
     "WorkflowTimedOutError",
     "breaker_state",
     "delete_schedule",
+    "deprecated_patch",
     "describe_schedule",
     "dry_run",
     "gather",
@@ -93,6 +95,7 @@ __all__ = [
     "install",
     "list_rules",
     "list_schedules",
+    "patched",
     "pause_schedule",
     "reset_breaker",
     "resume_schedule",

@@ -27,11 +27,12 @@ TASK_EXECUTION_TIME_EXCEEDED = "task.execution_time_exceeded"
 WORKER_OFFLINE = "worker.offline"
 WORKFLOW_FAILED = EventType.WORKFLOW_FAILED.value
 WORKFLOW_TIMED_OUT = EventType.WORKFLOW_TIMED_OUT.value
+WORKFLOW_BLOCKED = EventType.WORKFLOW_BLOCKED.value
 
 #: Activities about one Celery task: their data names it (`task_name`, `queue`, ...).
 TASK_ACTIVITIES = frozenset({TASK_FAILED, TASK_ORPHANED, TASK_EXECUTION_TIME_EXCEEDED})
-#: Runs that ended badly: their data holds `workflow_name` and `error`.
-RUN_FAILURES = frozenset({WORKFLOW_FAILED, WORKFLOW_TIMED_OUT})
+#: Runs that ended or stopped badly: their data holds `workflow_name` and `error`.
+RUN_FAILURES = frozenset({WORKFLOW_FAILED, WORKFLOW_TIMED_OUT, WORKFLOW_BLOCKED})
 
 
 @dataclass(frozen=True)

@@ -240,10 +240,85 @@ def _list_stuck(app: Celery, limit: int, cursor: str | None, as_json: bool) -> N
 @click.argument("run_id")
 @pass_app
 def runs_resume(app: Celery, run_id: str) -> None:
-    """Send a stuck run on (see `runs list --status stuck`); a run that is fine is left alone."""
+    """Send a stuck or blocked run on; a run that is fine is left alone.
+
+    A blocked run is tried again by a worker: it goes on if its history
+    replays under that worker's code, else it stays blocked.
+    """
     from .workflows.stuck import resume_run
 
     click.echo(resume_run(run_id, app=app))
+
+
+@runs.command("fail")
+@click.argument("run_id")
+@pass_app
+def runs_fail(app: Celery, run_id: str) -> None:
+    """End a blocked run as failed, with the error it was blocked for."""
+    from .workflows.blocking import fail_run
+
+    click.echo(fail_run(run_id, app=app))
+
+
+@runs.command("export")
+@click.argument("run_id")
+@pass_app
+def runs_export(app: Celery, run_id: str) -> None:
+    """Print a run's history as JSON (for the `durable_replay` pytest fixture)."""
+    from .workflows.replay import export_run
+
+    _print_json(export_run(run_id, app=app))
+
+
+@durable.command("replay-check")
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    help="Only runs with this status (repeat it); by default every unfinished status.",
+)
+@click.option("--limit", type=int, help="Replay at most this many runs (the newest first).")
+@_json_option
+@pass_app
+def replay_check_command(
+    app: Celery, workflow: str | None, statuses: tuple[str, ...], limit: int | None, as_json: bool
+) -> None:
+    """Replay stored runs against the code importable here; exit 1 if any would diverge.
+
+    Runs no step body and writes nothing: run it in CI, against a copy of
+    production's Redis or production itself, before deploying.
+    """
+    from .workflows.replay import UNFINISHED, replay_check
+
+    report = replay_check(workflow=workflow, statuses=statuses or UNFINISHED, limit=limit, app=app)
+    summary = report.as_dict()
+    if as_json:
+        _print_json(summary)
+    else:
+        if report.divergences:
+            _table(
+                ["run", "workflow", "status", "position", "recorded", "code asks"],
+                [
+                    [
+                        d.run_id,
+                        d.workflow,
+                        d.status,
+                        "-" if d.position is None else d.position,
+                        d.recorded or "-",
+                        d.asked or d.message,
+                    ]
+                    for d in report.divergences
+                ],
+            )
+            click.echo("")
+        click.echo(
+            f"{summary['checked']:,} run(s) replayed in {summary['seconds']:.3f}s "
+            f"({summary['seconds_per_1000_runs']:.3f}s per 1,000): "
+            f"{summary['diverging']:,} would diverge"
+        )
+    if report.divergences:
+        raise SystemExit(1)
 
 
 @runs.command("show")

@@ -157,7 +157,21 @@ class JournalCorruptError(DurableError):
 
 
 class NonDeterminismError(FatalError):
-    """Replaying a run asked for another step than the one recorded there."""
+    """Replaying a run asked for another step than the one recorded there.
+
+    The run is not failed for it: it is `blocked` until code that replays its
+    history is deployed (`runs resume`) or an operator ends it (`runs fail`).
+    `position`, `recorded` and `asked` say where and how it diverged (empty
+    when the error was rebuilt from a journal).
+    """
+
+    def __init__(
+        self, message: str, *, position: int | None = None, recorded: str = "", asked: str = ""
+    ):
+        super().__init__(message)
+        self.position = position
+        self.recorded = recorded
+        self.asked = asked
 
 
 class RunEventLimitError(FatalError):

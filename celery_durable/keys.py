@@ -50,6 +50,14 @@ class Keys:
         """Pub/sub channel told when the run reaches a final status."""
         return self._run(run_id, "done")
 
+    def blocked_runs(self) -> str:
+        """A set of the ids of runs made `blocked`, for a starting worker to try again.
+
+        Added to when a run is blocked; a member no longer blocked is taken off
+        by the next worker that starts.
+        """
+        return f"{self.prefix}:blocked"
+
     def runs_index(self) -> str:
         """A sorted set of every run id by creation time, for listings."""
         return f"{self.prefix}:runs"

@@ -47,6 +47,7 @@ class Settings:
     heartbeat_interval: float = 2.0
     worker_timeout: float = 10.0
     redispatch_after: float = 60.0
+    blocked_retry_after: float = 300.0
     rule_history_maxlen: int = 1000
     failure_window: float = 3600.0
     action_claim_after: float = 300.0
@@ -104,6 +105,7 @@ class Settings:
             heartbeat_interval=heartbeat,
             worker_timeout=worker_timeout,
             redispatch_after=_positive(conf, "durable_redispatch_after", 60.0),
+            blocked_retry_after=_positive(conf, "durable_blocked_retry_after", 300.0),
             rule_history_maxlen=int(_positive(conf, "durable_rule_history_maxlen", 1000)),
             failure_window=_positive(conf, "durable_failure_window", 3600.0),
             action_claim_after=_positive(conf, "durable_action_claim_after", 300.0),

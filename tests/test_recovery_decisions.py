@@ -93,10 +93,18 @@ def test_the_table(cause, status, takeover, owner_gone, expected):
 
 
 @pytest.mark.parametrize("cause", list(Cause))
-@pytest.mark.parametrize("status", [*FINAL, None, "blocked"])
+@pytest.mark.parametrize("status", [*FINAL, None, "paused-by-a-newer-version"])
 def test_a_run_that_is_gone_finished_or_in_an_unknown_status_is_left_alone(cause, status):
     run = {} if status is None else meta(status)
     assert decide(cause, run, takeover=OWNER, owner_gone=True) == LEAVE
+
+
+@pytest.mark.parametrize("cause", list(Cause))
+def test_a_blocked_run_is_sent_by_its_own_timers_only(cause):
+    """Its wake timer is its retry; its deadline timer times it out. Nothing else moves it."""
+    expected = DISPATCH_NOW if cause in (Cause.WAKE_TIMER, Cause.DEADLINE_TIMER) else LEAVE
+    run = meta("blocked", wake_at="1234.5", deadline_at="9999.0")
+    assert decide(cause, run, takeover=OWNER, owner_gone=True) == expected
 
 
 @pytest.mark.parametrize("cause", [Cause.WORKER_DEAD, Cause.MESSAGE_DROPPED])

@@ -236,3 +236,21 @@ def test_waiting_for_results_does_not_open_a_connection_each_time(
     for x in range(20):
         assert celery_durable.start(ten_steps, x).result(timeout=10) == x + 10
     assert connections() - before <= 2  # a pub/sub per result() would be 20
+
+
+@workflow(name="tests.round_trips.then_spawn")
+def then_spawn(x: int) -> list:
+    x = inc(x)  # held, then written with the spawn's dispatch
+    return celery_durable.gather(inc.spawn(x))
+
+
+def test_a_held_completion_goes_before_a_dispatch_and_keeps_its_record_right(ext, redis_client):
+    run = celery_durable.start(then_spawn, 1)
+    execute_run(ext, run.id, worker="spawner")  # no worker takes the step: the run waits
+    assert run.status() == "waiting"
+    entries = redis_client.xrange(ext.keys.run_events(run.id))
+    types = [e["type"] for e in run.events()]
+    assert types[2:4] == ["step.completed", "step.dispatched"]
+    dispatched_id = entries[3][0]
+    # The record of the dispatched step (position 1) names its own event, not the one before.
+    assert redis_client.hget(ext.keys.run_steps(run.id), "d:1") == dispatched_id

@@ -113,11 +113,15 @@ def test_start_refuses_what_is_not_a_workflow(durable_app):
         celery_durable.start(print, 1)
 
 
-def test_unknown_workflow_fails_that_run_and_the_worker_keeps_serving(durable_worker):
+def test_unknown_workflow_blocks_that_run_and_the_worker_keeps_serving(
+    durable_worker, durable_wait_for_status
+):
+    """Another worker, or the next deploy, may have its code: blocked, not failed."""
     unknown = celery_durable.start("no.such.workflow", 1)
-    with pytest.raises(celery_durable.WorkflowNotFoundError, match=r"'no\.such\.workflow' is not"):
-        unknown.result(timeout=15)
-    assert unknown.status() == "failed"
+    durable_wait_for_status(unknown, "blocked", timeout=15)
+    error = unknown.events()[-1]["data"]["error"]
+    assert error["type"].endswith("WorkflowNotFoundError")
+    assert "'no.such.workflow' is not" in error["message"]
     assert celery_durable.start(arithmetic, 1, 1).result(timeout=15)["total"] == 2
 
 

@@ -18,6 +18,9 @@ pytest-celery without a clash.
   Redis (`celery_durable.contrib.workers.WorkerProcesses`), all killed at
   teardown; `durable_worker_processes_options` (override it) says which app
   they run and how.
+- `durable_replay`: replay a history exported by `celery durable runs
+  export` against the code importable now; the test fails with the
+  divergence. Needs no Redis and no worker.
 - `durable_http_receiver`: a real HTTP server on 127.0.0.1 that records
   the requests rules send it (`celery_durable.contrib.http_receiver`).
 """
@@ -39,6 +42,7 @@ from celery.contrib.testing.worker import start_worker
 from ..extension import DurableExtension, extension_for
 from ..install import install
 from ..options import parse_duration
+from ..workflows.replay import load_history, replay_history
 from ..workflows.runs import RunHandle
 from .http_receiver import HttpReceiver
 from .redis_server import RedisServer
@@ -165,6 +169,29 @@ def durable_worker_processes(
         if workers.workers:
             print(workers.tails(), file=sys.stderr)
         workers.close()
+
+
+class Replayer:
+    """`durable_replay(path)`: fail the test if the exported history diverges from the code."""
+
+    def __init__(self, ext: DurableExtension):
+        self.ext = ext
+
+    def __call__(self, history: str | Path | dict[str, Any]) -> None:
+        run_id, status, events = load_history(history)
+        divergence = replay_history(self.ext, run_id, events, status=status)
+        if divergence is not None:
+            pytest.fail(f"the history of run {run_id} diverges: {divergence.message}")
+
+
+@pytest.fixture
+def durable_replay() -> Iterator[Replayer]:
+    """Replay exported histories dry: no step body runs, nothing connects to Redis."""
+    app = Celery("durable-replay", broker="memory://", set_as_current=False)
+    # Never connected to: a dry replay reads and writes nothing.
+    app.conf.durable_redis_url = "redis://127.0.0.1:9/0"
+    yield Replayer(install(app))
+    app.close()
 
 
 @pytest.fixture

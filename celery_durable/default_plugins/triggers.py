@@ -55,6 +55,12 @@ class WorkflowTimedOut(Trigger):
     name = activity.WORKFLOW_TIMED_OUT
 
 
+class WorkflowBlocked(Trigger):
+    """A run's history does not replay under the code deployed (or its code is missing)."""
+
+    name = activity.WORKFLOW_BLOCKED
+
+
 @hookimpl
 def durable_triggers() -> list[type[Trigger]]:
     return [
@@ -64,4 +70,5 @@ def durable_triggers() -> list[type[Trigger]]:
         WorkerOffline,
         WorkflowFailed,
         WorkflowTimedOut,
+        WorkflowBlocked,
     ]

@@ -27,6 +27,7 @@ class EventType(StrEnum):
     WORKFLOW_SUSPENDED = "workflow.suspended"
     WORKFLOW_CANCELLED = "workflow.cancelled"
     WORKFLOW_TIMED_OUT = "workflow.timed_out"
+    WORKFLOW_BLOCKED = "workflow.blocked"
     STEP_DISPATCHED = "step.dispatched"
     STEP_COMPLETED = "step.completed"
     STEP_RETRYING = "step.retrying"
@@ -36,6 +37,7 @@ class EventType(StrEnum):
     EVENT_RECEIVED = "event.received"
     EVENT_TIMED_OUT = "event.timed_out"
     CHILD_STARTED = "child.started"
+    PATCH_MARKED = "patch.marked"
 
 
 class RunStatus(StrEnum):
@@ -47,6 +49,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    BLOCKED = "blocked"  # its history does not replay under the code here: see `runs resume`
 
 
 FINAL_STATUSES = frozenset(
@@ -62,6 +65,7 @@ STATUS_AFTER: dict[str, RunStatus] = {
     EventType.WORKFLOW_FAILED: RunStatus.FAILED,
     EventType.WORKFLOW_CANCELLED: RunStatus.CANCELLED,
     EventType.WORKFLOW_TIMED_OUT: RunStatus.TIMED_OUT,
+    EventType.WORKFLOW_BLOCKED: RunStatus.BLOCKED,
 }
 
 # Events that record what the workflow's code did at a position, in order.

@@ -13,6 +13,7 @@ from celery.signals import task_failure, task_received, worker_shutdown
 from ..errors import JournalConflictError, RedisAccessError
 from ..extension import RUN_TASK_NAME, extension_for
 from ..schedules.registration import register_workflow_schedules
+from ..workflows.blocking import retry_blocked_runs
 from ..workflows.interruptions import backoff, is_interruption, trouble_log
 from ..workflows.registry import registered
 from .heartbeat import Heartbeat
@@ -57,6 +58,7 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         self.poller.start()
         self.actions = ActionRunner(ext, worker.hostname)
         self.actions.start()
+        self._retry_blocked()
         # Weakly: the worker holds this step; an in-process worker that is
         # dropped (tests) then frees its app instead of leaking it.
         task_received.connect(self._on_received, weak=True)
@@ -81,6 +83,16 @@ class DurableWorkerStep(bootsteps.StartStopStep):
             self.heartbeat.stop_when_idle()
 
     terminate = shutdown = stop
+
+    def _retry_blocked(self) -> None:
+        """This worker may have the code blocked runs wait for: send each once."""
+        try:
+            sent = retry_blocked_runs(self.extension)
+        except Exception as exc:  # their retry timers try them anyway
+            logger.warning("could not send the blocked runs again: %r", exc)
+            return
+        if sent:
+            logger.info("sent %d blocked run(s) again: this worker may replay them", sent)
 
     def _check_redis(self) -> None:
         """Wait for the journal's Redis; refuse to start, in one line, if it refuses us.

@@ -33,6 +33,10 @@ left alone, and so is one in a status not listed):
 | `WAKE_TIMER`      | leave         | dispatch           | leave                 |
 | `DEADLINE_TIMER`  | dispatch      | dispatch           | leave                 |
 
+A `blocked` run (`workflows/blocking.py`) is dispatched by its wake timer (a
+retry every `durable_blocked_retry_after`) and its deadline timer, and left
+alone by every other cause: it holds no worker and no message.
+
 (a) the message that woke it died with the process. (b) or if the lost
 message was itself a takeover of the run's current owner: it died before its
 claim, and the gone owner is still on record. (c) its wake and deadline
@@ -124,8 +128,10 @@ TIMER_CAUSES = {
 }
 _WAITS_FOR = {
     Cause.DISPATCH_TIMER: frozenset({RunStatus.PENDING}),
-    Cause.WAKE_TIMER: frozenset({RunStatus.SLEEPING, RunStatus.WAITING}),
-    Cause.DEADLINE_TIMER: frozenset({RunStatus.PENDING, RunStatus.SLEEPING, RunStatus.WAITING}),
+    Cause.WAKE_TIMER: frozenset({RunStatus.SLEEPING, RunStatus.WAITING, RunStatus.BLOCKED}),
+    Cause.DEADLINE_TIMER: frozenset(
+        {RunStatus.PENDING, RunStatus.SLEEPING, RunStatus.WAITING, RunStatus.BLOCKED}
+    ),
 }
 _SUSPENDED = frozenset({RunStatus.SLEEPING, RunStatus.WAITING})
 

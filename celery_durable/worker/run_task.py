@@ -14,14 +14,21 @@ from typing import Any
 
 from celery import Celery, Task
 
-from ..errors import DurableError, JournalConflictError, JournalCorruptError
+from ..errors import (
+    DurableError,
+    JournalConflictError,
+    JournalCorruptError,
+    WorkflowNotFoundError,
+)
 from ..extension import RUN_TASK_NAME, DurableExtension, extension_for
-from ..journal.events import FINAL_STATUSES, EventType, RunStatus
+from ..journal.events import FINAL_STATUSES, Event, EventType, RunStatus
 from ..journal.identity import JournalId
-from ..workflows.execution import Execution, owner_of
+from ..workflows.blocking import block, retry_later
+from ..workflows.execution import Execution, deadline_of, owner_of
 from ..workflows.interruptions import Interrupted, is_interruption, persevere
 from ..workflows.outcomes import finish
-from ..workflows.registry import lookup
+from ..workflows.registry import WorkflowDefinition, lookup
+from ..workflows.replay import replay_history
 from .journal_queue import forward, serves
 
 logger = logging.getLogger("celery_durable.worker")
@@ -69,6 +76,9 @@ def execute_run(
                     f"run {run_id}: the journal does not begin with workflow.started"
                 )
             definition = lookup(events[0].data["name"])
+        except WorkflowNotFoundError as exc:  # claimed, so taken off this worker's list
+            _block(ext, run_id, meta, exc, worker=worker, claimed=True)
+            return
         except DurableError as exc:
             _fail(ext, run_id, meta, exc, worker=worker)
             return
@@ -101,8 +111,13 @@ def execute_run(
                 f"run {run_id}: the journal does not begin with workflow.started"
             )
         definition = lookup(events[0].data["name"])
+    except WorkflowNotFoundError as exc:  # a deploy removed it, or this worker is not updated
+        _block(ext, run_id, meta, exc, worker=worker)
+        return
     except DurableError as exc:
         _fail(ext, run_id, meta, exc)
+        return
+    if status == RunStatus.BLOCKED and not _unblocked(ext, run_id, events, definition):
         return
     Execution(ext, run_id, events, definition, worker=worker, takeover=takeover).run()
 
@@ -128,6 +143,55 @@ def _load_claiming(
         if not is_interruption(exc):
             raise
         raise Interrupted(exc, owner) from None
+
+
+def _unblocked(
+    ext: DurableExtension, run_id: str, events: list[Event], definition: WorkflowDefinition
+) -> bool:
+    """May a blocked run execute here? Yes if its history replays (dry) or it is past its time.
+
+    While it does not replay, nothing is written: its retry timer is set again.
+    """
+    deadline = deadline_of(definition, events[0])
+    if deadline is None or ext.clock.now() < deadline:
+        divergence = replay_history(ext, run_id, events, definition=definition)
+        if divergence is not None:
+            logger.info("run %s stays blocked: %s", run_id, divergence.message)
+            retry_later(ext, run_id)
+            return False
+    logger.info("run %s was blocked; its history replays here: it goes on", run_id)
+    ext.redis.srem(ext.keys.blocked_runs(), run_id)
+    return True
+
+
+def _block(
+    ext: DurableExtension,
+    run_id: str,
+    meta: dict[str, str],
+    exc: DurableError,
+    worker: str,
+    *,
+    claimed: bool = False,
+) -> None:
+    """Block a run whose code is not here (or keep it blocked): another worker may have it.
+
+    `claimed`: this worker claimed it as it read it (and filed it under itself).
+    """
+    if meta.get("status") == RunStatus.BLOCKED:
+        logger.info("run %s stays blocked: %s", run_id, exc)
+        retry_later(ext, run_id)
+        return
+    try:
+        block(
+            ext,
+            run_id,
+            int(meta.get("seq", 0)),
+            exc,
+            workflow_name=meta.get("name", ""),
+            worker=worker if claimed else None,
+        )
+    except JournalConflictError:
+        logger.info("run %s moved on meanwhile; leaving it to its owner", run_id)
 
 
 def _not_yet_due(ext: DurableExtension, meta: dict[str, str]) -> bool:

@@ -22,6 +22,7 @@ same journal and the same `_ReplayState`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -51,6 +52,7 @@ from ..journal.journal import Appended, StepsWrite
 from ..limits import packed_bounded, roundtrip_bounded
 from ..redis_client import is_transient
 from . import interruptions
+from .blocking import block
 from .context import RunContext, current_execution
 from .fanout import FanOut
 from .interruptions import Interrupted, is_interruption, trouble_log
@@ -85,6 +87,10 @@ class Suspended(BaseException):
     """The run waits; its suspension is recorded and its timer set."""
 
 
+class EndOfHistory(Suspended):
+    """A dry replay reached the end of the recorded history, in agreement with it."""
+
+
 class _Cancelled(BaseException):
     pass
 
@@ -93,7 +99,7 @@ class _TimedOut(BaseException):
     pass
 
 
-_COMMAND_KIND = {
+_COMMAND_KIND: dict[str, str] = {
     EventType.STEP_COMPLETED: "step",
     EventType.STEP_FAILED: "step",
     EventType.STEP_DISPATCHED: "step",
@@ -115,6 +121,7 @@ class _ReplayState:
         self.failed_attempts: dict[int, int] = {}
         self.retry_at: dict[int, float] = {}  # when a failed step is due to run again
         self.consumed: set[str] = set()  # inbox entries already received
+        self.patches: set[str] = set()  # change ids `patched()` found new code at
         self.attempt = 1
         for event in events:
             self.apply(event)
@@ -143,6 +150,16 @@ class _ReplayState:
             self.failed_attempts.clear()
             self.retry_at.clear()
             self.attempt = event.data["attempt"]
+        elif kind == EventType.PATCH_MARKED:
+            self.patches.add(event.data["change_id"])
+
+    def reaches(self, position: int) -> bool:
+        """Did the recorded history get to `position` or past it (under some code)?"""
+        return any(
+            p >= position
+            for positions in (self.outcomes, self.pending, self.failed_attempts)
+            for p in positions
+        )
 
     def recorded_at(self, position: int) -> Event | None:
         return self.outcomes.get(position) or self.pending.get(position)
@@ -184,6 +201,11 @@ class Execution:
         # they go with the next write, before anything else runs.
         self.held: list[tuple[EventType, dict[str, Any]]] = []
         self.fanout = FanOut(self)
+        # `patch.marked` events to write with the next append (no round trip of their own).
+        self.markers: list[tuple[EventType, dict[str, Any]]] = []
+        # A dry replay (`replay.py`): runs no step body and writes nothing; it
+        # stops where the recorded history ends.
+        self.dry = False
 
     # -- the run as a whole ------------------------------------------------------
 
@@ -245,6 +267,17 @@ class Execution:
             kind, result, error = outcome
             try:
                 self._check_memory_or_outage(error)
+                if isinstance(error, NonDeterminismError):  # not the run's fault: wait for code
+                    self._write_held()  # what was done stays done
+                    block(
+                        self.ext,
+                        self.run_id,
+                        self.position,
+                        error,
+                        workflow_name=self.definition.name,
+                        worker=self.worker,
+                    )
+                    return
                 if kind == EventType.WORKFLOW_RETRYING:
                     try:
                         self._append(
@@ -300,6 +333,40 @@ class Execution:
             self.held = held
             self._write_held()
             raise
+
+    def dry_run(self) -> NonDeterminismError | None:
+        """Replay the history against the code, running no step body and writing nothing.
+
+        Returns where the code diverges from the history, or None when it
+        agrees up to where the history ends (`replay.py` builds on this).
+        """
+        self.dry = True
+        self.deadline = None  # what is checked is the code, not the clock
+        self.cancel_requested = False
+        outcome = self._call_workflow()
+        if isinstance(self.stop, NonDeterminismError):
+            return self.stop
+        if outcome is None:
+            return None
+        kind, _, error = outcome
+        if isinstance(error, NonDeterminismError):
+            return error
+        # The code ends (returns, or raises in a history of one attempt) where
+        # the history went on: the run would end, or fail, where it did not.
+        ended = kind == EventType.WORKFLOW_COMPLETED or self.state.attempt == 1
+        if ended and self.state.reaches(self.cursor):
+            was = self.state.recorded_at(self.cursor)
+            recorded = "" if was is None else f"{_COMMAND_KIND[was.type]} {was.data['name']!r}"
+            does = "returns" if error is None else f"raises {type(error).__name__}: {error}"
+            return NonDeterminismError(
+                f"run {self.run_id} of workflow {self.definition.name!r} is not "
+                f"deterministic: the code now {does} at position {self.cursor}, where the "
+                f"journal recorded {recorded or 'more'}",
+                position=self.cursor,
+                recorded=recorded,
+                asked="return" if error is None else f"raise {type(error).__name__}",
+            )
+        return None
 
     def _check_memory_or_outage(self, error: BaseException | None) -> None:
         """An infrastructure error that reached the workflow is not its outcome."""
@@ -439,14 +506,63 @@ class Execution:
         if recorded is not None:
             recorded_kind = _COMMAND_KIND[recorded.type]
             if (recorded_kind, recorded.data["name"]) != (kind, name):
+                was, now = f"{recorded_kind} {recorded.data['name']!r}", f"{kind} {name!r}"
                 self.stop = NonDeterminismError(
                     f"run {self.run_id} of workflow {self.definition.name!r} is not "
                     f"deterministic: at position {position} the journal recorded "
-                    f"{recorded_kind} {recorded.data['name']!r} but the code now calls "
-                    f"{kind} {name!r}"
+                    f"{was} but the code now calls {now}",
+                    position=position,
+                    recorded=was,
+                    asked=now,
                 )
                 raise self.stop
+        elif self.dry:
+            self._end_of_history()
         return position, recorded
+
+    def _end_of_history(self) -> None:
+        """A dry replay got to where the history ends: what follows would be new work."""
+        self.stop = EndOfHistory()
+        raise self.stop
+
+    # -- patches -------------------------------------------------------------------
+
+    def patched(self, change_id: str, *, deprecated: bool = False) -> bool:
+        """Does this run take the code path of change `change_id` (see `patches.py`)?
+
+        True when the history has a marker for it, or has not got this far
+        (the new code decides: a marker is recorded with the next append);
+        False when the history went past this point under code without it.
+        Costs no round trip and no position.
+        """
+        if _inside_step.get():
+            raise ConfigurationError(
+                f"patched({change_id!r}) was called inside a step's body; call it in the "
+                "workflow function, around the steps it chooses between"
+            )
+        if change_id in self.state.patches:
+            return True
+        position = self.cursor
+        if self.state.reaches(position):
+            if deprecated:
+                was = self.state.recorded_at(position)
+                self.stop = NonDeterminismError(
+                    f"run {self.run_id} of workflow {self.definition.name!r} went past "
+                    f"deprecated_patch({change_id!r}) (position {position}) under code "
+                    "without the patch; keep patched() there until such runs have finished",
+                    position=position,
+                    recorded=""
+                    if was is None
+                    else f"{_COMMAND_KIND[was.type]} {was.data['name']!r}",
+                    asked=f"patch {change_id!r}",
+                )
+                raise self.stop
+            return False
+        self.state.patches.add(change_id)
+        self.markers.append(
+            (EventType.PATCH_MARKED, {"change_id": change_id, "position": position})
+        )
+        return True
 
     # -- steps -------------------------------------------------------------------
 
@@ -797,7 +913,16 @@ class Execution:
         extra: Callable[[Pipeline], object] | None = None,
         steps: StepsWrite | None = None,
     ) -> Appended:
-        events = [*self.held, *events]
+        if self.dry:
+            self._end_of_history()
+        if self.held:  # first, in their order; a StepsWrite's indexes count them
+            if steps is not None and steps.dispatch:
+                shift = len(self.held)
+                moved = [(index + shift, p, task) for index, p, task in steps.dispatch]
+                steps = dataclasses.replace(steps, dispatch=moved)
+            events = [*self.held, *events]
+        if self.markers:  # last: a StepsWrite counts the events before them
+            events = [*events, *self.markers]
         attempt = 0
         while True:  # through Redis trouble: the same fenced append, again, until it is taken
             try:
@@ -835,6 +960,7 @@ class Execution:
                 time.sleep(interruptions.backoff(attempt))
                 attempt += 1
         self.held = []
+        self.markers = []
         for event in appended.events:
             self.position = event.seq
             self.state.apply(event)
@@ -871,6 +997,8 @@ class Execution:
 
     def _read(self, read: Callable[[], T]) -> T:
         """Call `read` (a read, or a write that is whole or nothing); Redis trouble interrupts."""
+        if self.dry:  # a wait or a child's start: where the recorded history ends
+            self._end_of_history()
         try:
             return read()
         except Exception as exc:

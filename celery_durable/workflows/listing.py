@@ -116,6 +116,8 @@ def describe_run(
         }
         if "name" in data and event.type != EventType.WORKFLOW_STARTED:
             item["name"] = data["name"]
+        elif event.type == EventType.PATCH_MARKED:
+            item["name"] = data["change_id"]
         for key in (
             "attempt",
             "duration",
@@ -139,7 +141,7 @@ def describe_run(
     elif (
         last is not None
         and "error" in last.data
-        and meta.get("status") in ("failed", "cancelled", "timed_out")
+        and meta.get("status") in ("failed", "cancelled", "timed_out", "blocked")
     ):
         outcome["error"] = _error_text(last.data["error"])
     first = page.first.data if page.first else {}

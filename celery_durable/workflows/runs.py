@@ -49,7 +49,7 @@ class RunHandle:
         return hash(self.id)
 
     def status(self) -> str:
-        """pending, running, sleeping, waiting, completed, failed, cancelled or timed_out."""
+        """pending, running, sleeping, waiting, blocked, completed, failed, cancelled, timed_out."""
         status = self._ext.journal.status(self.id)
         if status is None:
             raise RunNotFoundError(f"no run with id {self.id!r}")

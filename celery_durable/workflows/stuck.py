@@ -45,6 +45,8 @@ def stuck_reason(
         return "sleeping with no wake timer"
     if status == RunStatus.WAITING and meta.get("wake_at") and WAKE not in timers:
         return "waiting with a timeout but no wake timer"
+    if status == RunStatus.BLOCKED and WAKE not in timers:
+        return "blocked with no retry timer"
     if status == RunStatus.RUNNING and not (filed and owner_alive):
         owner = meta.get("owner", "?")
         if not owner_alive:
@@ -135,6 +137,10 @@ def resume_run(run_id: str, *, app: Celery | None = None) -> str:
     meta = record["meta"]
     if not meta:
         raise RunNotFoundError(f"no run with id {run_id!r}")
+    if meta.get("status") == RunStatus.BLOCKED:
+        from .blocking import resume_blocked
+
+        return resume_blocked(ext, run_id)
     reason = _reason(record)
     if reason is None:
         return f"run {run_id} is {meta.get('status', '')} and not stuck: nothing done"

@@ -12,6 +12,7 @@ from .errors import (
     RedisOutOfMemoryError,
     ResultTimeoutError,
     RetryableError,
+    RuleProblem,
     RulesError,
     RunEventLimitError,
     RunFinishedError,
@@ -28,11 +29,16 @@ from .hookspecs import hookimpl
 from .install import install
 from .rules.api import (
     breaker_state,
+    delete_rule,
+    export_rules,
     list_rules,
     reset_breaker,
     retry_chain,
+    rule_changes,
     rule_history,
+    save_rules,
     set_rule_enabled,
+    validate_rules,
 )
 from .rules.base import Action, Condition, Trigger
 from .rules.dry_run import dry_run, send_test_notification
@@ -67,6 +73,7 @@ __all__ = [
     "RedisOutOfMemoryError",
     "ResultTimeoutError",
     "RetryableError",
+    "RuleProblem",
     "RulesError",
     "RunContext",
     "RunEventLimitError",
@@ -84,10 +91,12 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowTimedOutError",
     "breaker_state",
+    "delete_rule",
     "delete_schedule",
     "deprecated_patch",
     "describe_schedule",
     "dry_run",
+    "export_rules",
     "gather",
     "get_context",
     "get_run",
@@ -100,7 +109,9 @@ __all__ = [
     "reset_breaker",
     "resume_schedule",
     "retry_chain",
+    "rule_changes",
     "rule_history",
+    "save_rules",
     "schedule",
     "send_event",
     "send_test_notification",
@@ -109,6 +120,7 @@ __all__ = [
     "start",
     "step",
     "trigger_schedule",
+    "validate_rules",
     "wait_for_event",
     "workflow",
 ]

@@ -441,14 +441,14 @@ def runs_send_event(app: Celery, run_id: str, name: str, data: str) -> None:
 
 @durable.group()
 def rules() -> None:
-    """List, test and operate automation rules."""
+    """List, add, delete, export, test and operate automation rules."""
 
 
 @rules.command("list")
 @_json_option
 @pass_app
 def rules_list(app: Celery, as_json: bool) -> None:
-    """Loaded rules: enabled state, breaker state, last fired."""
+    """Rules (configuration and stored): enabled state, breaker state, last fired, problems."""
     from .rules.api import list_rules
 
     listed = list_rules(app=app)
@@ -456,20 +456,30 @@ def rules_list(app: Celery, as_json: bool) -> None:
         _print_json(listed)
         return
     _table(
-        ["rule", "trigger", "enabled", "breaker", "last fired", "outcome"],
+        ["rule", "source", "trigger", "enabled", "breaker", "last fired", "outcome"],
         [
             [
                 r["name"],
+                r["source"],
                 r["event"],
                 ("yes" if r["enabled"] else "no") + (" (switch)" if r["switch"] else ""),
                 f"{r['breaker']['state']} ({r['breaker']['executions']}/"
-                f"{r['breaker']['max_executions']})",
+                f"{r['breaker']['max_executions']})"
+                if r["breaker"]
+                else "-",
                 _when(r["last_fired"]),
                 r["last_outcome"],
             ]
             for r in listed
         ],
     )
+    problems = [(r["name"], p) for r in listed for p in r["problems"]]
+    if problems:
+        click.echo("\nstored rules not loaded (the other rules run):")
+        for name, problem in problems:
+            where = f" on {problem['worker']}" if problem.get("worker") else " here"
+            field = f"{problem['field']}: " if problem.get("field") else ""
+            click.echo(f"  rule {name!r}{where}: {field}{problem['message']}")
 
 
 @rules.command("test")
@@ -688,3 +698,10 @@ def plugins(app: Celery, as_json: bool) -> None:
 from .schedules.cli import schedules  # noqa: E402 - it imports this module's helpers
 
 durable.add_command(schedules)
+
+# -- stored rules (celery_durable/rules/cli.py: add, delete, export, changes) ------------
+
+from .rules import cli as _stored_rules_cli  # noqa: E402 - it imports helpers here
+
+for _command in _stored_rules_cli.COMMANDS:
+    rules.add_command(_command)

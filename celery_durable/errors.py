@@ -7,6 +7,10 @@ workflow's own code raises to steer the engine (`FatalError`,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 
 class DurableError(Exception):
     """Base class of every celery_durable error."""
@@ -38,17 +42,61 @@ class ConfigurationError(DurableError):
     """A setting, a decorator option or a registration is wrong."""
 
 
-class RulesError(ConfigurationError):
-    """`durable_rules` has problems; the message lists each with its rule and field.
+@dataclass(frozen=True)
+class RuleProblem:
+    """One thing wrong with a rule: where it is (source, rule, field) and what.
 
-    All problems of all rules at once (`problems`, one line each): a user
-    fixing a rules file needs every one, not the first.
+    `source` is where the rules came from (`durable_rules`, a file, `save_rules`);
+    `rule` the rule's name (None when it has none, or for a problem of the
+    whole source); `index` its position there (1-based); `field` the path of
+    the bad field (`trigger.conditions.error_pattern`, `actions[0] (retry).delay_seconds`),
+    None for the rule as a whole. A dashboard places each problem from these
+    without parsing the message; `str()` is the line the CLI prints.
     """
 
-    def __init__(self, problems: list[str], source: str = "durable_rules"):
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+    message: str
+    rule: str | None = None
+    field: str | None = None
+    index: int | None = None
+    source: str = "durable_rules"
+
+    def __str__(self) -> str:
+        where = []
+        if self.rule is not None:
+            where.append(f"rule {self.rule!r}" + (f" (#{self.index})" if self.index else ""))
+        elif self.index is not None:
+            where.append(f"rule #{self.index}")
+        if self.field:
+            where.append(self.field)
+        return ": ".join([*where, self.message])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "rule": self.rule,
+            "index": self.index,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+class RulesError(ConfigurationError):
+    """Rules have problems; the message lists each with its rule and field.
+
+    All problems of all rules at once: a user fixing a rules file needs every
+    one, not the first. `details` holds them as `RuleProblem`s (rule, field,
+    message apart), `problems` as the lines the message shows.
+    """
+
+    def __init__(self, problems: Sequence[str | RuleProblem], source: str = "durable_rules"):
+        self.source = source
+        self.details: list[RuleProblem] = [
+            p if isinstance(p, RuleProblem) else RuleProblem(str(p), source=source)
+            for p in problems
+        ]
+        self.problems = [str(p) for p in self.details]
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source} has {len(self.problems)} problem(s):\n{lines}")
 
 
 class RedisAccessError(ConfigurationError):

@@ -383,9 +383,10 @@ def test_a_rule_written_disabled_is_switched_on_and_back(
     (listed,) = [r for r in celery_durable.list_rules() if r["name"] == "dormant"]
     assert (listed["enabled"], listed["enabled_in_file"], listed["switch"]) == (True, False, "on")
     celery_durable.set_rule_enabled("dormant", None)  # the file decides again
-    assert celery_durable.dry_run(
-        "dormant", task_id=post["json"]["event"]["data"]["task_id"]
-    ).reason == ("the rule is disabled")
+    task_id = post["json"]["event"]["data"]["task_id"]
+    # The activity writer stores the failure apart from the rules that act on it.
+    wait_until(lambda: task_id in _event_task_ids(durable_app), what="the failure event")
+    assert celery_durable.dry_run("dormant", task_id=task_id).reason == ("the rule is disabled")
 
 
 def test_dry_run_reports_without_side_effects(durable_app, rules_worker):

@@ -13,6 +13,7 @@ arrive before enabling the rule.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +21,11 @@ from celery import Celery
 
 from ..activity import Activity
 from ..codec import unpackb
-from ..errors import ConfigurationError, DurableError
+from ..errors import ConfigurationError, DurableError, RulesError
 from ..extension import extension_for
 from .context import RuleContext
 from .engine import rule_engine
+from .loader import build_rule
 from .model import Rule
 
 SCAN_LIMIT = 10_000
@@ -45,13 +47,18 @@ class DryRunReport:
 
 
 def dry_run(
-    rule_name: str,
+    rule_name: str | Mapping[str, Any],
     event: dict[str, Any] | None = None,
     *,
     task_id: str | None = None,
     app: Celery | None = None,
 ) -> DryRunReport:
-    """Would `rule_name` fire for `event` (or the last event of `task_id`)?"""
+    """Would `rule_name` fire for `event` (or the last event of `task_id`)?
+
+    `rule_name` may also be a rule not saved yet (a mapping, as `save_rules`
+    takes it): an editor tries a rule before storing it. Its problems raise
+    `RulesError`, as `save_rules` would.
+    """
     ext = extension_for(app)
     rule = _rule(ext, rule_name)
     if (event is None) == (task_id is None):
@@ -85,13 +92,18 @@ def dry_run(
     return report
 
 
-def send_test_notification(rule_name: str, *, app: Celery | None = None) -> list[dict[str, Any]]:
-    """Run the rule's notification actions once, now, with sample data."""
+def send_test_notification(
+    rule_name: str | Mapping[str, Any], *, app: Celery | None = None
+) -> list[dict[str, Any]]:
+    """Run the rule's notification actions once, now, with sample data.
+
+    `rule_name` may be a rule not saved yet (a mapping), as for `dry_run`.
+    """
     ext = extension_for(app)
     rule = _rule(ext, rule_name)
     actions = [a for a in (*rule.actions, rule.breaker.notify) if a and a.notification]
     if not actions:
-        raise ConfigurationError(f"rule {rule_name!r} has no notification action to test")
+        raise ConfigurationError(f"rule {rule.name!r} has no notification action to test")
     event = sample_event(rule)
     context = RuleContext(ext, rule.name, execution_id="test-notification")
     results = []
@@ -140,8 +152,15 @@ def find_task_event(ext: Any, task_id: str) -> Activity:
     )
 
 
-def _rule(ext: Any, name: str) -> Rule:
-    rules = rule_engine(ext).by_name
+def _rule(ext: Any, name: str | Mapping[str, Any]) -> Rule:
+    if isinstance(name, Mapping):
+        from .api import SAVE_SOURCE, validate_rules
+
+        problems = validate_rules(name, app=ext.app)
+        if problems:
+            raise RulesError(problems, SAVE_SOURCE)
+        return build_rule(dict(name), rule_engine(ext).registry)
+    rules = rule_engine(ext).refresh(force=True).by_name  # stored rules as they are now
     rule = rules.get(name)
     if rule is None:
         known = ", ".join(sorted(rules)) or "none"

@@ -14,10 +14,14 @@ the death of the worker that queued it.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 import uuid
-from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import redis
 
 from .. import signals
 from ..activity import Activity, Complete, Listener
@@ -29,6 +33,8 @@ from .history import SKIPPED, RuleHistory
 from .loader import load_rules
 from .model import Rule
 from .registry import PartRegistry
+from .ruleset import RuleSet, build_rule_set, redact_spec
+from .store import RuleStore
 
 if TYPE_CHECKING:
     import pluggy
@@ -38,6 +44,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celery_durable.rules")
 
 SWITCH_CACHE_SECONDS = 1.0
+# How often a process looks whether the stored rules changed: a change reaches
+# every process of every worker within about this long (see `refresh`).
+CHECK_SECONDS = 0.5
 SWITCH_VALUES = {b"on": True, b"off": False}
 
 
@@ -52,11 +61,17 @@ class RuleEngine(Listener):
         settings = ext.settings
         self.pm: pluggy.PluginManager = plugin_manager(ext)
         self.registry = PartRegistry.collect(self.pm)
-        self.rules: list[Rule] = load_rules(settings.rules, self.registry)
-        self.by_name = {rule.name: rule for rule in self.rules}
-        self.by_event: dict[str, list[Rule]] = defaultdict(list)
-        for rule in self.rules:
-            self.by_event[rule.event].append(rule)
+        # Bad rules in the configuration: RulesError, and the worker does not start.
+        self.config_rules: list[Rule] = load_rules(settings.rules, self.registry)
+        self.store = RuleStore(
+            ext.redis, ext.keys, redact=lambda spec: redact_spec(spec, self.registry)
+        )
+        # The configuration's rules until the stored ones are read (version -1:
+        # the next refresh reads them, whatever the stored version is).
+        self.current: RuleSet = build_rule_set(self.config_rules, {}, self.registry, -1)
+        self._checked_at = float("-inf")
+        self._loading = threading.Lock()
+        self._pid = os.getpid()
         # Something listens to every activity: a plugin's durable_event (see plugins.EventHook).
         self.event_hook_used = bool(self.pm.hook.durable_event.get_hookimpls())
         self.breakers = Breakers(ext.redis, ext.keys)
@@ -71,6 +86,58 @@ class RuleEngine(Listener):
         )
         self._switches: dict[str, tuple[float, bool | None]] = {}
 
+    # -- the current rule set ------------------------------------------------------
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self.current.rules
+
+    @property
+    def by_name(self) -> Mapping[str, Rule]:
+        return self.current.by_name
+
+    @property
+    def by_event(self) -> Mapping[str, tuple[Rule, ...]]:
+        return self.current.by_event
+
+    def refresh(self, *, force: bool = False) -> RuleSet:
+        """The current rule set, reloaded first if the stored rules changed.
+
+        Looks at the stored version at most once per `CHECK_SECONDS` in this
+        process (one GET), unless `force`: every process of a worker, pool
+        children too, so reaches a change within that time of its next
+        evaluation. The new set is built whole, then swapped in. Redis away:
+        the rules loaded last stay.
+        """
+        now = time.monotonic()
+        if not force and now - self._checked_at < CHECK_SECONDS:
+            return self.current
+        if self._pid != os.getpid():  # a forked pool child: a lock held at the fork stays held
+            self._loading, self._pid = threading.Lock(), os.getpid()
+        if not self._loading.acquire(blocking=force):
+            return self.current  # another thread of this process is loading it
+        try:
+            self._checked_at = now
+            try:
+                if self.store.version() == self.current.version:
+                    return self.current
+                version, stored = self.store.read()
+            except redis.RedisError as exc:
+                logger.warning(
+                    "could not read the stored rules (%r); keeping version %d",
+                    exc,
+                    self.current.version,
+                )
+                return self.current
+            if version != self.current.version:
+                loaded = build_rule_set(self.config_rules, stored, self.registry, version)
+                for problem in loaded.problems:
+                    logger.error("stored rule not loaded here (the others run): %s", problem)
+                self.current = loaded
+            return self.current
+        finally:
+            self._loading.release()
+
     # -- evaluation ------------------------------------------------------------------
 
     def on_emit(self, activity: Activity, complete: Complete | None = None) -> list[str]:
@@ -79,7 +146,8 @@ class RuleEngine(Listener):
         `complete(activity.data)` runs once, before the first rule fires: the
         costly part of an activity is built only when a rule acts on it.
         """
-        rules = self.by_event.get(activity.type, ())
+        current = self.refresh()  # one rule set for the whole evaluation
+        rules: Sequence[Rule] = current.by_event.get(activity.type, ())
         polled_by = activity.data.get("polled_by")
         if polled_by:  # a polling trigger's activity is for the rule that polled
             rules = [r for r in rules if r.name == polled_by]
@@ -99,17 +167,27 @@ class RuleEngine(Listener):
                     if complete is not None:
                         complete(activity.data)
                         complete = None
-                    queued.append(self.fire(rule, activity, context))
+                    queued.append(self.fire(rule, activity, context, current.version))
             except Exception:
                 logger.exception("rule %r failed on %s; others go on", rule.name, activity.type)
         return [q for q in queued if q]
 
-    def fire(self, rule: Rule, event: Activity, context: RuleContext) -> str:
+    def fire(
+        self, rule: Rule, event: Activity, context: RuleContext, version: int | None = None
+    ) -> str:
+        """Queue the rule's actions for `event` (or skip them, its breaker open).
+
+        The job names the rule set's `version` it was fired under: a runner
+        whose rules are older reloads them first, so it never runs the
+        actions of an older definition than the one that matched.
+        """
+        if version is None:
+            version = self.current.version
         execution_id = uuid.uuid4().hex
         breaker = self.breakers.pass_through(rule)
         conditions = self.explain(rule, event, context)
         if not breaker.closed:
-            self._breaker_open(rule, event, breaker, execution_id, conditions)
+            self._breaker_open(rule, event, breaker, execution_id, conditions, version)
             return ""
         self.actions.enqueue(
             {
@@ -119,6 +197,7 @@ class RuleEngine(Listener):
                 "conditions": conditions,
                 "breaker": breaker.as_dict(),
                 "queued_at": time.time(),
+                "version": version,
             }
         )
         signals.send(signals.rule_fired, rule.name, event=event, execution_id=execution_id)
@@ -141,7 +220,7 @@ class RuleEngine(Listener):
         switch = self.switch(rule.name)
         return rule.enabled if switch is None else switch
 
-    def switch(self, rule_name: str) -> bool | None:
+    def switch(self, rule_name: str, *, fresh: bool = False) -> bool | None:
         """The stored switch (True: on, False: off), None when there is none.
 
         Read from Redis at most once a second per rule and process, so a
@@ -149,7 +228,7 @@ class RuleEngine(Listener):
         """
         cached = self._switches.get(rule_name)
         now = time.monotonic()
-        if cached is None or now - cached[0] > SWITCH_CACHE_SECONDS:
+        if fresh or cached is None or now - cached[0] > SWITCH_CACHE_SECONDS:
             raw = self.ext.redis.get(self.ext.keys.rule_switch(rule_name))
             cached = (now, SWITCH_VALUES.get(raw or b""))
             self._switches[rule_name] = cached
@@ -166,7 +245,7 @@ class RuleEngine(Listener):
 
     def wants(self, kind: str) -> bool:
         """Would an activity of this type do anything here (a rule, a plugin hook)?"""
-        return bool(self.by_event.get(kind)) or self.event_hook_used
+        return bool(self.refresh().by_event.get(kind)) or self.event_hook_used
 
     def count_failure(self, event: Activity) -> int:
         """Record a failure of this task name; how many there were in the window."""
@@ -186,6 +265,7 @@ class RuleEngine(Listener):
         breaker: BreakerState,
         execution_id: str,
         conditions: list[dict[str, Any]],
+        version: int,
     ) -> None:
         entry = {
             "execution_id": execution_id,
@@ -223,6 +303,7 @@ class RuleEngine(Listener):
                         "breaker": breaker.as_dict(),
                         "queued_at": time.time(),
                         "notify_breaker": True,
+                        "version": version,
                     }
                 )
                 return

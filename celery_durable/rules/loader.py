@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import RulesError
+from ..errors import RuleProblem, RulesError
 from .base import Action, Condition, Trigger
 from .bounds import Between
 from .model import DEFAULT_MAX_EXECUTIONS, DEFAULT_WINDOW_HOURS, BreakerPolicy, Rule
@@ -87,6 +87,17 @@ def read_specs(rules: Any) -> tuple[list[Any], str]:
     raise RulesError(
         [f"must be a list of rules or a path to a YAML file, got {type(rules).__name__}"]
     )
+
+
+def written_specs(rules: Any) -> list[Any]:
+    """The rules of the setting as written: a file's `${NAME}` references not
+    expanded (so that exporting them shows no secret), templates not applied."""
+    if isinstance(rules, str | Path):
+        loaded = yaml.safe_load(Path(rules).read_text(encoding="utf-8"))
+        if isinstance(loaded, dict) and "rules" in loaded:
+            loaded = loaded["rules"]
+        return list(loaded or [])
+    return list(rules or [])
 
 
 def _check_shape(value: Any, source: str) -> None:
@@ -161,27 +172,78 @@ def _expand_environment(value: Any, missing: set[str]) -> Any:
 
 def load_rules(rules: Any, registry: PartRegistry) -> list[Rule]:
     specs, source = read_specs(rules)
+    loaded, problems = check_rules(specs, registry, source)
+    if problems:
+        raise RulesError(problems, source)
+    return loaded
+
+
+def check_rules(
+    specs: list[Any], registry: PartRegistry, source: str, *, taken: Iterable[str] = ()
+) -> tuple[list[Rule], list[RuleProblem]]:
+    """The rules that build, and every problem of those that do not.
+
+    Names must be unique among `specs` and must not be one of `taken` (the
+    names another source holds already).
+    """
     loaded: list[Rule] = []
-    problems: list[str] = []
+    problems: list[RuleProblem] = []
     seen: dict[str, int] = {}
+    taken = set(taken)
     for index, spec in enumerate(specs, start=1):
-        label = _label(spec, index)
+        name = spec.get("name") if isinstance(spec, dict) else None
+        name = name if isinstance(name, str) else None
+        # A name of the configuration is refused even when the rule has other
+        # problems; a repeated name only between rules that build (as always).
+        clash = None
+        if name is not None and name in taken:
+            clash = (
+                f"{name!r} is the name of a rule in durable_rules (the app's configuration); "
+                "choose another name, or change that rule where it is written"
+            )
+            problems.append(RuleProblem(clash, name, "name", index, source))
         try:
-            rule = build_rule(spec, registry, label)
+            rule = build_rule(spec, registry)
         except RuleProblems as exc:
-            problems.extend(f"{label}: {p}" for p in exc.problems)
+            problems.extend(problem_of(text, name, index, source) for text in exc.problems)
+            continue
+        except Exception as exc:  # a plugin's part that fails in an unexpected way
+            problems.append(
+                RuleProblem(
+                    f"could not be built: {type(exc).__name__}: {exc}", name, None, index, source
+                )
+            )
+            continue
+        if clash:
             continue
         if rule.name in seen:
             problems.append(
-                f"{label}: name: {rule.name!r} is also the name of rule "
-                f"#{seen[rule.name]}; rule names must be unique"
+                RuleProblem(
+                    f"{rule.name!r} is also the name of rule #{seen[rule.name]}; "
+                    "rule names must be unique",
+                    name,
+                    "name",
+                    index,
+                    source,
+                )
             )
             continue
         seen[rule.name] = index
         loaded.append(rule)
-    if problems:
-        raise RulesError(problems, source)
-    return loaded
+    return loaded, problems
+
+
+# `field: message`, where a field is a path such as `trigger.conditions.queue`,
+# `actions[0] (retry).delay_seconds` or `circuit_breaker.notify.type`.
+_FIELD = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\])?(?: \([^)]*\))?(?:\.[\w.]+)?): (.*)$", re.S)
+
+
+def problem_of(text: str, rule: str | None, index: int | None, source: str) -> RuleProblem:
+    """A `RuleProblem` from one of `build_rule`'s lines (`field: message`, or a message)."""
+    found = _FIELD.match(text)
+    if found:
+        return RuleProblem(found.group(2), rule, found.group(1), index, source)
+    return RuleProblem(text, rule, None, index, source)
 
 
 class RuleProblems(Exception):
@@ -192,7 +254,7 @@ class RuleProblems(Exception):
         self.problems = problems
 
 
-def build_rule(spec: Any, registry: PartRegistry, label: str = "rule") -> Rule:
+def build_rule(spec: Any, registry: PartRegistry) -> Rule:
     """A checked rule; `RuleProblems` lists every problem found, not only the first."""
     if not isinstance(spec, dict):
         raise RuleProblems([f"must be a mapping, got {type(spec).__name__}"])
@@ -233,11 +295,6 @@ def build_rule(spec: Any, registry: PartRegistry, label: str = "rule") -> Rule:
         description=str(spec.get("description", "")),
         spec=spec,
     )
-
-
-def _label(spec: Any, index: int) -> str:
-    name = spec.get("name") if isinstance(spec, dict) else None
-    return f"rule {name!r} (#{index})" if isinstance(name, str) else f"rule #{index}"
 
 
 def _trigger(

@@ -7,6 +7,13 @@ the extension, so each activity is evaluated in the process where it
 happens (a pool child for a failed task, the main process for recovery and
 polling), and a match queues an action job.
 
+Rules change while the worker runs (`save_rules`, `rules add`, enable and
+disable): every process of the worker, pool children included, looks at
+the stored rule set's version at most every half second when it evaluates
+(`RuleEngine.refresh`) and swaps in the new set whole; the main process
+looks every round of its action runner, and reports the stored rules it
+cannot load (a plugin it lacks) for `rules list`.
+
 The `ActionRunner`, a thread of the worker's main process, works that
 queue (`run_job`) and, between jobs, does the rules' periodic chores:
 `ExecutionTimeWatch` reports tasks running past a rule's threshold, and
@@ -15,6 +22,7 @@ queue (`run_job`) and, between jobs, does the rules' periodic chores:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -66,8 +74,10 @@ class ActionRunner(Background):
         self.watch = ExecutionTimeWatch(ext, consumer)
         self.polling = TriggerPolling(ext)
         self._forget_at = time.monotonic() + FORGET_EVERY
+        self._reported_version: int | None = None
 
     def run_once(self) -> float:
+        self.follow_rules()
         self.watch.check()
         self.polling.check()
         if time.monotonic() >= self._forget_at:
@@ -76,8 +86,41 @@ class ActionRunner(Background):
         self.work_once()
         return 0.0  # work_once waited for jobs already
 
+    def follow_rules(self) -> None:
+        """Reload the rules if the stored ones changed; report those that do not load here.
+
+        Every round (at most half a second apart), so this process's periodic
+        chores and action jobs use the current rules. The problems go to Redis
+        under this worker's name, for `rules list`; the other rules run.
+        """
+        current = self.engine.refresh()
+        if current.version == self._reported_version or current.version < 0:
+            return
+        key, field = self.ext.keys.rule_load_problems(), self.consumer
+        members: Any = self.ext.redis.zrange(self.ext.keys.workers(), 0, -1)
+        reported: Any = self.ext.redis.hkeys(key)
+        live = {w.decode() for w in members} | {field}
+        gone = [w for w in reported if w.decode() not in live]
+        if gone:  # reports of workers that died: nobody else removes them
+            self.ext.redis.hdel(key, *gone)
+        if current.problems:
+            report = {
+                "version": current.version,
+                "ts": time.time(),
+                "problems": [p.as_dict() for p in current.problems],
+            }
+            self.ext.redis.hset(key, field, json.dumps(report))
+        else:
+            self.ext.redis.hdel(key, field)
+        self._reported_version = current.version
+        logger.info("rules: version %d, %d rule(s) loaded", current.version, len(current.rules))
+
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
+        try:
+            self.ext.redis.hdel(self.ext.keys.rule_load_problems(), self.consumer)
+        except Exception as exc:
+            logger.info("could not remove the rule problems of %s: %r", self.consumer, exc)
         try:  # a clean stop: this worker's consumer entry goes, unless it holds jobs
             self.queue.forget_consumers(idle_seconds=0, only=self.consumer)
         except Exception as exc:
@@ -108,7 +151,12 @@ def run_job(engine: RuleEngine, job: dict[str, Any]) -> dict[str, Any]:
         data=job["event"].get("data") or {},
         ts=job["event"].get("ts", began),
     )
-    rule = engine.by_name.get(job["rule"])
+    current = engine.refresh()
+    if current.version < job.get("version", -1) or job["rule"] not in current.by_name:
+        # Fired under a newer rule set than this process has: load it first,
+        # so the actions run are those of the definition that matched, or a later one.
+        current = engine.refresh(force=True)
+    rule = current.by_name.get(job["rule"])
     entry: dict[str, Any] = {
         "execution_id": job["execution_id"],
         "ts": began,
@@ -170,16 +218,26 @@ class ExecutionTimeWatch:
     def __init__(self, ext: DurableExtension, hostname: str):
         self.ext = ext
         self.hostname = hostname
-        self.thresholds = sorted(
-            {
-                rule.trigger.threshold_seconds
-                for rule in rule_engine(ext).rules
-                if rule.event == TASK_EXECUTION_TIME_EXCEEDED
-            }
-        )
+        self.engine = rule_engine(ext)
+        self._version: int | None = None
+        self.thresholds: list[float] = []
         self._reported: set[tuple[str, float]] = set()
 
+    def _follow(self) -> None:
+        """The thresholds of the current rules (recomputed when they change)."""
+        current = self.engine.current
+        if current.version != self._version:
+            self._version = current.version
+            self.thresholds = sorted(
+                {
+                    rule.trigger.threshold_seconds
+                    for rule in current.rules
+                    if rule.event == TASK_EXECUTION_TIME_EXCEEDED
+                }
+            )
+
     def check(self) -> int:
+        self._follow()
         if not self.thresholds:
             return 0
         now = time.time()
@@ -214,8 +272,12 @@ class TriggerPolling:
     def __init__(self, ext: DurableExtension):
         self.ext = ext
         self.engine = rule_engine(ext)
-        self.rules: list[Rule] = [r for r in self.engine.rules if r.trigger.poll_interval]
         self._next: dict[str, float] = {}
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The rules of the current set whose trigger polls."""
+        return [r for r in self.engine.current.rules if r.trigger.poll_interval]
 
     def check(self) -> int:
         emitted = 0

@@ -117,17 +117,24 @@ end
 if opts.file then
   redis.call('SADD', KEYS[8], opts.file)
 end
-redis.call('HSET', KEYS[2], 'seq', position)
+-- The meta's fields in one HSET: a step's append is this script's hot path.
+local set = {'seq', position}
 if opts.now then
-  redis.call('HSET', KEYS[2], 'updated_at', opts.now)
+  set[#set + 1] = 'updated_at'
+  set[#set + 1] = opts.now
 end
 if opts.meta then
   for field, value in pairs(opts.meta) do
-    redis.call('HSET', KEYS[2], field, value)
+    set[#set + 1] = field
+    set[#set + 1] = value
   end
 end
 if opts.status then
-  redis.call('HSET', KEYS[2], 'status', opts.status)
+  set[#set + 1] = 'status'
+  set[#set + 1] = opts.status
+end
+redis.call('HSET', KEYS[2], unpack(set))
+if opts.status then
   if opts.channel then
     redis.call('PUBLISH', opts.channel, opts.status)
   end

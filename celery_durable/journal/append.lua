@@ -50,7 +50,9 @@
 -- for exactly this entry. A notified run that no longer exists (its keys
 -- expired) gets nothing; one that has ended gets an inbox entry that
 -- expires with it.
-local position = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+-- The run's cancel request is read here too (below, only opts.meta may set it).
+local head = redis.call('HMGET', KEYS[2], 'seq', 'cancel_requested')
+local position = tonumber(head[1] or '0')
 if position ~= tonumber(ARGV[1]) then
   return {0, position, 0, 0}
 end
@@ -156,5 +158,5 @@ if notified_ttl and notified_ttl ~= -2 then
     notified_waits = 1
   end
 end
-local cancel = redis.call('HGET', KEYS[2], 'cancel_requested')
+local cancel = head[2] or (opts.meta and opts.meta.cancel_requested)
 return {1, position, cancel and 1 or 0, notified_waits}

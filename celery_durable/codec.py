@@ -113,15 +113,27 @@ def unpacked(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v.value if type(v) is Packed else v for k, v in data.items()}
 
 
+def array_header(size: int) -> bytes:
+    """The msgpack header of an array of `size` items (what precedes their encodings)."""
+    if size < 16:
+        return bytes((0x90 | size,))
+    if size < 1 << 16:
+        return b"\xdc" + size.to_bytes(2, "big")
+    return b"\xdd" + size.to_bytes(4, "big")
+
+
+def map_header(size: int) -> bytes:
+    """The msgpack header of a map of `size` pairs (what precedes their encodings)."""
+    if size < 16:
+        return bytes((0x80 | size,))
+    if size < 1 << 16:
+        return b"\xde" + size.to_bytes(2, "big")
+    return b"\xdf" + size.to_bytes(4, "big")
+
+
 def packb_map(data: dict[str, Any]) -> bytes:
     """Encode a map whose values may be `Packed`: bytes equal to `packb` of the plain map."""
-    size = len(data)
-    if size < 16:
-        parts = [bytes((0x80 | size,))]
-    elif size < 1 << 16:
-        parts = [b"\xde" + size.to_bytes(2, "big")]
-    else:
-        parts = [b"\xdf" + size.to_bytes(4, "big")]
+    parts = [map_header(len(data))]
     for key, value in data.items():
         parts.append(packb(key))
         parts.append(value.raw if type(value) is Packed else packb(value))

@@ -50,6 +50,11 @@ def waiter(x: int) -> int:
     return inc(x + celery_durable.wait_for_event("go"))
 
 
+@workflow(name="tests.round_trips.echo_all")
+def echo_all(*args: object, **kwargs: object) -> list:
+    return [list(args), kwargs]
+
+
 @pytest.fixture
 def ext(durable_app):
     ext = extension_for(durable_app)
@@ -254,3 +259,21 @@ def test_a_held_completion_goes_before_a_dispatch_and_keeps_its_record_right(ext
     dispatched_id = entries[3][0]
     # The record of the dispatched step (position 1) names its own event, not the one before.
     assert redis_client.hget(ext.keys.run_steps(run.id), "d:1") == dispatched_id
+
+
+def test_arguments_are_recorded_as_encoded_once(ext):
+    from celery_durable.codec import array_header, map_header, packb
+
+    for size in (0, 3, 15, 16, 70_000):
+        assert array_header(size) + b"".join(packb(i % 3) for i in range(size)) == packb(
+            [i % 3 for i in range(size)]
+        )
+        assert map_header(size) + b"".join(packb(str(i)) + packb(i) for i in range(size)) == (
+            packb({str(i): i for i in range(size)})
+        )
+    run = celery_durable.start(echo_all, (1, 2), {"k": [3]}, big="x" * 2000, n=None)
+    started = run.events()[0]["data"]
+    assert started["args"] == [[1, 2], {"k": [3]}]
+    assert started["kwargs"] == {"big": "x" * 2000, "n": None}
+    execute_run(ext, run.id, worker="args")
+    assert run.result(timeout=5) == [[[1, 2], {"k": [3]}], {"big": "x" * 2000, "n": None}]

@@ -276,7 +276,7 @@ class Journal:
         """
         now = time.time()
         meta = {"name": workflow_name, "created_at": repr(now), **(meta or {})}
-        started = Event(seq=1, type="workflow.started", data=data, ts=now)
+        started = Event.build(1, "workflow.started", data, now)  # arguments may be Packed
         member, due = timer if timer is not None else ("", 0.0)
         if self._scripts_in_pipelines:
             fields = {**meta, "seq": "1", "updated_at": repr(now), "status": status_after(started)}

@@ -189,6 +189,28 @@ def print_environment(env: Report) -> None:
 # -- main ---------------------------------------------------------------------------------
 
 
+def at_least(low: float, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """An argparse `type=`: a number of `kind` not below `low`; argparse
+    reports a bad one with the option's name, so no benchmark checks it."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    parse.__name__ = getattr(kind, "__name__", "number")  # argparse's "invalid int value"
+    return parse
+
+
+def positive(text: str) -> float:
+    """An argparse `type=`: seconds above zero."""
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def exit_on_sigterm() -> None:
     """Make SIGTERM unwind through `finally` blocks, which stop the worker and Redis."""
 
@@ -203,10 +225,11 @@ def main(benchmark: str, argv: Sequence[str] | None = None) -> None:
 
     The module gives `run(url, args) -> report`; `print_table(report)` (else
     `run` prints its figures itself and there is no `--json`);
-    `options(parser)`, its own arguments; `QUICK`, the values `--quick` uses
+    `options(parser)`, its own arguments (bounded with `at_least`, `positive`);
+    `QUICK`, the values `--quick` uses
     for those left at their defaults; optionally `TIMEOUT` (the default of a
     `--timeout` option, seconds per part), `check(args)`, what is wrong with
-    the arguments if anything, and `APPENDONLY` for its private Redis.
+    the arguments together if anything, and `APPENDONLY` for its private Redis.
     """
     module = sys.modules[benchmark]
     print_table: Callable[[Report], None] | None = getattr(module, "print_table", None)
@@ -216,7 +239,7 @@ def main(benchmark: str, argv: Sequence[str] | None = None) -> None:
         parser.add_argument(
             "--timeout", type=float, default=module.TIMEOUT, help="seconds allowed per part"
         )
-    parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes")
+    parser.add_argument("--concurrency", type=at_least(1), default=2, help="worker pool processes")
     parser.add_argument("--redis-url", help="a scratch Redis (flushed!) instead of a private one")
     if print_table is not None:
         parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -227,7 +250,7 @@ def main(benchmark: str, argv: Sequence[str] | None = None) -> None:
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, value)
     check = getattr(module, "check", lambda args: None)
-    problem = check(args) or ("--concurrency must be at least 1" if args.concurrency < 1 else None)
+    problem = check(args)
     if problem:
         parser.error(problem)
     exit_on_sigterm()

@@ -143,21 +143,18 @@ def compare(
 
 def run(url: str, args: argparse.Namespace) -> bench.Report:
     fanout_app.use_redis(url)
-    client = redis.Redis.from_url(url)
-    try:
-        with bench.celery_workers(
-            "benchmarks.fanout_app",
-            url,
-            url_env=fanout_app.REDIS_URL_ENV,
-            count=args.workers,
-            concurrency=args.concurrency,
-            env={fanout_app.COUNT_ENV: "1"},
-            durable=True,
-        ):
-            sleep = compare(client, "sleep", chord_side, durable_sleep_side, args)
-            noop = compare(client, "noop", group_side, durable_noop_side, args)
-    finally:
-        client.close()
+    workers = bench.celery_workers(
+        "benchmarks.fanout_app",
+        url,
+        url_env=fanout_app.REDIS_URL_ENV,
+        count=args.workers,
+        concurrency=args.concurrency,
+        env={fanout_app.COUNT_ENV: "1"},
+        durable=True,
+    )
+    with redis.Redis.from_url(url) as client, workers:
+        sleep = compare(client, "sleep", chord_side, durable_sleep_side, args)
+        noop = compare(client, "noop", group_side, durable_noop_side, args)
     return {
         "steps": args.steps,
         "repeat": args.repeat,
@@ -199,15 +196,10 @@ QUICK = {"steps": 40, "repeat": 1}
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=200, help="steps (tasks) per map (chord)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of each side")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes")
-
-
-def check(args: argparse.Namespace) -> str | None:
-    if args.steps < 1 or args.repeat < 1 or args.workers < 1:
-        return "--steps, --repeat and --workers must be at least 1"
-    return None
+    one = bench.at_least(1)
+    parser.add_argument("--steps", type=one, default=200, help="steps (tasks) per map (chord)")
+    parser.add_argument("--repeat", type=one, default=3, help="rounds of each side")
+    parser.add_argument("--workers", type=one, default=2, help="worker processes")
 
 
 if __name__ == "__main__":

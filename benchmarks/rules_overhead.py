@@ -366,15 +366,12 @@ QUICK = {"tasks": 300, "rounds": 1, "warmup": 50}
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tasks", type=int, default=5000, help="tasks per measured batch")
-    parser.add_argument("--rounds", type=int, default=3, help="workers per configuration")
-    parser.add_argument("--warmup", type=int, default=300, help="tasks per warm-up batch")
-
-
-def check(args: argparse.Namespace) -> str | None:
-    if min(args.tasks, args.rounds, args.warmup) < 1 or args.tasks < 2:
-        return "--tasks must be at least 2; --rounds and --warmup at least 1"
-    return None
+    one = bench.at_least(1)
+    parser.add_argument(
+        "--tasks", type=bench.at_least(2), default=5000, help="tasks per measured batch"
+    )
+    parser.add_argument("--rounds", type=one, default=3, help="workers per configuration")
+    parser.add_argument("--warmup", type=one, default=300, help="tasks per warm-up batch")
 
 
 if __name__ == "__main__":

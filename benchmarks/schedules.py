@@ -296,15 +296,13 @@ QUICK = {"schedules": 50, "seconds": 4.0, "warmup": 2.0}
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--schedules", type=int, default=1000, help="schedules (Beat entries)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds measured")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
-
-
-def check(args: argparse.Namespace) -> str | None:
-    if args.schedules < 1 or args.seconds <= 0 or args.warmup < 0:
-        return "--schedules and --seconds must be positive, --warmup not negative"
-    return None
+    parser.add_argument(
+        "--schedules", type=bench.at_least(1), default=1000, help="schedules (Beat entries)"
+    )
+    parser.add_argument("--seconds", type=bench.positive, default=20.0, help="seconds measured")
+    parser.add_argument(
+        "--warmup", type=bench.at_least(0, float), default=5.0, help="seconds before measuring"
+    )
 
 
 if __name__ == "__main__":

@@ -207,12 +207,16 @@ QUICK = {"runs": 10, "seconds": 0.5, "spread": 0.3, "burst_rounds": 1}
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", type=int, default=50, help="sleeps per side and mode")
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of each sleep")
-    parser.add_argument("--spread", type=float, default=1.0, help="seconds to spread starts over")
+    parser.add_argument(
+        "--runs", type=bench.at_least(1), default=50, help="sleeps per side and mode"
+    )
+    parser.add_argument("--seconds", type=bench.positive, default=2.0, help="length of each sleep")
+    parser.add_argument(
+        "--spread", type=bench.at_least(0, float), default=1.0, help="seconds to spread starts over"
+    )
     parser.add_argument(
         "--burst-rounds",
-        type=int,
+        type=bench.at_least(1),
         default=3,
         help="bursts per side, pooled (one burst is one draw of the poller's phase)",
     )
@@ -221,14 +225,6 @@ def options(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="set durable_timer_poll_interval on the worker (default: celery_durable's, 0.2s)",
     )
-
-
-def check(args: argparse.Namespace) -> str | None:
-    if min(args.runs, args.burst_rounds) < 1 or args.seconds <= 0:
-        return "--runs, --burst-rounds and --seconds must be positive"
-    if args.spread < 0:
-        return "--spread must not be negative"
-    return None
 
 
 if __name__ == "__main__":

@@ -551,22 +551,23 @@ def print_table(report: bench.Report) -> None:
 def run(url: str, args: argparse.Namespace) -> bench.Report:
     timer_app.use_redis(url)
     ext = extension_for(timer_app.app)
-    client = redis.Redis.from_url(url)
-    try:
+    with redis.Redis.from_url(url) as client:
         return {
             "memory": part_a(url, client, ext, args),
             "poller": part_b(url, client, ext, args),
         }
-    finally:
-        client.close()
 
 
 QUICK = {"runs": 300, "due": 100, "populations": [0, 1000]}
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", type=int, default=10_000, help="sleeping runs for (a)")
-    parser.add_argument("--due", type=int, default=1000, help="timers due per round for (b)")
+    parser.add_argument(
+        "--runs", type=bench.at_least(1), default=10_000, help="sleeping runs for (a)"
+    )
+    parser.add_argument(
+        "--due", type=bench.at_least(1), default=1000, help="timers due per round for (b)"
+    )
     parser.add_argument(
         "--populations",
         type=lambda text: [int(p) for p in text.split(",")],
@@ -582,8 +583,8 @@ def options(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> str | None:
-    if args.populations != sorted(args.populations) or args.runs < 1 or args.due < 1:
-        return "--populations must ascend; --runs and --due must be at least 1"
+    if args.populations != sorted(args.populations):
+        return "--populations must ascend"
     return None
 
 

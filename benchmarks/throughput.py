@@ -159,14 +159,9 @@ QUICK = {"runs": 20, "latency_runs": 5}
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", type=int, default=200, help="runs started back to back")
-    parser.add_argument("--latency-runs", type=int, default=20, help="runs one at a time")
-
-
-def check(args: argparse.Namespace) -> str | None:
-    if args.runs < 1 or args.latency_runs < 1:
-        return "--runs and --latency-runs must be at least 1"
-    return None
+    one = bench.at_least(1)
+    parser.add_argument("--runs", type=one, default=200, help="runs started back to back")
+    parser.add_argument("--latency-runs", type=one, default=20, help="runs one at a time")
 
 
 if __name__ == "__main__":

@@ -54,10 +54,12 @@ from .schedules.api import (
 from .workflows.context import RunContext, get_context
 from .workflows.control import send_event
 from .workflows.definition import Workflow, workflow
+from .workflows.fanout import StepHandle, gather
 from .workflows.patches import deprecated_patch, patched
 from .workflows.runs import RunHandle, get_run, start
-from .workflows.steps import StepHandle, gather, step
+from .workflows.steps import step
 from .workflows.waits import sleep, wait_for_event
+from .workflows.webhooks import webhook_url
 
 __all__ = [
     "Action",
@@ -122,5 +124,6 @@ __all__ = [
     "trigger_schedule",
     "validate_rules",
     "wait_for_event",
+    "webhook_url",
     "workflow",
 ]

@@ -76,12 +76,13 @@ class Listener:
         """
         return False
 
-    def on_emit(self, activity: Activity, complete: Complete | None) -> None:
+    def on_emit(self, activity: Activity, complete: Complete | None) -> object:
         """The activity as it happens, whole (a retry needs the task's message).
 
         `complete(activity.data)` adds the costly part of the data; call it
-        only to act on the activity.
+        only to act on the activity. What it returns is not used.
         """
+        return None
 
     def on_store(self, activity: Activity) -> None:
         """The activity as the global stream keeps it, just before it is written.

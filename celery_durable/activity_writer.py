@@ -17,10 +17,9 @@ import os
 import threading
 from collections import deque
 
-import redis
-
 from .activity import Activity
 from .background import Background
+from .redis_client import RedisClient
 
 logger = logging.getLogger("celery_durable.events")
 
@@ -37,7 +36,7 @@ class ActivityWriter(Background):
     the activities for the next round.
     """
 
-    def __init__(self, client: redis.Redis, key: str, maxlen: int):
+    def __init__(self, client: RedisClient, key: str, maxlen: int):
         super().__init__("activity writer", FLUSH_EVERY)
         self.client = client
         self.key = key

@@ -13,6 +13,8 @@ minute, with what to do), then tries again after `interval`.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterable
 
 from .trouble import trouble_log
 
@@ -55,11 +57,19 @@ class Background:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop after the current round, waiting at most `timeout` seconds for it."""
+        stop_together([self], timeout)
+
+    def on_stopped(self) -> None:
+        """The thread has ended (or `stop` waited `timeout` for it): a last word."""
+
+    def _ask_to_stop(self) -> None:
         self.stopping.set()
         self._wake.set()
+
+    def _join(self, timeout: float) -> None:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            thread.join(max(0.0, timeout))
 
     def _loop(self) -> None:
         wait: float | None = self.interval if self.wait_first else 0.0
@@ -74,3 +84,17 @@ class Background:
             except Exception as exc:
                 self.on_error(exc)
                 wait = None
+
+
+def stop_together(threads: Iterable[Background | None], timeout: float) -> None:
+    """Stop several at once: all are asked first, then waited for within one
+    `timeout`. A warm shutdown so waits for the slowest round, not for the
+    sum of every thread's own timeout."""
+    present = [thread for thread in threads if thread is not None]
+    for thread in present:
+        thread._ask_to_stop()
+    deadline = time.monotonic() + timeout
+    for thread in present:
+        thread._join(deadline - time.monotonic())
+    for thread in present:
+        thread.on_stopped()

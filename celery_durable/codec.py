@@ -173,14 +173,18 @@ def _problem(value: Any, depth: int, *, full: bool) -> tuple[_Path, str] | None:
                 f"celery_durable records at most {MAX_DEPTH} levels: flatten the value"
             )
         flat = _LEAVES if full else _FLAT
-        if isinstance(value, dict):
-            return _dict_problem(value, depth, full=full, flat=flat)
-        for index, item in enumerate(value):
+        is_dict = isinstance(value, dict)
+        pairs = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in pairs:
+            if is_dict and type(key) is not str:
+                bad_key = _key_problem(key, depth, full=full)
+                if bad_key is not None:
+                    return bad_key
             if type(item) in flat:
                 continue
             found = _problem(item, depth + 1, full=full)
             if found is not None:
-                found[0].append(f"[{index}]")
+                found[0].append(f"[{key!r}]")  # an index's repr is the number
                 return found
         return None
     if not full:
@@ -203,22 +207,14 @@ def _problem(value: Any, depth: int, *, full: bool) -> tuple[_Path, str] | None:
     )
 
 
-def _dict_problem(
-    value: dict[Any, Any], depth: int, *, full: bool, flat: frozenset[type]
-) -> tuple[_Path, str] | None:
-    for key, item in value.items():
-        if not isinstance(key, str | int):
-            return _Path([f" key {key!r}"]), (
-                f"a dict key of type {type(key).__name__} cannot be recorded; use str or int keys"
-            )
-        if full and type(key) is not str:
-            found = _problem(key, depth, full=True)
-            if found is not None:
-                return _Path([f" key {key!r}"]), found[1]
-        if type(item) in flat:
-            continue
-        found = _problem(item, depth + 1, full=full)
+def _key_problem(key: Any, depth: int, *, full: bool) -> tuple[_Path, str] | None:
+    """Why a dict key (other than a str) cannot be recorded, or None."""
+    if not isinstance(key, str | int):
+        return _Path([f" key {key!r}"]), (
+            f"a dict key of type {type(key).__name__} cannot be recorded; use str or int keys"
+        )
+    if full:
+        found = _problem(key, depth, full=True)
         if found is not None:
-            found[0].append(f"[{key!r}]")
-            return found
+            return _Path([f" key {key!r}"]), found[1]
     return None

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, TypeVar
 
-import redis
 from celery import Celery, current_app
 from kombu.utils.url import maybe_sanitize_url
 from redis.client import Pipeline
@@ -30,7 +29,7 @@ from .journal.steps import StepRecords
 from .keys import Keys
 from .limits import bound_strings
 from .redaction import argument_placeholders, without_arguments
-from .redis_client import make_client
+from .redis_client import RedisClient, make_client
 from .settings import Settings
 from .timers import TimerStore
 
@@ -69,7 +68,7 @@ class DurableExtension:
         return Keys(self.settings.key_prefix)
 
     @cached_property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> RedisClient:
         # redis-py's pool notices a fork by pid and reconnects in the child,
         # so one client serves the main process and every pool child.
         return make_client(self.settings)
@@ -259,7 +258,7 @@ class DurableExtension:
             )
 
 
-def _tell(method: Callable[..., None], activity: Activity, *args: Any) -> None:
+def _tell(method: Callable[..., object], activity: Activity, *args: Any) -> None:
     try:
         method(activity, *args)
     except Exception:

@@ -124,16 +124,22 @@ class Keys:
         """The rule's run-time switch, `on` or `off`; absent: its `enabled:` decides."""
         return self._rule(rule, "switch")
 
+    def _rule_set(self, part: str) -> str:
+        # One hash tag for the stored set, its version and its change record:
+        # a change writes all three in one transaction, which a Redis Cluster
+        # allows only within one slot.
+        return f"{self.prefix}:rules:{{set}}:{part}"
+
     def stored_rules(self) -> str:
         """The rules added at run time (`save_rules`, `rules add`): a hash of
         rule name -> its spec as written (JSON). Changed only together with
         `rules_version`, in one transaction."""
-        return f"{self.prefix}:rules:stored"
+        return self._rule_set("stored")
 
     def rules_version(self) -> str:
         """The stored rule set's version, incremented by every change to it;
         a process whose rules are of an older version reloads them."""
-        return f"{self.prefix}:rules:version"
+        return self._rule_set("version")
 
     def rules_channel(self) -> str:
         """Pub/sub channel told the new version after each change to the stored rules."""
@@ -142,12 +148,12 @@ class Keys:
     def rule_changes(self) -> str:
         """A stream of the changes to the rules (add, change, delete, enable,
         disable): when, what before and after, from which host and user. Trimmed."""
-        return f"{self.prefix}:rules:changes"
+        return self._rule_set("changes")
 
     def rule_load_problems(self) -> str:
         """A hash of worker -> the stored rules it could not load (a plugin it
         lacks), with the version it loaded; removed when it has none."""
-        return f"{self.prefix}:rules:problems"
+        return self._rule_set("problems")
 
     def task_failures(self, task_name: str) -> str:
         """A sorted set of a task's recent failures, for failure_count_threshold."""

@@ -15,8 +15,9 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
-import redis
 from redis.commands.core import Script
+
+from .redis_client import RedisClient
 
 
 def _read_all(folder: Traversable, prefix: str = "") -> dict[str, str]:
@@ -32,7 +33,7 @@ def _read_all(folder: Traversable, prefix: str = "") -> dict[str, str]:
 SOURCES: dict[str, str] = _read_all(resources.files(__package__))
 
 
-def script(client: redis.Redis, name: str) -> Script:
+def script(client: RedisClient, name: str) -> Script:
     """The script `name` (`"timers/claim"`) registered with `client` (run by its SHA)."""
     try:
         source = SOURCES[name]

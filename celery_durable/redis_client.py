@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import unquote, urlparse
 
 import redis
@@ -46,6 +46,13 @@ from .settings import Settings
 
 T = TypeVar("T")
 
+RedisClient: TypeAlias = Any
+"""What `make_client` returns: a `JournalRedis`, a Sentinel primary or a
+`RedisCluster` (which is no `redis.Redis`), all with the same commands and
+none with `decode_responses`, so every reply is bytes. redis-py types each
+reply for both modes (`bytes | str`), which would ask for a check at every
+read that can never fail; the journal's code names its client with this."""
+
 RETRIES = 40  # with the backoff below: about 35 s of trying before an error is raised
 CONNECT_TIMEOUT = 5.0  # seconds: an unreachable host fails like a refused connection
 
@@ -53,7 +60,7 @@ CONNECT_TIMEOUT = 5.0  # seconds: an unreachable host fails like a refused conne
 _TLS_CONFIG_REASONS = frozenset({"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"})
 
 
-def make_client(settings: Settings) -> Any:
+def make_client(settings: Settings) -> RedisClient:
     retry = ClassifyingRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=RETRIES)
     retrying: dict[str, Any] = {
         "retry": retry,

@@ -60,6 +60,10 @@ class Settings:
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
     max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES
     max_run_events: int | None = DEFAULT_MAX_RUN_EVENTS
+    # The web dashboard and HTTP resumption (`celery durable web`, `webhook_url()`).
+    web_token: str | None = None
+    web_secret: str | None = None
+    web_base_url: str | None = None
 
     @classmethod
     def from_app(cls, app: Celery) -> Settings:
@@ -122,6 +126,9 @@ class Settings:
             max_run_events=_limit(
                 conf, "durable_max_run_events", DEFAULT_MAX_RUN_EVENTS, MIN_RUN_EVENTS
             ),
+            web_token=_secret(conf, "durable_web_token"),
+            web_secret=_secret(conf, "durable_web_secret"),
+            web_base_url=_base_url(conf),
         )
 
 
@@ -157,6 +164,33 @@ def _redis_url_from_broker(app: Celery) -> str:
         # A list of sentinels stays whole; of failover brokers, the first.
         return broker if broker.startswith("sentinel://") else broker.split(";", 1)[0]
     return DEFAULT_REDIS_URL
+
+
+def _secret(conf: Any, key: str) -> str | None:
+    """A token or signing secret: unset, or a string long enough not to be guessed."""
+    value = conf.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) < 16:
+        raise ConfigurationError(
+            f"{key}: expected a string of at least 16 characters (for example "
+            "`python -c 'import secrets; print(secrets.token_urlsafe())'`), got "
+            + ("a shorter string" if isinstance(value, str) else repr(type(value).__name__))
+        )
+    return value
+
+
+def _base_url(conf: Any) -> str | None:
+    """`durable_web_base_url`: where the outside world reaches `celery durable web`."""
+    value = conf.get("durable_web_base_url")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"durable_web_base_url: expected an absolute http:// or https:// URL such as "
+            f"'https://durable.example.com', got {value!r}"
+        )
+    return value.rstrip("/")
 
 
 def _positive(conf: Any, key: str, default: float) -> float:

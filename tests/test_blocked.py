@@ -9,22 +9,13 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.bin.celery import celery as celery_main
 from celery.contrib.testing.worker import start_worker
-from click.testing import CliRunner
 
 import celery_durable
 from celery_durable import NonDeterminismError, workflow
 from celery_durable.extension import extension_for
 from celery_durable.workflows import registry
 from tests.apps import deploys
-
-
-@pytest.fixture
-def code() -> Iterator[dict]:
-    deploys.CODE["version"] = 1
-    yield deploys.CODE
-    deploys.CODE["version"] = 1
 
 
 @pytest.fixture
@@ -46,23 +37,6 @@ def worker(durable_app: Celery) -> Iterator[Any]:
         durable_app, pool="solo", perform_ping_check=False, shutdown_timeout=30
     ) as started:
         yield started
-
-
-@pytest.fixture
-def cli(durable_app: Celery, monkeypatch: pytest.MonkeyPatch):
-    """`celery durable ...` in this process, on the test's app (so on its Redis)."""
-    import tests.apps as apps_package
-
-    monkeypatch.setattr(apps_package, "current_test_app", durable_app, raising=False)
-
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(
-            celery_main,
-            ["-A", "tests.apps:current_test_app", "durable", *args],
-            catch_exceptions=False,
-        )
-
-    return run
 
 
 def _blocked_by_a_breaking_deploy(code, wait) -> celery_durable.RunHandle:

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from celery.bin.celery import celery as celery_main
 from celery.contrib.testing.worker import start_worker
 from click.testing import CliRunner
 
 import celery_durable
 from tests.steps import arithmetic
-
-
-@pytest.fixture
-def cli_app(durable_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The app module `-A` names, on this session's Redis (the same for every test)."""
-    monkeypatch.setenv("DURABLE_CLI_TEST_REDIS_URL", durable_redis_url)
-    from tests.apps import cli_app as module
-
-    assert durable_redis_url == module.URL, "the CLI app was imported with another Redis"
-    module.app.set_current()
-    yield module.app
 
 
 def cli(*args: str) -> Any:

@@ -12,7 +12,6 @@ from celery_durable import sleep, step, workflow
 from celery_durable.errors import ConfigurationError, RunEventLimitError
 from celery_durable.extension import extension_for
 from celery_durable.workflows.listing import describe_run
-from tests.test_cli import cli, cli_app  # noqa: F401 - the CLI's app, as a fixture
 
 LIMIT = 19
 
@@ -131,8 +130,7 @@ def test_describe_run_reads_one_page_at_a_time(durable_app, long_run):
     assert page["timeline"][-1]["type"] == "workflow.completed"
 
 
-@pytest.mark.usefixtures("cli_app")
-def test_runs_show_prints_a_page_and_the_cursor_to_go_on(long_run):
+def test_runs_show_prints_a_page_and_the_cursor_to_go_on(long_run, cli):
     def show(*args: str) -> str:
         result = cli("runs", "show", long_run, *args)
         assert result.exit_code == 0, result.output

@@ -9,44 +9,22 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from celery import Celery
 
 from celery_durable import StepNotFoundError
-from celery_durable.contrib.workers import WorkerProcess, WorkerProcesses
-from celery_durable.extension import DurableExtension, extension_for
+from celery_durable.contrib.workers import WorkerProcess
+from celery_durable.extension import DurableExtension
 from celery_durable.workflows.dispatched import STEP_TASK_NAME
 from celery_durable.workflows.listing import list_workers
-from tests.apps import client_side, fanout
+from tests.apps import fanout
 from tests.faults import global_events, wait_until
 
+WORKER_APP = "tests.apps.fanout"  # for `workers`
 pytestmark = pytest.mark.slow
 
 BOTH = ["-Q", f"celery,{fanout.RENDER}"]
-
-
-@pytest.fixture
-def durable_worker_processes_options(durable_worker_processes_options: dict[str, Any]) -> dict:
-    return {**durable_worker_processes_options, "app": "tests.apps.fanout"}
-
-
-@pytest.fixture
-def client(durable_redis_url: str) -> Iterator[Celery]:
-    with client_side(fanout.make_app(durable_redis_url, main="fanout-client")) as app:
-        yield app
-
-
-@pytest.fixture
-def ext(client: Celery) -> DurableExtension:
-    return extension_for(client)
-
-
-@pytest.fixture
-def workers(durable_worker_processes: WorkerProcesses) -> WorkerProcesses:
-    return durable_worker_processes
 
 
 def _events(run: Any, kind: str) -> list[dict[str, Any]]:
@@ -125,14 +103,14 @@ def test_a_map_of_50_over_two_workers(ext, redis_client, workers):
     assert types.count("workflow.executing") == 2
 
 
-def test_a_duplicate_delivery_of_a_step_message_is_dropped(client, ext, redis_client, workers):
+def test_a_duplicate_delivery_of_a_step_message_is_dropped(client_app, ext, redis_client, workers):
     workers.start_many(2, concurrency=1, extra_args=BOTH)
     run = fanout.gated.start(1)
     wait_until(lambda: fanout.counts(redis_client, run.id, [0]) == [1], timeout=20)
     task_id = redis_client.hget(ext.keys.run_steps(run.id), "t:0").decode()
 
     def duplicate() -> None:
-        client.send_task(
+        client_app.send_task(
             STEP_TASK_NAME,
             args=(run.id, 0, 1),
             kwargs={"journal": ext.journal_id.as_message()},

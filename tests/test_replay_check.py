@@ -3,42 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
-from celery.bin.celery import celery as celery_main
-from click.testing import CliRunner
 
 import celery_durable
 from celery_durable.extension import extension_for
 from celery_durable.workflows.replay import load_history, replay_check
 from tests.apps import deploys
-
-
-@pytest.fixture
-def code() -> Iterator[dict]:
-    deploys.CODE["version"] = 1
-    yield deploys.CODE
-    deploys.CODE["version"] = 1
-
-
-@pytest.fixture
-def cli(durable_app: Celery, monkeypatch: pytest.MonkeyPatch):
-    import tests.apps as apps_package
-
-    monkeypatch.setattr(apps_package, "current_test_app", durable_app, raising=False)
-
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(
-            celery_main,
-            ["-A", "tests.apps:current_test_app", "durable", *args],
-            catch_exceptions=False,
-        )
-
-    return run
 
 
 @pytest.fixture

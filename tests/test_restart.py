@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
-from celery import Celery
 
 from celery_durable import RunHandle
 from celery_durable.extension import extension_for
-from tests.apps import client_side, sleepy
+from tests.apps import sleepy
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def client_app(durable_redis_url: str) -> Iterator[Celery]:
-    """The test process's side: the workers' app configuration, made current."""
-    with client_side(sleepy.make_app(durable_redis_url, main="restart-tests-client")) as app:
-        yield app
 
 
 def statuses(runs: list[RunHandle]) -> Counter[str]:

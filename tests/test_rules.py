@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 
 import celery_durable
 from celery_durable import signals
 from celery_durable.codec import unpackb
 from celery_durable.extension import extension_for
 from celery_durable.rules.action_queue import ActionQueue
+from tests.in_process import solo_worker
 from tests.waiting import wait_until
 
 RETRY_THEN_SLACK = "retry then slack"
@@ -132,13 +132,7 @@ def durable_app_config(http_receiver) -> dict[str, Any]:
 def rules_worker(durable_app: Celery) -> Iterator[Any]:
     """An in-process worker on the queues the tests use, with the test tasks."""
     register_tasks(durable_app)
-    with start_worker(
-        durable_app,
-        pool="solo",
-        perform_ping_check=False,
-        queues=["celery", "email"],
-        shutdown_timeout=30,
-    ) as worker:
+    with solo_worker(durable_app, ["celery", "email"]) as worker:
         yield worker
 
 

@@ -15,7 +15,6 @@ queue is empty: by then every rule that matched that failure has acted, so
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,11 +24,12 @@ import celery_durable
 from celery_durable import RulesError
 from celery_durable.extension import DurableExtension, extension_for
 from celery_durable.rules.store import RuleStore
-from tests.apps import client_side, live_rules
+from tests.apps import live_rules
 from tests.waiting import wait_until
 from tests.worker_processes import WorkerProcesses
 
 pytestmark = pytest.mark.slow
+WORKER_APP = "tests.apps.live_rules"  # for durable_worker_processes and client_app
 
 # The promise is 2 s; a shared, loaded test machine gets some slack.
 PROPAGATION_LIMIT = 5.0
@@ -49,17 +49,6 @@ def live_rule(note: str = "{error_message}") -> dict[str, Any]:
         "action": {"type": "remember", "key": "test:live", "note": note},
         "circuit_breaker": {"max_executions": 100_000},  # probes fire it often
     }
-
-
-@pytest.fixture
-def durable_worker_processes_options(durable_worker_processes_options: dict[str, Any]) -> dict:
-    return {**durable_worker_processes_options, "app": "tests.apps.live_rules"}
-
-
-@pytest.fixture
-def client(durable_redis_url: str) -> Iterator[Celery]:
-    with client_side(live_rules.make_app(durable_redis_url, main="live-client")) as app:
-        yield app
 
 
 class Prober:
@@ -102,9 +91,9 @@ class Prober:
 
 
 def test_rules_change_in_running_workers_without_a_restart(
-    client, durable_worker_processes: WorkerProcesses
+    client_app, durable_worker_processes: WorkerProcesses
 ):
-    celery_durable.save_rules([WITNESS], app=client)
+    celery_durable.save_rules([WITNESS], app=client_app)
     # Each worker takes the probes of its own queue.
     started = [
         durable_worker_processes.start(1, name=q, extra_args=["-Q", q], wait=False)
@@ -112,48 +101,50 @@ def test_rules_change_in_running_workers_without_a_restart(
     ]
     for worker in started:
         worker.wait_ready()
-    prober = Prober(client)
+    prober = Prober(client_app)
     pids = {w.hostname: w.process.pid for w in durable_worker_processes.workers}
     for queue in ("w1", "w2"):
         assert not prober.acts(queue, "test:live")
 
     # Add: both workers run the new rule, within the limit.
-    celery_durable.save_rules([live_rule()], app=client)
+    celery_durable.save_rules([live_rule()], app=client_app)
     for queue in ("w1", "w2"):
         assert prober.until(True, queue, "test:live") < PROPAGATION_LIMIT
         assert prober.acts(queue, "test:live")  # and keep running it
 
     # Edit: the new actions, never a mix.
-    celery_durable.save_rules([live_rule("edited {error_message}")], app=client)
+    celery_durable.save_rules([live_rule("edited {error_message}")], app=client_app)
     for queue in ("w1", "w2"):
         prober.until(True, queue, "test:live", prefix="edited ")
 
     # A refused change changes nothing: the workers go on with the edited rule.
     broken = {**live_rule(), "action": {"type": "remember", "key": 5}}
     with pytest.raises(RulesError):
-        celery_durable.save_rules([broken], app=client)
+        celery_durable.save_rules([broken], app=client_app)
     for queue in ("w1", "w2"):
         assert prober.acts(queue, "test:live", prefix="edited ")
 
     # Disable, enable: a stored rule and a rule the configuration wrote disabled.
-    celery_durable.set_rule_enabled("live", False, app=client)
+    celery_durable.set_rule_enabled("live", False, app=client_app)
     for queue in ("w1", "w2"):
         prober.until(False, queue, "test:live", prefix="edited ")
-    celery_durable.set_rule_enabled("dormant", True, app=client)
+    celery_durable.set_rule_enabled("dormant", True, app=client_app)
     for queue in ("w1", "w2"):
         prober.until(True, queue, "test:dormant", task="live.dormant")
-    celery_durable.set_rule_enabled("live", True, app=client)
+    celery_durable.set_rule_enabled("live", True, app=client_app)
     for queue in ("w1", "w2"):
         prober.until(True, queue, "test:live", prefix="edited ")
 
     # A stored rule a worker cannot load (saved by a process with a plugin these
     # workers lack): each worker reports it, and runs the others.
-    ext = extension_for(client)
+    ext = extension_for(client_app)
     teleport = {**live_rule(), "name": "teleport", "action": {"type": "teleport"}}
     RuleStore(ext.redis, ext.keys).write({"teleport": teleport})
 
     def reported() -> set[str]:
-        (listed,) = [r for r in celery_durable.list_rules(app=client) if r["name"] == "teleport"]
+        (listed,) = [
+            r for r in celery_durable.list_rules(app=client_app) if r["name"] == "teleport"
+        ]
         return {p["worker"] for p in listed["problems"] if p["worker"]}
 
     wait_until(lambda: reported() == set(pids), what="both workers reporting the rule")
@@ -161,7 +152,7 @@ def test_rules_change_in_running_workers_without_a_restart(
         assert prober.acts(queue, "test:live", prefix="edited ")
 
     # Delete: no worker runs it any more.
-    celery_durable.delete_rule("live", app=client)
+    celery_durable.delete_rule("live", app=client_app)
     for queue in ("w1", "w2"):
         prober.until(False, queue, "test:live", prefix="edited ")
         assert not prober.acts(queue, "test:live", prefix="edited ")
@@ -173,15 +164,15 @@ def test_rules_change_in_running_workers_without_a_restart(
         "action": {"type": "gate"},
     }
     marker = {**live_rule(), "name": "marker", "action": {**live_rule()["action"], "key": "m"}}
-    celery_durable.save_rules([gated, marker], app=client)
+    celery_durable.save_rules([gated, marker], app=client_app)
     prober.until(True, "w1", "m")  # w1's one pool child has the version holding `gated`
-    client.send_task("live.gated", args=(1,), queue="w1")
+    client_app.send_task("live.gated", args=(1,), queue="w1")
     wait_until(lambda: prober.remembered(live_rules.GATE_STARTED) == ["gated 1"])
-    celery_durable.delete_rule("gated", app=client)
+    celery_durable.delete_rule("gated", app=client_app)
     ext.redis.rpush(live_rules.GATE_OPEN, "go")
     wait_until(lambda: prober.remembered(live_rules.GATE_DONE) == ["gated 1"])
     wait_until(lambda: ext.redis.xlen(ext.keys.rule_history("gated")))
-    (entry,) = celery_durable.rule_history("gated", app=client)
+    (entry,) = celery_durable.rule_history("gated", app=client_app)
     assert entry["outcome"] == "success"
     assert entry["actions"][0]["result"] == {"note": "gated 1"}
 

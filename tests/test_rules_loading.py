@@ -13,11 +13,6 @@ from celery_durable.rules.loader import load_rules
 from celery_durable.rules.registry import PartRegistry
 
 
-@pytest.fixture(scope="module")
-def registry() -> PartRegistry:
-    return PartRegistry.collect(make_plugin_manager())
-
-
 def rule(**overrides):
     base = {
         "name": "Auto-retry network errors",
@@ -52,14 +47,14 @@ def rule(**overrides):
     return base
 
 
-def problems(specs, registry) -> str:
+def problems(specs, parts) -> str:
     with pytest.raises(RulesError) as info:
-        load_rules(specs, registry)
+        load_rules(specs, parts)
     return str(info.value)
 
 
-def test_the_design_example_loads(registry):
-    (loaded,) = load_rules([rule()], registry)
+def test_the_design_example_loads(durable_rule_parts):
+    (loaded,) = load_rules([rule()], durable_rule_parts)
     assert loaded.event == "task.failed"
     assert [c.name for c in loaded.conditions] == [
         "task_name_pattern",
@@ -71,7 +66,7 @@ def test_the_design_example_loads(registry):
     assert (loaded.breaker.max_executions, loaded.breaker.window_seconds) == (100, 3600)
 
 
-def test_defaults_single_action_and_disabled(registry):
+def test_defaults_single_action_and_disabled(durable_rule_parts):
     (loaded,) = load_rules(
         [
             {
@@ -81,7 +76,7 @@ def test_defaults_single_action_and_disabled(registry):
                 "action": {"type": "webhook", "url": "http://127.0.0.1:9/x"},
             }
         ],
-        registry,
+        durable_rule_parts,
     )
     assert loaded.enabled is False
     assert (loaded.breaker.max_executions, loaded.breaker.window_seconds) == (100, 3600)
@@ -165,28 +160,30 @@ def test_defaults_single_action_and_disabled(registry):
         ({"template": "no-such-template"}, "template: unknown template 'no-such-template'"),
     ],
 )
-def test_a_bad_rule_is_refused_naming_the_rule_and_the_field(registry, overrides, expected):
-    assert expected in problems([rule(**overrides)], registry)
+def test_a_bad_rule_is_refused_naming_the_rule_and_the_field(
+    durable_rule_parts, overrides, expected
+):
+    assert expected in problems([rule(**overrides)], durable_rule_parts)
 
 
-def test_every_problem_is_reported_at_once(registry):
+def test_every_problem_is_reported_at_once(durable_rule_parts):
     message = problems(
         [
             rule(name="a", trigger={"event": "nope"}),
             rule(name="b", actions=[{"type": "nope"}]),
             rule(name="a"),
         ],
-        registry,
+        durable_rule_parts,
     )
     assert "has 2 problem(s)" in message
     assert "rule 'a' (#1)" in message and "rule 'b' (#2)" in message
 
 
-def test_duplicate_names_are_refused(registry):
-    assert "is also the name of rule #1" in problems([rule(), rule()], registry)
+def test_duplicate_names_are_refused(durable_rule_parts):
+    assert "is also the name of rule #1" in problems([rule(), rule()], durable_rule_parts)
 
 
-def test_rules_from_a_yaml_file(registry, tmp_path):
+def test_rules_from_a_yaml_file(durable_rule_parts, tmp_path):
     path = tmp_path / "rules.yaml"
     path.write_text("""
 - name: Auto-retry network errors
@@ -200,14 +197,14 @@ def test_rules_from_a_yaml_file(registry, tmp_path):
       delay_seconds: 10
       max_attempts: 5
 """)
-    (loaded,) = load_rules(str(path), registry)
+    (loaded,) = load_rules(str(path), durable_rule_parts)
     assert loaded.name == "Auto-retry network errors"
     path.write_text("- name: [unclosed")
-    assert "is not valid YAML" in problems(str(path), registry)
-    assert "cannot read it" in problems(str(tmp_path / "missing.yaml"), registry)
+    assert "is not valid YAML" in problems(str(path), durable_rule_parts)
+    assert "cannot read it" in problems(str(tmp_path / "missing.yaml"), durable_rule_parts)
 
 
-def test_templates_are_used_by_name_and_overridden_field_by_field(registry):
+def test_templates_are_used_by_name_and_overridden_field_by_field(durable_rule_parts):
     (loaded,) = load_rules(
         [
             {
@@ -217,7 +214,7 @@ def test_templates_are_used_by_name_and_overridden_field_by_field(registry):
                 "actions": [{"max_attempts": 2}],
             }
         ],
-        registry,
+        durable_rule_parts,
     )
     names = [c.name for c in loaded.conditions]
     assert names == ["error_pattern", "queue"]  # the template's, plus ours
@@ -225,8 +222,8 @@ def test_templates_are_used_by_name_and_overridden_field_by_field(registry):
     assert (retry.max_attempts, retry.delay_seconds, retry.exponential_backoff) == (2, 10, True)
 
 
-def test_a_template_needs_what_only_the_user_knows(registry):
-    message = problems([{"name": "alert", "template": "critical-task-alert"}], registry)
+def test_a_template_needs_what_only_the_user_knows(durable_rule_parts):
+    message = problems([{"name": "alert", "template": "critical-task-alert"}], durable_rule_parts)
     assert "actions[0] (slack): missing parameter(s) 'webhook_url'" in message
     (loaded,) = load_rules(
         [
@@ -236,12 +233,12 @@ def test_a_template_needs_what_only_the_user_knows(registry):
                 "actions": [{"webhook_url": "https://hooks.example/a"}],
             }
         ],
-        registry,
+        durable_rule_parts,
     )
     assert loaded.actions[0].webhook_url == "https://hooks.example/a"
 
 
-def test_every_template_loads_once_completed(registry):
+def test_every_template_loads_once_completed(durable_rule_parts):
     from celery_durable.rules.templates import TEMPLATES
 
     completions = {
@@ -249,7 +246,7 @@ def test_every_template_loads_once_completed(registry):
         "escalate-repeated-failures": {"actions": [{"url": "https://h/x"}]},
     }
     specs = [{"name": name, "template": name, **completions.get(name, {})} for name in TEMPLATES]
-    assert len(load_rules(specs, registry)) == len(TEMPLATES)
+    assert len(load_rules(specs, durable_rule_parts)) == len(TEMPLATES)
 
 
 def test_a_worker_refuses_to_start_with_bad_rules(durable_redis_url):
@@ -279,17 +276,17 @@ def test_an_installed_plugin_is_used_from_a_yaml_rule(tmp_path):
     routing_key: R0UT1NGK3Y
     severity: critical
 """)
-    registry = PartRegistry.collect(make_plugin_manager())
-    (loaded,) = load_rules(str(path), registry)
+    parts = PartRegistry.collect(make_plugin_manager())
+    (loaded,) = load_rules(str(path), parts)
     assert type(loaded.actions[0]).__module__ == "celery_durable_pagerduty"
     path.write_text(path.read_text().replace("critical", "apocalyptic"))
-    assert "action (pagerduty): severity must be one of" in problems(str(path), registry)
+    assert "action (pagerduty): severity must be one of" in problems(str(path), parts)
 
 
 def test_a_plugin_named_in_durable_plugins_is_registered_once():
     pm = make_plugin_manager(["tests.plugin_for_tests", "celery_durable_pagerduty"])
-    registry = PartRegistry.collect(pm)
-    assert "weekday" in registry.conditions and "remember" in registry.actions
+    parts = PartRegistry.collect(pm)
+    assert "weekday" in parts.conditions and "remember" in parts.actions
     (loaded,) = load_rules(
         [
             {
@@ -298,7 +295,7 @@ def test_a_plugin_named_in_durable_plugins_is_registered_once():
                 "action": {"type": "remember", "key": "k", "note": "{task_name} on a weekend"},
             }
         ],
-        registry,
+        parts,
     )
     assert loaded.conditions[0].value == ["sat", "sun"]
     message = problems(
@@ -309,7 +306,7 @@ def test_a_plugin_named_in_durable_plugins_is_registered_once():
                 "action": {"type": "remember", "key": "k"},
             }
         ],
-        registry,
+        parts,
     )
     assert "trigger.conditions.weekday: expected a list of day names" in message
 
@@ -322,7 +319,7 @@ def test_an_unimportable_plugin_module_is_a_clear_error():
         make_plugin_manager(["no_such_mod"])
 
 
-def test_environment_variables_fill_a_rule_file(registry, tmp_path, monkeypatch):
+def test_environment_variables_fill_a_rule_file(durable_rule_parts, tmp_path, monkeypatch):
     path = tmp_path / "rules.yaml"
     path.write_text("""
 - name: alert
@@ -330,10 +327,10 @@ def test_environment_variables_fill_a_rule_file(registry, tmp_path, monkeypatch)
   action: {type: slack, webhook_url: "${SLACK_URL}", message: "{workflow_name} failed"}
 """)
     monkeypatch.setenv("SLACK_URL", "https://hooks.example/T0/B0/secret")
-    (loaded,) = load_rules(str(path), registry)
+    (loaded,) = load_rules(str(path), durable_rule_parts)
     assert loaded.actions[0].webhook_url == "https://hooks.example/T0/B0/secret"
     monkeypatch.delenv("SLACK_URL")
-    assert "environment variable(s) SLACK_URL not set" in problems(str(path), registry)
+    assert "environment variable(s) SLACK_URL not set" in problems(str(path), durable_rule_parts)
 
 
 def test_error_pattern_sees_the_exception_base_classes():
@@ -400,12 +397,16 @@ def slack(**params):
         ),
     ],
 )
-def test_format_specs_signals_and_numbers_out_of_bounds_are_refused(registry, action, expected):
-    assert expected in problems([rule(actions=[action])], registry)
+def test_format_specs_signals_and_numbers_out_of_bounds_are_refused(
+    durable_rule_parts, action, expected
+):
+    assert expected in problems([rule(actions=[action])], durable_rule_parts)
 
 
-def test_a_real_signal_name_is_accepted(registry):
-    (loaded,) = load_rules([rule(actions=[{"type": "revoke", "signal": "SIGKILL"}])], registry)
+def test_a_real_signal_name_is_accepted(durable_rule_parts):
+    (loaded,) = load_rules(
+        [rule(actions=[{"type": "revoke", "signal": "SIGKILL"}])], durable_rule_parts
+    )
     assert loaded.actions[0].signal == "SIGKILL"
 
 
@@ -439,11 +440,11 @@ def test_a_real_signal_name_is_accepted(registry):
         ),
     ],
 )
-def test_trigger_condition_and_breaker_numbers_are_bounded(registry, overrides, expected):
-    assert expected in problems([rule(**overrides)], registry)
+def test_trigger_condition_and_breaker_numbers_are_bounded(durable_rule_parts, overrides, expected):
+    assert expected in problems([rule(**overrides)], durable_rule_parts)
 
 
-def test_every_problem_of_one_rule_is_listed_with_its_field(registry):
+def test_every_problem_of_one_rule_is_listed_with_its_field(durable_rule_parts):
     message = problems(
         [
             rule(
@@ -460,7 +461,7 @@ def test_every_problem_of_one_rule_is_listed_with_its_field(registry):
                 circuit_breaker={"max_executions": 0, "time_window_hours": -1},
             )
         ],
-        registry,
+        durable_rule_parts,
     )
     label = "rule 'Auto-retry network errors' (#1): "
     for field in [
@@ -500,13 +501,15 @@ DEEP = "- {name: deep, description: " + "[" * 40 + "]" * 40 + "}"
         ("[" * 5000 + "]" * 5000, "nests too deeply to read"),
     ],
 )
-def test_recursive_and_exploding_yaml_is_a_clear_rules_error(registry, tmp_path, text, expected):
+def test_recursive_and_exploding_yaml_is_a_clear_rules_error(
+    durable_rule_parts, tmp_path, text, expected
+):
     path = tmp_path / "rules.yaml"
     path.write_text(text)
-    assert expected in problems(str(path), registry)
+    assert expected in problems(str(path), durable_rule_parts)
 
 
-def test_a_recursive_structure_given_as_a_list_is_refused(registry):
+def test_a_recursive_structure_given_as_a_list_is_refused(durable_rule_parts):
     spec = rule()
     spec["trigger"]["conditions"]["loop"] = spec
-    assert "contains itself" in problems([spec], registry)
+    assert "contains itself" in problems([spec], durable_rule_parts)

@@ -17,6 +17,7 @@ from kombu.serialization import dumps
 import celery_durable
 from celery_durable.codec import packb_lenient
 from celery_durable.extension import extension_for
+from tests.in_process import solo_worker
 from tests.waiting import wait_until
 
 GHOST = "ghost@nowhere"
@@ -77,13 +78,7 @@ def register_tasks(app: Celery) -> None:
 @pytest.fixture
 def rules_worker(durable_app: Celery) -> Iterator[Any]:
     register_tasks(durable_app)
-    with start_worker(
-        durable_app,
-        pool="solo",
-        perform_ping_check=False,
-        queues=["celery", "orders"],
-        shutdown_timeout=30,
-    ) as worker:
+    with solo_worker(durable_app, ["celery", "orders"]) as worker:
         yield worker
 
 

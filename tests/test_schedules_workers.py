@@ -22,17 +22,12 @@ from celery_durable.extension import DurableExtension, extension_for
 from celery_durable.schedules.store import schedule_store
 from celery_durable.schedules.timing import to_datetime
 from celery_durable.workflows.listing import list_runs
-from tests.apps import REDIS_URL_ENV, client_side
+from tests.apps import client_side
 from tests.apps import scheduled as scheduled_app
 from tests.waiting import wait_until
-from tests.worker_processes import REPO_ROOT
 
+WORKER_APP = "tests.apps.scheduled"  # for `durable_worker_processes`
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def durable_worker_processes_options() -> dict[str, Any]:
-    return {"app": "tests.apps.scheduled", "url_env": REDIS_URL_ENV, "cwd": REPO_ROOT}
 
 
 @pytest.fixture

@@ -23,10 +23,14 @@ pytest-celery without a clash.
   divergence. Needs no Redis and no worker.
 - `durable_http_receiver`: a real HTTP server on 127.0.0.1 that records
   the requests rules send it (`celery_durable.contrib.http_receiver`).
+- `durable_rule_parts`: the triggers, conditions and actions of every
+  installed plugin, as a worker loads them: `load_rules(specs,
+  durable_rule_parts)` checks rules (a plugin's own tests).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -42,6 +46,8 @@ from celery.contrib.testing.worker import start_worker
 from ..extension import DurableExtension, extension_for
 from ..install import install
 from ..options import parse_duration
+from ..plugins import make_plugin_manager
+from ..rules.registry import PartRegistry
 from ..workflows.replay import load_history, replay_history
 from ..workflows.runs import RunHandle
 from .http_receiver import HttpReceiver
@@ -162,7 +168,15 @@ def durable_worker_processes(
     """
     options = dict(durable_worker_processes_options)
     broker_url = options.pop("broker_url", durable_redis_url)
-    workers = WorkerProcesses(broker_url, tmp_path / "workers", **options)
+    with tails_printed(WorkerProcesses(broker_url, tmp_path / "workers", **options)) as workers:
+        yield workers
+
+
+@contextlib.contextmanager
+def tails_printed(workers: WorkerProcesses) -> Iterator[WorkerProcesses]:
+    """`workers` for a fixture of one's own to yield: at teardown the tails of
+    their logs are printed (pytest shows them when the test failed) and every
+    process is killed."""
     try:
         yield workers
     finally:
@@ -192,6 +206,12 @@ def durable_replay() -> Iterator[Replayer]:
     app.conf.durable_redis_url = "redis://127.0.0.1:9/0"
     yield Replayer(install(app))
     app.close()
+
+
+@pytest.fixture(scope="session")
+def durable_rule_parts() -> PartRegistry:
+    """Every installed plugin's triggers, conditions and actions, by name."""
+    return PartRegistry.collect(make_plugin_manager())
 
 
 @pytest.fixture

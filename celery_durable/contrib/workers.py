@@ -47,6 +47,7 @@ from celery import Celery
 
 __all__ = [
     "READY_LINE",
+    "STOP_TIMEOUT",
     "WorkerOptions",
     "WorkerProcess",
     "WorkerProcessError",
@@ -57,6 +58,13 @@ __all__ = [
 
 READY_LINE = "celery_durable active: journal at "
 """What celery_durable's bootstep logs (at INFO) before the worker consumes."""
+
+STOP_TIMEOUT = 40.0
+"""Seconds `stop()` allows a warm shutdown before it kills the worker. A warm
+shutdown lets the running tasks finish, joins every pool process (billiard),
+and gives celery_durable's threads up to 10 s when it begins and 5 s once the
+pool has drained; on a loaded machine that approaches half a minute, and a
+tighter deadline fails a test for a worker that was stopping as it should."""
 
 _numbers = itertools.count(1)
 _live: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()
@@ -279,7 +287,7 @@ class WorkerProcess:
 
     # -- stopping ----------------------------------------------------------------------
 
-    def stop(self, timeout: float = 20.0) -> int | None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """Warm shutdown: SIGTERM, wait `timeout`; then SIGKILL the group. The exit code."""
         self.terminate()
         return self.wait_stopped(timeout)
@@ -290,7 +298,7 @@ class WorkerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
 
-    def wait_stopped(self, timeout: float = 20.0) -> int | None:
+    def wait_stopped(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """Wait for the main process to exit; past `timeout`, SIGKILL the whole group."""
         if self.process is None:
             return None
@@ -466,7 +474,7 @@ class WorkerProcesses:
         """Workers with any process (main or pool child) still running."""
         return [w for w in self.workers if w.is_running()]
 
-    def stop_all(self, timeout: float = 20.0) -> None:
+    def stop_all(self, timeout: float = STOP_TIMEOUT) -> None:
         """Warm shutdown of every running worker at once (SIGTERM), one deadline for all."""
         alive = [w for w in self.workers if w.is_alive()]
         for worker in alive:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal as signals
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ..errors import ActionSkipped
 from ..hookspecs import hookimpl
@@ -17,6 +17,10 @@ from ..redaction import redact
 from ..rules.base import Action
 from ..rules.bounds import Between
 from ..rules.task_message import resend
+
+if TYPE_CHECKING:
+    from ..activity import Activity
+    from ..rules.context import RuleContext
 
 CHAIN_TTL = 7 * 86400
 MAX_COUNTDOWN = 3600  # retries wait in the broker as countdown messages: keep them short
@@ -83,7 +87,7 @@ class Retry(Action):
             delay *= self.backoff_multiplier**attempt
         return min(delay, self.max_delay_seconds)
 
-    def run(self, event: Any, context: Any) -> Any:
+    def run(self, event: Activity, context: RuleContext) -> Any:
         message = _message(event)
         attempt = int(message["retry"]["attempt"])
         if attempt >= self.max_attempts:
@@ -108,7 +112,7 @@ class Retry(Action):
             "delay": delay,
         }
 
-    def preview(self, event: Any, context: Any) -> dict[str, Any]:
+    def preview(self, event: Activity, context: RuleContext) -> dict[str, Any]:
         message = event.data.get("message") or {}
         attempt = int((message.get("retry") or {}).get("attempt", 0))
         return {
@@ -143,7 +147,7 @@ class Slack(Action):
         self.message = message
         self.timeout = float(timeout)
 
-    def run(self, event: Any, context: Any) -> Any:
+    def run(self, event: Activity, context: RuleContext) -> Any:
         text = context.render(self.message, event)
         response = context.http.post(self.webhook_url, json={"text": text}, timeout=self.timeout)
         response.raise_for_status()
@@ -172,7 +176,7 @@ class Webhook(Action):
         self.timeout = float(timeout)
         self.retries = retries
 
-    def payload(self, event: Any, context: Any) -> dict[str, Any]:
+    def payload(self, event: Activity, context: RuleContext) -> dict[str, Any]:
         """The JSON posted: the event without the task's message, no text over
         `durable_max_text_bytes` (a 10 MB error message is not posted whole)."""
         data = {k: v for k, v in event.data.items() if k != "message"}
@@ -187,7 +191,7 @@ class Webhook(Action):
             },
         }
 
-    def run(self, event: Any, context: Any) -> Any:
+    def run(self, event: Activity, context: RuleContext) -> Any:
         body = self.payload(event, context)
         last: Exception | None = None
         for attempt in range(self.retries + 1):
@@ -206,7 +210,7 @@ class Webhook(Action):
             last = RuntimeError(f"{redact(self.url)} answered {response.status_code}")
         raise RuntimeError(f"webhook failed after {self.retries + 1} attempt(s): {last}")
 
-    def preview(self, event: Any, context: Any) -> dict[str, Any]:
+    def preview(self, event: Activity, context: RuleContext) -> dict[str, Any]:
         return {
             "type": self.name,
             "url": redact(self.url),
@@ -229,7 +233,7 @@ class Revoke(Action):
         self.terminate = terminate
         self.signal = signal
 
-    def run(self, event: Any, context: Any) -> Any:
+    def run(self, event: Activity, context: RuleContext) -> Any:
         task_id = event.data.get("task_id")
         if not task_id:
             raise ValueError(f"a {event.type} event names no task to revoke")
@@ -237,7 +241,7 @@ class Revoke(Action):
         return {"revoked": task_id, "terminate": self.terminate, "signal": self.signal}
 
 
-def _message(event: Any) -> dict[str, Any]:
+def _message(event: Activity) -> dict[str, Any]:
     message = event.data.get("message")
     if not message:
         raise ValueError(f"a {event.type} event carries no task message to send again")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import activity
 from ..hookspecs import hookimpl
 from ..rules import patterns
 from ..rules.base import Condition
 from ..rules.engine import rule_engine
+
+if TYPE_CHECKING:
+    from ..activity import Activity
+    from ..rules.context import RuleContext
 
 MAX_FAILURE_THRESHOLD = 10_000
 
@@ -29,10 +33,10 @@ class TaskNamePattern(Condition):
     def __init__(self, value: Any):
         super().__init__(_text(value, "glob pattern"))
 
-    def matches(self, event: Any, context: Any) -> bool:
+    def matches(self, event: Activity, context: RuleContext) -> bool:
         return fnmatch.fnmatchcase(str(event.data.get("task_name") or ""), self.value)
 
-    def explain(self, event: Any, context: Any) -> str:
+    def explain(self, event: Activity, context: RuleContext) -> str:
         return f"task name {event.data.get('task_name')!r} against glob {self.value!r}"
 
 
@@ -53,10 +57,10 @@ class Queue(Condition):
         super().__init__(value)
         self.queues = frozenset(queues)
 
-    def matches(self, event: Any, context: Any) -> bool:
+    def matches(self, event: Activity, context: RuleContext) -> bool:
         return event.data.get("queue") in self.queues
 
-    def explain(self, event: Any, context: Any) -> str:
+    def explain(self, event: Activity, context: RuleContext) -> str:
         return f"queue {event.data.get('queue')!r} in {sorted(self.queues)}"
 
 
@@ -75,10 +79,10 @@ class ErrorPattern(Condition):
         super().__init__(_text(value, "regular expression"))
         self.regex = patterns.compile_pattern(value)
 
-    def matches(self, event: Any, context: Any) -> bool:
+    def matches(self, event: Activity, context: RuleContext) -> bool:
         return patterns.search(self.regex, error_text(event))
 
-    def explain(self, event: Any, context: Any) -> str:
+    def explain(self, event: Activity, context: RuleContext) -> str:
         return f"/{self.value}/ searched in {patterns.searched_text(error_text(event))!r}"
 
 
@@ -104,10 +108,10 @@ class FailureCountThreshold(Condition):
             )
         super().__init__(value)
 
-    def matches(self, event: Any, context: Any) -> bool:
+    def matches(self, event: Activity, context: RuleContext) -> bool:
         return self._count(event, context) >= self.value
 
-    def _count(self, event: Any, context: Any) -> int:
+    def _count(self, event: Activity, context: RuleContext) -> int:
         facts = context.facts
         if "failure_count" not in facts:  # once per event, whichever rules ask
             ext = context.ext
@@ -119,7 +123,7 @@ class FailureCountThreshold(Condition):
                 facts["failure_count"] = rule_engine(ext).count_failure(event)
         return int(facts["failure_count"])
 
-    def explain(self, event: Any, context: Any) -> str:
+    def explain(self, event: Activity, context: RuleContext) -> str:
         return (
             f"failure {self._count(event, context)} of {event.data.get('task_name')!r} "
             f"in the window, threshold {self.value}"
@@ -135,11 +139,11 @@ class WorkflowNamePattern(Condition):
     def __init__(self, value: Any):
         super().__init__(_text(value, "glob pattern"))
 
-    def matches(self, event: Any, context: Any) -> bool:
+    def matches(self, event: Activity, context: RuleContext) -> bool:
         return fnmatch.fnmatchcase(str(event.data.get("workflow_name") or ""), self.value)
 
 
-def error_text(event: Any) -> str:
+def error_text(event: Activity) -> str:
     """ "Type: message", the type followed by its base classes: "Down ConnectionError ..."."""
     data = event.data
     if data.get("error_type") or data.get("error_message"):

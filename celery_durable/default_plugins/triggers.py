@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from .. import activity
 from ..hookspecs import hookimpl
 from ..rules.base import Trigger
 from ..rules.bounds import Between
+
+if TYPE_CHECKING:
+    from ..activity import Activity
 
 MAX_THRESHOLD_SECONDS = 7 * 86400
 
@@ -34,7 +37,7 @@ class TaskExecutionTimeExceeded(Trigger):
     ):
         self.threshold_seconds = float(threshold_seconds)
 
-    def matches(self, event: Any) -> bool:
+    def matches(self, event: Activity) -> bool:
         return (
             event.type == self.name
             and event.data.get("threshold_seconds") == self.threshold_seconds

@@ -12,11 +12,10 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
@@ -29,6 +28,7 @@ from ..errors import (
     StepsChangedError,
 )
 from ..keys import Keys
+from ..redis_client import RedisClient
 from .events import FINAL_STATUSES, Event, status_after
 
 
@@ -125,7 +125,7 @@ class Journal:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: Keys,
         *,
         retention: float | None = None,
@@ -149,9 +149,9 @@ class Journal:
         self,
         run_id: str,
         expected: int,
-        events: list[tuple[str, dict[str, Any]]],
+        events: Sequence[tuple[str, dict[str, Any]]],
         *,
-        meta: dict[str, str | int | float] | None = None,
+        meta: Mapping[str, str | int | float] | None = None,
         inbox_len: int | None = None,
         notify: Notification | None = None,
         extra: Callable[[Pipeline], object] | None = None,
@@ -286,7 +286,14 @@ class Journal:
                 self.keys.runs_index(),
                 self.keys.timers(),
             ]
-            args = [packb(fields), run_id, repr(now), member, repr(due), started.encode()]
+            args: list[bytes | str] = [
+                packb(fields),
+                run_id,
+                repr(now),
+                member,
+                repr(due),
+                started.encode(),
+            ]
             code, _ = self._start(keys=keys, args=args)
             if code in (1, 2):
                 return started  # written now, or our own write sent again after a lost reply
@@ -306,8 +313,8 @@ class Journal:
         self,
         run_id: str,
         expected: int,
-        events: list[tuple[str, dict[str, Any]]],
-        meta: dict[str, str | int | float] | None,
+        events: Sequence[tuple[str, dict[str, Any]]],
+        meta: Mapping[str, str | int | float] | None,
         inbox_len: int | None,
         notify: Notification | None,
         steps: StepsWrite | None = None,
@@ -424,13 +431,17 @@ class Journal:
             parent_waiting = status == b"waiting" and waiting_for == notify.name.encode()
         return Appended(built, cancel is not None, parent_waiting)
 
-    def send(self, run_id: str, name: str, payload: bytes) -> tuple[str, str]:
-        """Add an event to a run's inbox: (status, the event name it waits for).
+    def send(
+        self, run_id: str, name: str, payload: bytes, *, send_id: str | None = None
+    ) -> tuple[str, str, bool]:
+        """Add an event to a run's inbox: (status, the event name it waits for, fresh).
 
         Status is '' for an unknown run, and nothing is written for a finished one.
+        A `send_id` already used for this run writes nothing again (`fresh` is
+        False): a signed webhook URL posted twice delivers once.
         """
-        send_id = uuid.uuid4().hex  # the same when redis-py sends the call again
-        status, waiting_for = self._send(
+        send_id = send_id or uuid.uuid4().hex  # the same when redis-py sends the call again
+        status, waiting_for, fresh = self._send(
             keys=[
                 self.keys.run_meta(run_id),
                 self.keys.run_inbox(run_id),
@@ -438,7 +449,7 @@ class Journal:
             ],
             args=[name, payload, send_id],
         )
-        return status.decode(), waiting_for.decode()
+        return status.decode(), waiting_for.decode(), bool(fresh)
 
     def inbox(self, run_id: str) -> list[InboxEntry]:
         entries = self.client.xrange(self.keys.run_inbox(run_id))

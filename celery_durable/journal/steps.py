@@ -29,13 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from .. import lua
 from ..codec import packb, unpackb
 from ..keys import Keys
+from ..redis_client import RedisClient
 from .events import Event
 
 # Verdicts of `StepRecords.start`.
@@ -88,7 +88,7 @@ def _is_cluster(client: Any) -> bool:
 
 
 class StepRecords:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: RedisClient, keys: Keys):
         self.client = client
         self.keys = keys
         self._start = lua.script(client, "journal/step_start")
@@ -257,10 +257,10 @@ class StepRecords:
             if kind in ("t", "a", "r", "o") and position.isdigit():
                 fields.setdefault(int(position), {})[kind] = value
         states = []
-        for position in sorted(fields):
-            f = fields[position]
+        for at in sorted(fields):
+            f = fields[at]
             if "t" in f and "o" not in f:
-                states.append(_state(position, f.get("t"), f.get("a"), f.get("r"), None))
+                states.append(_state(at, f.get("t"), f.get("a"), f.get("r"), None))
         return states
 
 

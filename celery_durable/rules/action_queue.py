@@ -17,6 +17,7 @@ import redis
 
 from ..codec import packb_lenient, unpackb
 from ..keys import Keys
+from ..redis_client import RedisClient
 
 GROUP = "durable-actions"
 # A safety bound on jobs waiting (approximate trim of the oldest). The rules'
@@ -26,7 +27,7 @@ MAXLEN = 10_000
 
 
 class ActionQueue:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: RedisClient, keys: Keys):
         self.client = client
         self.key = keys.actions()
         self._group_ready = False

@@ -13,10 +13,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import redis
-
 from .. import lua
 from ..keys import Keys
+from ..redis_client import RedisClient
 from .model import Rule
 
 
@@ -44,7 +43,7 @@ class BreakerState:
 
 
 class Breakers:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: RedisClient, keys: Keys):
         self.client = client
         self.keys = keys
         self._script = lua.script(client, "rules/breaker")

@@ -1,6 +1,6 @@
 """`celery -A app durable rules add|delete|export|changes`: the stored rules.
 
-Added to the `rules` group by `celery_durable.cli`, with its helpers. A
+Added to the `rules` group by `celery_durable.cli`; helpers of `cli_support`. A
 refused change changes nothing and exits non-zero with every problem, one
 per line, each naming the file, the rule and the field; never a traceback.
 """
@@ -11,10 +11,9 @@ import sys
 from typing import Any
 
 import click
-import yaml
 from celery import Celery
 
-from ..cli import (
+from ..cli_support import (
     _history_cursor,
     _json_option,
     _next_page,
@@ -24,7 +23,7 @@ from ..cli import (
     pass_app,
 )
 from ..errors import RulesError
-from ..rules.loader import MAX_DEPTH
+from ..rules.loader import parse_yaml
 
 
 def read_rules_file(path: str) -> tuple[Any, str]:
@@ -40,14 +39,7 @@ def read_rules_file(path: str) -> tuple[Any, str]:
         raise RulesError([f"cannot read it: {exc.strerror}"], source) from None
     except UnicodeDecodeError as exc:
         raise RulesError([f"is not UTF-8 text: {exc}"], source) from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError([f"is not valid YAML: {exc}"], source) from None
-    except RecursionError:
-        raise RulesError(
-            [f"nests too deeply to read (at most {MAX_DEPTH} levels)"], source
-        ) from None
+    loaded = parse_yaml(text, source)
     if isinstance(loaded, dict) and set(loaded) == {"rules"}:
         loaded = loaded["rules"]
     if loaded is None or loaded == []:

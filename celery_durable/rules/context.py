@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..activity import Activity
 from ..limits import truncate_text
+from ..redis_client import RedisClient
 from .render import render
 
 if TYPE_CHECKING:
     import httpx
-    import redis
     from celery import Celery
 
     from ..extension import DurableExtension
@@ -32,7 +32,7 @@ class RuleContext:
         return self.ext.app
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> RedisClient:
         return self.ext.redis
 
     @cached_property

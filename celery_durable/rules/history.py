@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from ..codec import packb_lenient, unpackb
 from ..keys import Keys
 from ..limits import bound_strings
 from ..redaction import without_arguments
+from ..redis_client import RedisClient
 from ..settings import DEFAULT_MAX_TEXT_BYTES
 
 SUCCESS, FAILURE, SKIPPED = "success", "failure", "skipped"
@@ -29,7 +28,7 @@ class RuleHistory:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keys: Keys,
         maxlen: int,
         *,

@@ -46,6 +46,19 @@ MAX_DEPTH = 32
 MAX_VALUES = 100_000
 
 
+def parse_yaml(text: str, source: str) -> Any:
+    """The YAML in `text`; a `RulesError` naming `source` if it is not YAML
+    or nests too deeply for the parser."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesError([f"is not valid YAML: {exc}"], source) from None
+    except RecursionError:
+        raise RulesError(
+            [f"nests too deeply to read (at most {MAX_DEPTH} levels)"], source
+        ) from None
+
+
 def read_specs(rules: Any) -> tuple[list[Any], str]:
     """The list of rule mappings from the setting, and where it came from."""
     if rules is None:
@@ -54,15 +67,10 @@ def read_specs(rules: Any) -> tuple[list[Any], str]:
         path = Path(rules)
         source = f"durable_rules file {str(path)!r}"
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise RulesError([f"cannot read it: {exc.strerror}"], source) from None
-        except yaml.YAMLError as exc:
-            raise RulesError([f"is not valid YAML: {exc}"], source) from None
-        except RecursionError:
-            raise RulesError(
-                [f"nests too deeply to read (at most {MAX_DEPTH} levels)"], source
-            ) from None
+        loaded = parse_yaml(text, source)
         _check_shape(loaded, source)
         if isinstance(loaded, dict) and "rules" in loaded:
             loaded = loaded["rules"]
@@ -344,6 +352,7 @@ def _actions(
     if "action" in spec and "actions" in spec:
         problems.append("give either `action:` or `actions:`, not both")
         return ()
+    raw: Any
     if "action" in spec:
         raw, prefix = [spec["action"]], "action"
     else:
@@ -489,7 +498,7 @@ def _split_annotated(hint: Any) -> tuple[Any, list[Any]]:
     return hint, []
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: type[Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls.__init__, include_extras=True)
     except Exception:  # unresolvable annotations: skip type checks, keep the rest

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
 from ..errors import ConfigurationError
 from .base import Action, Condition, Trigger
+
+Part = TypeVar("Part", Trigger, Condition, Action)
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,8 @@ class PartRegistry:
         )
 
 
-def _by_name(results: list[list[Any]], base: type, kind: str) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+def _by_name(results: list[list[Any]], base: type[Part], kind: str) -> dict[str, type[Part]]:
+    found: dict[str, type[Part]] = {}
     for classes in results:
         for part in classes or ():
             if not (isinstance(part, type) and issubclass(part, base)) or not part.name:

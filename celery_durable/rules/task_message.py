@@ -17,18 +17,10 @@ from typing import Any
 from celery import Celery
 from kombu.serialization import dumps, loads
 
-OPTION_KEYS = (
-    "queue",
-    "exchange",
-    "routing_key",
-    "priority",
-    "time_limit",
-    "soft_time_limit",
-    "expires",
-    "shadow",
-    "link",
-    "link_error",
-)
+from ..redaction import ROUTING_OPTIONS
+
+# What a resent message keeps of the original's options: where it went, and more.
+OPTION_KEYS = (*ROUTING_OPTIONS, "shadow", "link", "link_error")
 RETRY_HEADERS = ("durable_retry_of", "durable_retry_root", "durable_retry_attempt")
 
 

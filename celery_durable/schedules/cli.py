@@ -1,6 +1,7 @@
 """`celery -A app durable schedules list|show|pause|resume|delete|trigger`.
 
-Added to the `durable` group by `celery_durable.cli`, with its helpers:
+Added to the `durable` group by `celery_durable.cli`; the helpers of
+`celery_durable.cli_support`:
 tables by default, `--json` for scripts, an unknown name exits non-zero
 with one line.
 """
@@ -11,8 +12,9 @@ import datetime as dt
 from typing import Any
 
 import click
+from celery import Celery
 
-from ..cli import _app, _errors_as_one_line, _json_option, _next_page, _print_json, _table
+from ..cli_support import _json_option, _next_page, _print_json, _table, pass_app
 
 
 @click.group()
@@ -24,13 +26,12 @@ def schedules() -> None:
 @click.option("--limit", default=100, show_default=True, help="At most this many schedules.")
 @click.option("--cursor", help="Continue after this name (printed by the previous page).")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
-def schedules_list(ctx: click.Context, limit: int, cursor: str | None, as_json: bool) -> None:
+@pass_app
+def schedules_list(app: Celery, limit: int, cursor: str | None, as_json: bool) -> None:
     """Schedules in name order: timing, status, next fire time, last run."""
     from .api import list_schedules
 
-    listed = list_schedules(limit=limit, after=cursor, app=_app(ctx))
+    listed = list_schedules(limit=limit, after=cursor, app=app)
     next_cursor = listed[-1]["name"] if len(listed) == limit else None
     if as_json:
         _print_json({"schedules": listed, "next_cursor": next_cursor})
@@ -59,15 +60,12 @@ def schedules_list(ctx: click.Context, limit: int, cursor: str | None, as_json: 
 @click.option("--upcoming", default=5, show_default=True, help="Next fire times to show.")
 @click.option("--history", default=20, show_default=True, help="Latest ticks to show.")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
-def schedules_show(
-    ctx: click.Context, name: str, upcoming: int, history: int, as_json: bool
-) -> None:
+@pass_app
+def schedules_show(app: Celery, name: str, upcoming: int, history: int, as_json: bool) -> None:
     """One schedule: definition, state, next fire times, latest ticks and their runs."""
     from .api import describe_schedule
 
-    s = describe_schedule(name, upcoming=upcoming, history=history, app=_app(ctx))
+    s = describe_schedule(name, upcoming=upcoming, history=history, app=app)
     if as_json:
         _print_json(s)
         return
@@ -97,50 +95,46 @@ def schedules_show(
 
 @schedules.command("pause")
 @click.argument("name")
-@click.pass_context
-@_errors_as_one_line
-def schedules_pause(ctx: click.Context, name: str) -> None:
+@pass_app
+def schedules_pause(app: Celery, name: str) -> None:
     """Stop firing (ticks that fall while paused are not run)."""
     from .api import pause_schedule
 
-    pause_schedule(name, app=_app(ctx))
+    pause_schedule(name, app=app)
     click.echo(f"schedule {name!r}: paused")
 
 
 @schedules.command("resume")
 @click.argument("name")
-@click.pass_context
-@_errors_as_one_line
-def schedules_resume(ctx: click.Context, name: str) -> None:
+@pass_app
+def schedules_resume(app: Celery, name: str) -> None:
     """Fire again, from the next tick after now."""
     from .api import resume_schedule
 
-    s = resume_schedule(name, app=_app(ctx))
+    s = resume_schedule(name, app=app)
     click.echo(f"schedule {name!r}: resumed; next tick {_at(s['next_at'])}")
 
 
 @schedules.command("delete")
 @click.argument("name")
-@click.pass_context
-@_errors_as_one_line
-def schedules_delete(ctx: click.Context, name: str) -> None:
+@pass_app
+def schedules_delete(app: Celery, name: str) -> None:
     """Delete the schedule and its history (its runs go on)."""
     from .api import delete_schedule
 
-    delete_schedule(name, app=_app(ctx))
+    delete_schedule(name, app=app)
     click.echo(f"schedule {name!r}: deleted")
 
 
 @schedules.command("trigger")
 @click.argument("name")
 @_json_option
-@click.pass_context
-@_errors_as_one_line
-def schedules_trigger(ctx: click.Context, name: str, as_json: bool) -> None:
+@pass_app
+def schedules_trigger(app: Celery, name: str, as_json: bool) -> None:
     """Start one run of the schedule now, outside its ticks."""
     from .api import trigger_schedule
 
-    run = trigger_schedule(name, app=_app(ctx))
+    run = trigger_schedule(name, app=app)
     if as_json:
         _print_json({"schedule": name, "run_id": run.id})
         return

@@ -135,6 +135,7 @@ class Firing:
             run, missed = due[-1:], due[:-1]
         else:  # "none", and even the latest due tick is past the grace: run nothing
             run, missed = [], due
+        next_tick: int | None
         if later:
             next_tick = later[0]
         elif due[-1] == first:

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import lua
 from ..codec import packb, unpackb
+from ..redis_client import RedisClient
 from .model import ScheduleSpec, ScheduleState
 
 if TYPE_CHECKING:
-    import redis
-
     from ..extension import DurableExtension
     from ..keys import Keys
     from ..timers.store import ClaimedTimer
@@ -62,7 +61,7 @@ class Advance:
 
 
 class ScheduleStore:
-    def __init__(self, client: redis.Redis, keys: Keys, history_maxlen: int):
+    def __init__(self, client: RedisClient, keys: Keys, history_maxlen: int):
         self.client = client
         self.keys = keys
         self.history_maxlen = history_maxlen

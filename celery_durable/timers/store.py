@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
 from redis.client import Pipeline
 
 from .. import lua
 from ..keys import Keys
+from ..redis_client import RedisClient
 
 WAKE = "wake"
 DEADLINE = "deadline"
@@ -56,7 +56,7 @@ class ClaimedTimer:
 
 
 class TimerStore:
-    def __init__(self, client: redis.Redis, keys: Keys):
+    def __init__(self, client: RedisClient, keys: Keys):
         self.client = client
         self.key = keys.timers()
         self._claim = lua.script(client, "timers/claim")

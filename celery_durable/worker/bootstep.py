@@ -10,6 +10,7 @@ from celery import bootsteps
 from celery.platforms import EX_FAILURE
 from celery.signals import task_failure, task_received, worker_shutdown
 
+from ..background import stop_together
 from ..errors import JournalConflictError, RedisAccessError
 from ..extension import RUN_TASK_NAME, extension_for
 from ..schedules.registration import register_workflow_schedules
@@ -24,6 +25,13 @@ from .rules import ActionRunner, activate_rules
 from .step_task import STEP_TASK_NAME, on_task_lost
 
 logger = logging.getLogger("celery_durable.worker")
+
+# A warm shutdown waits at most this long for the rounds of the worker's
+# threads: the poller and the action runner when it begins, the heartbeat
+# and the monitor once the pool has drained. Each group is stopped together,
+# so the waits do not add up (25 s when each thread had its own).
+ACTIONS_STOP_SECONDS = 10.0
+SIGN_OFF_SECONDS = 5.0
 
 
 class DurableWorkerStep(bootsteps.StartStopStep):
@@ -76,9 +84,9 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         # heartbeat goes on until the worker holds nothing, so that a worker
         # killed during its warm shutdown is still recovered; the monitor
         # goes on with it (it sends again the runs the consumer dropped).
-        self.poller.stop()
-        if self.actions is not None:
-            self.actions.stop()  # a job cut short stays queued for another worker
+        # An action under way (a webhook) has ACTIONS_STOP_SECONDS to finish;
+        # one cut short stays queued for another worker.
+        stop_together([self.poller, self.actions], ACTIONS_STOP_SECONDS)
         if self.heartbeat is not None:
             self.heartbeat.stop_when_idle()
 
@@ -126,12 +134,9 @@ class DurableWorkerStep(bootsteps.StartStopStep):
         task_received.disconnect(self._on_received)
         task_failure.disconnect(self._on_failure)
         worker_shutdown.disconnect(self._on_worker_shutdown)
-        if self.heartbeat is not None:
-            self.heartbeat.stop()  # signs off
-            self.heartbeat = None
-        if self.monitor is not None:
-            self.monitor.stop()
-            self.monitor = None
+        stop_together([self.heartbeat, self.monitor], SIGN_OFF_SECONDS)  # the heartbeat signs off
+        self.heartbeat = None
+        self.monitor = None
 
     def _on_received(self, sender: Any = None, request: Any = None, **kwargs: Any) -> None:
         if self.heartbeat is not None and getattr(sender, "app", None) is self.extension.app:

@@ -52,9 +52,8 @@ class Heartbeat(Background):
         self.beat()  # on record before the first task arrives
         super().start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def on_stopped(self) -> None:
         """The worker has stopped cleanly: sign off now."""
-        super().stop(timeout)
         self._sign_off()
 
     def stop_when_idle(self) -> None:

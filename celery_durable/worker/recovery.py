@@ -76,7 +76,7 @@ from celery.exceptions import TimeLimitExceeded
 from ..extension import DurableExtension
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
 from ..timers.store import DEADLINE, DISPATCH, WAKE
-from ..workflows.outcomes import finish
+from ..workflows.outcomes import finish_from_meta
 
 
 class Cause(StrEnum):
@@ -205,7 +205,12 @@ def carry_out(
             due["deadline_at"] = float(meta["deadline_at"])
         if DISPATCH in decision.timers:
             due["dispatch_at"] = now + ext.settings.redispatch_after
-        ext.timers.schedule(run_id, **due)
+        ext.timers.schedule(
+            run_id,
+            wake_at=due.get("wake_at"),
+            deadline_at=due.get("deadline_at"),
+            dispatch_at=due.get("dispatch_at"),
+        )
     if decision.action is Action.DISPATCH:
         ext.dispatch(run_id)
     elif decision.action is Action.TAKE_OVER:
@@ -213,16 +218,7 @@ def carry_out(
     elif decision.action is Action.FAIL:
         if error is None:
             raise ValueError(f"run {run_id}: failing it needs the error")
-        finish(
-            ext,
-            run_id,
-            int(meta["seq"]),
-            EventType.WORKFLOW_FAILED,
-            error=error,
-            parent=meta.get("parent"),
-            workflow_name=meta.get("name", ""),
-            worker=worker,
-        )
+        finish_from_meta(ext, run_id, meta, EventType.WORKFLOW_FAILED, error, worker=worker)
 
 
 def recover_run(

@@ -30,6 +30,7 @@ from typing import Any
 from .. import signals
 from ..activity import TASK_EXECUTION_TIME_EXCEEDED, Activity
 from ..background import Background
+from ..default_plugins.triggers import TaskExecutionTimeExceeded
 from ..errors import ActionSkipped
 from ..extension import RUN_TASK_NAME, DurableExtension
 from ..rules.action_queue import ActionQueue
@@ -115,8 +116,7 @@ class ActionRunner(Background):
         self._reported_version = current.version
         logger.info("rules: version %d, %d rule(s) loaded", current.version, len(current.rules))
 
-    def stop(self, timeout: float = 10.0) -> None:
-        super().stop(timeout)
+    def on_stopped(self) -> None:
         try:
             self.ext.redis.hdel(self.ext.keys.rule_load_problems(), self.consumer)
         except Exception as exc:
@@ -232,7 +232,7 @@ class ExecutionTimeWatch:
                 {
                     rule.trigger.threshold_seconds
                     for rule in current.rules
-                    if rule.event == TASK_EXECUTION_TIME_EXCEEDED
+                    if isinstance(rule.trigger, TaskExecutionTimeExceeded)
                 }
             )
 

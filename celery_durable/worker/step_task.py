@@ -32,6 +32,7 @@ import inspect
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
@@ -59,7 +60,8 @@ from ..workflows.context import RunContext, current_step_run
 from ..workflows.dispatched import STEP_TASK_NAME, StepMessage
 from ..workflows.execution import INLINE_RETRY_DELAY
 from ..workflows.interruptions import backoff, is_interruption, trouble_log
-from ..workflows.steps import StepPolicy, lookup_step
+from ..workflows.step_policy import StepPolicy
+from ..workflows.steps import lookup_step
 from .journal_queue import journal_queue, serves
 
 logger = logging.getLogger("celery_durable.steps")
@@ -247,8 +249,10 @@ class Delivery:
             exc,
         )
         records = self.ext.step_records
-        if delay <= INLINE_RETRY_DELAY:
-            recorded = _persist(
+
+        def record(next_task_id: str = "", extra: Callable[[Any], object] | None = None) -> Any:
+            """The attempt in the step's record; `next_task_id`: a task of its own for the retry."""
+            return _persist(
                 lambda: records.record_retry(
                     self.run_id,
                     self.position,
@@ -256,27 +260,22 @@ class Delivery:
                     self.task_id,
                     past,
                     attempt + 1,
+                    next_task_id,
+                    extra=extra,
                 ),
                 self.where,
             )
+
+        if delay <= INLINE_RETRY_DELAY:
+            recorded = record()
             if not recorded.recorded or recorded.status in FINAL_STATUSES:
                 return False  # the run ended, or the step is another message's now
             time.sleep(delay)
             return True
         # A longer wait is a durable timer: this task ends, holding nothing.
-        next_id = dispatched.new_task_id()
-        _persist(
-            lambda: records.record_retry(
-                self.run_id,
-                self.position,
-                self.start.dispatch_id,
-                self.task_id,
-                past,
-                attempt + 1,
-                next_id,
-                extra=lambda pipe: pipe.zadd(self.ext.keys.timers(), {self.timer: retry_at}),
-            ),
-            self.where,
+        record(
+            dispatched.new_task_id(),
+            extra=lambda pipe: pipe.zadd(self.ext.keys.timers(), {self.timer: retry_at}),
         )
         return False
 

@@ -27,7 +27,7 @@ from ..errors import ConfigurationError, JournalConflictError, RunNotFoundError
 from ..extension import DurableExtension, extension_for
 from ..journal.events import EventType, RunStatus
 from ..journal.journal import Appended
-from .outcomes import finish
+from .outcomes import finish_from_meta
 
 logger = logging.getLogger("celery_durable.blocking")
 
@@ -122,15 +122,7 @@ def fail_run(run_id: str, *, app: Celery | None = None) -> str:
         if error is None:
             error = RuntimeError(meta.get("blocked_reason", "blocked"))
         try:
-            finish(
-                ext,
-                run_id,
-                int(meta["seq"]),
-                EventType.WORKFLOW_FAILED,
-                error=error,
-                parent=meta.get("parent"),
-                workflow_name=meta.get("name", ""),
-            )
+            finish_from_meta(ext, run_id, meta, EventType.WORKFLOW_FAILED, error)
         except JournalConflictError:
             continue
         ext.redis.srem(ext.keys.blocked_runs(), run_id)

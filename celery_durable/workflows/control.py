@@ -21,7 +21,7 @@ from ..errors import (
 from ..extension import DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, EventType, RunStatus
 from ..limits import encode_bounded
-from .outcomes import finish
+from .outcomes import finish_from_meta
 
 
 def send_event(run_id: str, name: str, payload: Any = None, *, app: Celery | None = None) -> None:
@@ -31,18 +31,24 @@ def send_event(run_id: str, name: str, payload: Any = None, *, app: Celery | Non
     that has ended, `EncodingError` for a payload that cannot be recorded or
     is over `durable_max_payload_bytes` encoded.
     """
+    deliver(extension_for(app), run_id, name, payload)
+
+
+def deliver(
+    ext: DurableExtension, run_id: str, name: str, payload: Any, *, send_id: str | None = None
+) -> bool:
+    """`send_event()` in the journal of `ext`; False if `send_id` was delivered before."""
     if not isinstance(name, str) or not name or name.startswith("child:"):
         raise ValueError(
             f"send_event(): the event name must be a non-empty string not starting with "
             f"'child:', got {name!r}"
         )
-    ext = extension_for(app)
     data = encode_bounded(
         payload,
         ext.settings.max_payload_bytes,
         what=f"send_event({run_id!r}, {name!r}): payload",
     )
-    status, waiting_for = ext.journal.send(run_id, name, data)
+    status, waiting_for, fresh = ext.journal.send(run_id, name, data, send_id=send_id)
     if not status:
         raise RunNotFoundError(f"no run with id {run_id!r}")
     if status in FINAL_STATUSES:
@@ -51,6 +57,7 @@ def send_event(run_id: str, name: str, payload: Any = None, *, app: Celery | Non
         )
     if status == RunStatus.WAITING and waiting_for == name:
         ext.wake(run_id)  # the event is recorded: a message lost now is sent again
+    return fresh
 
 
 def cancel_run(run_id: str, *, app: Celery | None = None) -> bool:
@@ -76,15 +83,8 @@ def cancel(ext: DurableExtension, run_id: str) -> bool:
             if status == RunStatus.RUNNING:
                 ext.journal.append(run_id, position, [], meta={"cancel_requested": "1"})
             else:
-                finish(
-                    ext,
-                    run_id,
-                    position,
-                    EventType.WORKFLOW_CANCELLED,
-                    error=WorkflowCancelledError(f"run {run_id} was cancelled"),
-                    parent=meta.get("parent"),
-                    workflow_name=meta.get("name", ""),
-                )
+                cancelled = WorkflowCancelledError(f"run {run_id} was cancelled")
+                finish_from_meta(ext, run_id, meta, EventType.WORKFLOW_CANCELLED, cancelled)
             return True
         except JournalConflictError:
             continue

@@ -113,7 +113,7 @@ class Workflow:
         origin = f"{cls.__module__}.{cls.__qualname__}"
         run = cls.run
         is_async = inspect.iscoroutinefunction(run)
-
+        entry: Callable[..., Any]
         if is_async:
 
             async def entry(*args: Any, **kw: Any) -> Any:

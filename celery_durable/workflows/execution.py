@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .. import failures
 from ..codec import Packed
@@ -58,7 +58,7 @@ from .fanout import FanOut
 from .interruptions import Interrupted, is_interruption, trouble_log
 from .outcomes import child_event_name, finish
 from .registry import WorkflowDefinition
-from .steps import StepPolicy
+from .step_policy import StepPolicy
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -279,6 +279,7 @@ class Execution:
                     )
                     return
                 if kind == EventType.WORKFLOW_RETRYING:
+                    assert error is not None  # an attempt is retried for an error only
                     try:
                         self._append(
                             kind,
@@ -406,8 +407,8 @@ class Execution:
         except Interrupted:
             raise
         except _Cancelled:
-            error = WorkflowCancelledError(f"run {self.run_id} was cancelled")
-            return EventType.WORKFLOW_CANCELLED, None, error
+            cancelled = WorkflowCancelledError(f"run {self.run_id} was cancelled")
+            return EventType.WORKFLOW_CANCELLED, None, cancelled
         except _TimedOut:
             return EventType.WORKFLOW_TIMED_OUT, None, self._timed_out_error()
         except Exception as exc:
@@ -824,7 +825,7 @@ class Execution:
         steps: StepsWrite | None = None,
         extra: Callable[[Pipeline], object] | None = None,
         after: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> NoReturn:
         """Record that the run waits, set its timers, and unwind.
 
         `steps` and `extra` go with the append (dispatched steps: their

@@ -1,5 +1,8 @@
 """Dispatched steps inside one execution of a run: spawn, send in batches, gather.
 
+`StepHandle` (what a spawn returns) and `gather()` live here with the
+engine side of both, `FanOut`.
+
 A spawn takes the next position like any step (the order of spawns is part
 of the history) but records nothing yet: spawns accumulate until the
 workflow needs something (a `gather()`, an inline step, a sleep, a wait, a
@@ -40,7 +43,8 @@ from ..journal import EventType
 from ..journal.journal import StepsWrite
 from ..limits import check_size, encode_bounded
 from . import dispatched
-from .steps import StepHandle, StepPolicy
+from .context import current_execution
+from .step_policy import StepPolicy
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -50,6 +54,74 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celery_durable.execution")
 
 _OUTCOME_TYPES = (EventType.STEP_COMPLETED, EventType.STEP_FAILED)
+
+
+class StepHandle:
+    """A spawned step: pass it to `gather()` (or call `.result()`) for its result.
+
+    Inside a workflow it names the step's position in the run; outside one
+    (unit tests of the business logic) the step ran at once and the handle
+    holds its result or error.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        position: int | None = None,
+        owner: object = None,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+    ):
+        self.name = name
+        self.position = position
+        self.owner = owner  # the execution that spawned it (None outside a workflow)
+        self._value = value
+        self._error = error
+
+    def __repr__(self) -> str:
+        where = f" at position {self.position}" if self.position is not None else ""
+        return f"<StepHandle {self.name}{where}>"
+
+    def result(self) -> Any:
+        """Wait for this step alone (durably, inside a workflow); its result, or its error."""
+        return gather(self)[0]
+
+    def resolved(self) -> Any:
+        """Outside a workflow: the result the step had, or its error raised."""
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def gather(*handles: StepHandle) -> list[Any]:
+    """Wait for every spawned step; their results in the order of `handles`.
+
+    Inside a workflow the run suspends (status `waiting`, no worker slot
+    held) until all of them have finished, and is woken once. If some
+    failed, the error of the first failed one (in the order given) is raised
+    once all have finished; every outcome is recorded either way. A replay
+    answers from the journal. Outside a workflow the steps ran when spawned.
+    """
+    for handle in handles:
+        if not isinstance(handle, StepHandle):
+            raise TypeError(
+                f"gather() takes handles of spawned steps (step.spawn(...)), got {handle!r}"
+            )
+    execution = current_execution.get()
+    if execution is None or not handles or all(h.owner is None for h in handles):
+        values = []
+        first_error: BaseException | None = None
+        for handle in handles:
+            try:
+                values.append(handle.resolved())
+            except Exception as exc:
+                values.append(None)
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return values
+    return execution.fanout.gather(list(handles))
 
 
 @dataclass

@@ -144,6 +144,8 @@ def describe_run(
         and meta.get("status") in ("failed", "cancelled", "timed_out", "blocked")
     ):
         outcome["error"] = _error_text(last.data["error"])
+        if last.data["error"].get("traceback"):
+            outcome["traceback"] = last.data["error"]["traceback"]
     first = page.first.data if page.first else {}
     in_flight = steps_in_flight(ext, run_id) if meta.get("status") not in FINAL else []
     return {

@@ -10,6 +10,7 @@ timers, notifies a parent run atomically, and is emitted for the rules.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from .. import failures, signals
@@ -108,4 +109,27 @@ def _tidy(
     return None if isinstance(steps, Exception) else steps
 
 
-__all__ = ["EventType", "child_event_name", "finish"]
+def finish_from_meta(
+    ext: DurableExtension,
+    run_id: str,
+    meta: Mapping[str, str],
+    kind: EventType,
+    error: BaseException,
+    *,
+    worker: str | None = None,
+) -> Appended:
+    """`finish` for a run that no execution holds, read from its meta hash
+    (position, parent, workflow): a recovery, a cancel, `runs fail`."""
+    return finish(
+        ext,
+        run_id,
+        int(meta["seq"]),
+        kind,
+        error=error,
+        parent=meta.get("parent"),
+        workflow_name=meta.get("name", ""),
+        worker=worker,
+    )
+
+
+__all__ = ["EventType", "child_event_name", "finish", "finish_from_meta"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ConfigurationError, ScheduleError, WorkflowNotFoundError
 from ..options import parse_count, parse_duration
@@ -29,6 +29,16 @@ class WorkflowDefinition:
 
 
 _registry: dict[str, WorkflowDefinition] = {}
+
+
+class Startable(Protocol):
+    """A @workflow function or a Workflow subclass: what `start()` takes
+    besides a workflow's name. Named by what it carries, so that starting a
+    run needs nothing of `definition.py`, which starts runs itself
+    (`.start()`)."""
+
+    @property
+    def definition(self) -> WorkflowDefinition: ...
 
 
 def define(

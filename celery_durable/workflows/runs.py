@@ -26,7 +26,7 @@ from ..limits import check_size
 from ..options import parse_duration
 from .context import current_execution
 from .control import cancel
-from .definition import Workflow, WorkflowFunction
+from .registry import Startable, WorkflowDefinition
 
 # Run ids derived from idempotency keys live in their own UUID namespace.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("7f0c2a5e-3b59-4d8e-9c61-5f2d7c0f4a11")
@@ -194,7 +194,7 @@ def get_run(run_id: str, *, app: Celery | None = None) -> RunHandle:
 
 
 def start(
-    workflow: WorkflowFunction | type[Workflow] | str,
+    workflow: Startable | str,
     /,
     *args: Any,
     idempotency_key: str | None = None,
@@ -304,15 +304,15 @@ def create_run(
     return run_id, created is not None
 
 
-def _workflow_name(workflow: WorkflowFunction | type[Workflow] | str) -> str:
-    if isinstance(workflow, WorkflowFunction):
-        return workflow.definition.name
-    if isinstance(workflow, type) and issubclass(workflow, Workflow):
-        if not hasattr(workflow, "definition"):
-            raise ConfigurationError(f"{workflow.__qualname__} has no run() method to start")
-        return workflow.definition.name
+def _workflow_name(workflow: Startable | str) -> str:
     if isinstance(workflow, str):
         return workflow  # may be defined only on the workers
+    definition = getattr(workflow, "definition", None)
+    if isinstance(definition, WorkflowDefinition):
+        return definition.name
+    if isinstance(workflow, type) and callable(getattr(workflow, "start", None)):
+        # a Workflow subclass is given its definition with its run()
+        raise ConfigurationError(f"{workflow.__qualname__} has no run() method to start")
     raise ConfigurationError(
         f"start() takes a @workflow function, a Workflow subclass or a workflow name, "
         f"got {workflow!r}"

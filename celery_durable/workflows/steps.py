@@ -16,109 +16,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from ..errors import ConfigurationError, RetryableError
+from ..errors import ConfigurationError
 from ..options import parse_count, parse_duration
 from .context import current_execution
+from .fanout import StepHandle, gather
+from .step_policy import StepPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class StepPolicy:
-    name: str
-    max_retries: int = 0
-    retry_delay: float = 1.0
-    backoff: float = 2.0
-    max_retry_delay: float | None = None
-    # Dispatched steps: where and how their Celery task is sent. `queue`
-    # None: inline when called plainly; spawned, a task on the run's queue.
-    queue: str | None = None
-    routing_key: str | None = None
-    priority: int | None = None
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-
-    @property
-    def dispatched(self) -> bool:
-        """Does a plain call run the body as its own task (`@step(queue=...)`)?"""
-        return self.queue is not None
-
-    def delay_before(self, attempt: int, error: BaseException) -> float:
-        """Seconds to wait before attempt `attempt + 1`, after `attempt` failed."""
-        if isinstance(error, RetryableError) and error.retry_after is not None:
-            return parse_duration(error.retry_after, field="RetryableError.retry_after") or 0.0
-        delay = self.retry_delay * (self.backoff ** (attempt - 1))
-        if self.max_retry_delay is not None:
-            delay = min(delay, self.max_retry_delay)
-        return delay
-
-
-class StepHandle:
-    """A spawned step: pass it to `gather()` (or call `.result()`) for its result.
-
-    Inside a workflow it names the step's position in the run; outside one
-    (unit tests of the business logic) the step ran at once and the handle
-    holds its result or error.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        position: int | None = None,
-        owner: object = None,
-        *,
-        value: Any = None,
-        error: BaseException | None = None,
-    ):
-        self.name = name
-        self.position = position
-        self.owner = owner  # the execution that spawned it (None outside a workflow)
-        self._value = value
-        self._error = error
-
-    def __repr__(self) -> str:
-        where = f" at position {self.position}" if self.position is not None else ""
-        return f"<StepHandle {self.name}{where}>"
-
-    def result(self) -> Any:
-        """Wait for this step alone (durably, inside a workflow); its result, or its error."""
-        return gather(self)[0]
-
-    def resolved(self) -> Any:
-        """Outside a workflow: the result the step had, or its error raised."""
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-def gather(*handles: StepHandle) -> list[Any]:
-    """Wait for every spawned step; their results in the order of `handles`.
-
-    Inside a workflow the run suspends (status `waiting`, no worker slot
-    held) until all of them have finished, and is woken once. If some
-    failed, the error of the first failed one (in the order given) is raised
-    once all have finished; every outcome is recorded either way. A replay
-    answers from the journal. Outside a workflow the steps ran when spawned.
-    """
-    for handle in handles:
-        if not isinstance(handle, StepHandle):
-            raise TypeError(
-                f"gather() takes handles of spawned steps (step.spawn(...)), got {handle!r}"
-            )
-    execution = current_execution.get()
-    if execution is None or not handles or all(h.owner is None for h in handles):
-        values = []
-        first_error: BaseException | None = None
-        for handle in handles:
-            try:
-                values.append(handle.resolved())
-            except Exception as exc:
-                values.append(None)
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
-        return values
-    return execution.fanout.gather(list(handles))
 
 
 @overload

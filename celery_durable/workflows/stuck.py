@@ -62,7 +62,7 @@ def _look(ext: DurableExtension, run_ids: list[str]) -> list[dict[str, Any]]:
         pipe.hmget(ext.keys.run_meta(run_id), *_FIELDS)
         pipe.zmscore(ext.keys.timers(), [f"{DISPATCH}:{run_id}", f"{WAKE}:{run_id}"])
     answers = pipe.execute()
-    looked = []
+    looked: list[dict[str, Any]] = []
     for index, run_id in enumerate(run_ids):
         values, scores = answers[2 * index], answers[2 * index + 1]
         meta = {f: v.decode() for f, v in zip(_FIELDS, values, strict=True) if v is not None}

@@ -44,6 +44,28 @@ def make_worker_app(main: str, redis_url: str, **conf: Any) -> Celery:
     return app
 
 
+# Detection is quick in the apps of the tests that kill workers or lose messages.
+HEARTBEAT_INTERVAL = 0.5
+WORKER_TIMEOUT = 3.0
+
+
+def make_quick_app(main: str, redis_url: str, *, redispatch_after: float, **conf: Any) -> Celery:
+    """`make_worker_app` that notices a dead worker within seconds and sends a
+    lost run message again after `redispatch_after` seconds."""
+    return make_worker_app(
+        main,
+        redis_url,
+        durable_heartbeat_interval=HEARTBEAT_INTERVAL,
+        durable_worker_timeout=WORKER_TIMEOUT,
+        durable_redispatch_after=redispatch_after,
+        # Redis out of memory refuses kombu's acks (a ResponseError, a "channel
+        # error"): retry the consumer instead of letting the worker exit, as
+        # the README advises when broker and journal share a Redis.
+        broker_channel_error_retry=True,
+        **conf,
+    )
+
+
 @contextlib.contextmanager
 def client_side(app: Celery) -> Iterator[Celery]:
     """The test process's side of the workers' app: `app` made current, closed after."""

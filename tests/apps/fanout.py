@@ -29,10 +29,8 @@ from celery import Celery
 from celery_durable import gather, get_context, step, workflow
 from celery_durable.extension import extension_for
 
-from . import NOWHERE_URL, REDIS_URL_ENV, make_worker_app
+from . import NOWHERE_URL, REDIS_URL_ENV, make_quick_app
 
-HEARTBEAT_INTERVAL = 0.5
-WORKER_TIMEOUT = 3.0
 REDISPATCH_AFTER = 5.0
 RENDER = "render"
 LEAN = "lean"
@@ -40,15 +38,7 @@ LEAN = "lean"
 
 def make_app(redis_url: str, main: str = "tests.apps.fanout", **conf: Any) -> Celery:
     """A Celery app on `redis_url` (broker and journal) with celery_durable installed."""
-    return make_worker_app(
-        main,
-        redis_url,
-        durable_heartbeat_interval=HEARTBEAT_INTERVAL,
-        durable_worker_timeout=WORKER_TIMEOUT,
-        durable_redispatch_after=REDISPATCH_AFTER,
-        broker_channel_error_retry=True,
-        **conf,
-    )
+    return make_quick_app(main, redis_url, redispatch_after=REDISPATCH_AFTER, **conf)
 
 
 app = make_app(os.environ.get(REDIS_URL_ENV) or NOWHERE_URL)

@@ -38,28 +38,17 @@ from celery_durable import get_context, sleep, step, wait_for_event, workflow
 from celery_durable.errors import EventTimeoutError
 from celery_durable.extension import RUN_TASK_NAME, extension_for
 
-from . import NOWHERE_URL, REDIS_URL_ENV, make_worker_app, wait_at_gate
+from . import HEARTBEAT_INTERVAL as HEARTBEAT_INTERVAL  # the tests read them here
+from . import NOWHERE_URL, REDIS_URL_ENV, make_quick_app, wait_at_gate
+from . import WORKER_TIMEOUT as WORKER_TIMEOUT
 from . import gate_key as gate_key  # the tests open gates through the app module
 
-HEARTBEAT_INTERVAL = 0.5
-WORKER_TIMEOUT = 3.0
 REDISPATCH_AFTER = 1.0
 
 
 def make_app(redis_url: str, main: str = "tests.apps.faulty", **conf: Any) -> Celery:
     """A Celery app on `redis_url` (broker and journal) with celery_durable installed."""
-    return make_worker_app(
-        main,
-        redis_url,
-        durable_heartbeat_interval=HEARTBEAT_INTERVAL,
-        durable_worker_timeout=WORKER_TIMEOUT,
-        durable_redispatch_after=REDISPATCH_AFTER,
-        # Redis out of memory refuses kombu's acks (a ResponseError, a "channel
-        # error"): retry the consumer instead of letting the worker exit, as
-        # the README advises when broker and journal share a Redis.
-        broker_channel_error_retry=True,
-        **conf,
-    )
+    return make_quick_app(main, redis_url, redispatch_after=REDISPATCH_AFTER, **conf)
 
 
 app = make_app(os.environ.get(REDIS_URL_ENV) or NOWHERE_URL)

@@ -22,11 +22,9 @@ from celery_durable.activity import Activity
 from celery_durable.contrib.http_receiver import HttpReceiver, ReceivedRequest, Reply
 from celery_durable.extension import extension_for
 from celery_durable.install import install
-from celery_durable.plugins import make_plugin_manager
 from celery_durable.rules.context import RuleContext
 from celery_durable.rules.engine import rule_engine
 from celery_durable.rules.loader import load_rules
-from celery_durable.rules.registry import PartRegistry
 
 from celery_durable_pagerduty import PagerDuty
 
@@ -175,11 +173,6 @@ def test_preview_renders_without_sending(context):
 # -- checks at rule load ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def registry() -> PartRegistry:
-    return PartRegistry.collect(make_plugin_manager())
-
-
 def rule(**action: Any) -> dict[str, Any]:
     return {
         "name": "Page me",
@@ -188,16 +181,16 @@ def rule(**action: Any) -> dict[str, Any]:
     }
 
 
-def test_the_entry_point_registers_the_action(registry):
-    assert registry.actions["pagerduty"] is PagerDuty
-    (loaded,) = load_rules([rule(severity="warning")], registry)
+def test_the_entry_point_registers_the_action(durable_rule_parts):
+    assert durable_rule_parts.actions["pagerduty"] is PagerDuty
+    (loaded,) = load_rules([rule(severity="warning")], durable_rule_parts)
     (action,) = loaded.actions
     assert (action.severity, action.url) == ("warning", "https://events.pagerduty.com/v2/enqueue")
 
 
-def test_a_bad_severity_is_refused_naming_the_rule_and_field(registry):
+def test_a_bad_severity_is_refused_naming_the_rule_and_field(durable_rule_parts):
     with pytest.raises(RulesError) as info:
-        load_rules([rule(severity="fatal")], registry)
+        load_rules([rule(severity="fatal")], durable_rule_parts)
     (problem,) = info.value.problems
     assert problem.startswith("rule 'Page me' (#1): action (pagerduty): ")
     assert "severity must be one of critical, error, warning, info, got 'fatal'" in problem
@@ -215,19 +208,19 @@ def test_a_bad_severity_is_refused_naming_the_rule_and_field(registry):
         ({"service": "x"}, "unknown parameter(s) 'service'"),
     ],
 )
-def test_other_bad_parameters_are_refused(registry, action, expected):
+def test_other_bad_parameters_are_refused(durable_rule_parts, action, expected):
     with pytest.raises(RulesError) as info:
-        load_rules([rule(**action)], registry)
+        load_rules([rule(**action)], durable_rule_parts)
     (problem,) = info.value.problems
     assert problem.startswith("rule 'Page me' (#1): ")
     assert expected in problem
 
 
-def test_a_missing_routing_key_is_refused(registry):
+def test_a_missing_routing_key_is_refused(durable_rule_parts):
     spec = rule()
     del spec["action"]["routing_key"]
     with pytest.raises(RulesError, match="missing parameter\\(s\\) 'routing_key'"):
-        load_rules([spec], registry)
+        load_rules([spec], durable_rule_parts)
 
 
 # -- integration: a real worker fails a task, PagerDuty hears of it -----------------------

@@ -19,9 +19,7 @@ from celery_durable import RulesError, signals
 from celery_durable.activity import Activity
 from celery_durable.contrib.http_receiver import HttpReceiver
 from celery_durable.extension import extension_for
-from celery_durable.plugins import make_plugin_manager
 from celery_durable.rules.loader import load_rules
-from celery_durable.rules.registry import PartRegistry
 from celery_durable.worker.rules import TriggerPolling
 
 from celery_durable_queue_backlog import QueueBacklog, queue_lengths
@@ -35,11 +33,6 @@ def send_messages(app: Celery, queue: str, count: int, **options: Any) -> None:
 # -- checks at rule load --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def registry() -> PartRegistry:
-    return PartRegistry.collect(make_plugin_manager())
-
-
 def rule(**trigger: Any) -> dict[str, Any]:
     return {
         "name": "Backlog",
@@ -48,12 +41,14 @@ def rule(**trigger: Any) -> dict[str, Any]:
     }
 
 
-def test_the_entry_point_registers_the_trigger(registry):
-    assert registry.triggers["queue.backlog"] is QueueBacklog
-    (loaded,) = load_rules([rule(queues=["a", "b", "a"], threshold=10)], registry)
+def test_the_entry_point_registers_the_trigger(durable_rule_parts):
+    assert durable_rule_parts.triggers["queue.backlog"] is QueueBacklog
+    (loaded,) = load_rules([rule(queues=["a", "b", "a"], threshold=10)], durable_rule_parts)
     trigger = loaded.trigger
     assert (trigger.queues, trigger.threshold, trigger.poll_interval) == (["a", "b"], 10, 5.0)
-    (loaded,) = load_rules([rule(queues=["a"], threshold=1, interval_seconds=0.25)], registry)
+    (loaded,) = load_rules(
+        [rule(queues=["a"], threshold=1, interval_seconds=0.25)], durable_rule_parts
+    )
     assert loaded.trigger.poll_interval == 0.25
     assert QueueBacklog.poll_interval == 5.0  # the class default is untouched
 
@@ -72,9 +67,11 @@ def test_the_entry_point_registers_the_trigger(registry):
         ({"queues": ["a"], "threshold": 5, "queue": "a"}, "unknown parameter(s) 'queue'"),
     ],
 )
-def test_bad_parameters_are_refused_naming_the_rule_and_field(registry, trigger, expected):
+def test_bad_parameters_are_refused_naming_the_rule_and_field(
+    durable_rule_parts, trigger, expected
+):
     with pytest.raises(RulesError) as info:
-        load_rules([rule(**trigger)], registry)
+        load_rules([rule(**trigger)], durable_rule_parts)
     (problem,) = info.value.problems
     assert problem.startswith("rule 'Backlog' (#1): ")
     assert expected in problem

@@ -75,6 +75,71 @@ def check_encodable(value: Any, *, where: str) -> None:
     encode(value, where=where)
 
 
+class Packed:
+    """A value encoded already, with what it decodes to.
+
+    A step's result is encoded to check it (and to hand back what a replay
+    will see); given as a value of an event's data, `packb_map` writes those
+    bytes as they are instead of encoding the value a second time.
+    """
+
+    __slots__ = ("raw", "value")
+
+    def __init__(self, value: Any, raw: bytes):
+        self.value = value
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"Packed({self.value!r}, {len(self.raw)} bytes)"
+
+
+# Below this size a second encoding costs less than writing a map piece by piece.
+PACKED_MIN_BYTES = 512
+
+
+def packed_or_value(raw: bytes) -> Any:
+    """What to put in an event for a value encoded as `raw`: `Packed` when that
+    saves a second encoding, else the value itself."""
+    value = unpackb(raw)
+    return Packed(value, raw) if len(raw) >= PACKED_MIN_BYTES else value
+
+
+def has_packed(data: dict[str, Any]) -> bool:
+    return any(type(value) is Packed for value in data.values())
+
+
+def unpacked(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with each `Packed` value replaced by the value it holds."""
+    return {k: v.value if type(v) is Packed else v for k, v in data.items()}
+
+
+def array_header(size: int) -> bytes:
+    """The msgpack header of an array of `size` items (what precedes their encodings)."""
+    if size < 16:
+        return bytes((0x90 | size,))
+    if size < 1 << 16:
+        return b"\xdc" + size.to_bytes(2, "big")
+    return b"\xdd" + size.to_bytes(4, "big")
+
+
+def map_header(size: int) -> bytes:
+    """The msgpack header of a map of `size` pairs (what precedes their encodings)."""
+    if size < 16:
+        return bytes((0x80 | size,))
+    if size < 1 << 16:
+        return b"\xde" + size.to_bytes(2, "big")
+    return b"\xdf" + size.to_bytes(4, "big")
+
+
+def packb_map(data: dict[str, Any]) -> bytes:
+    """Encode a map whose values may be `Packed`: bytes equal to `packb` of the plain map."""
+    parts = [map_header(len(data))]
+    for key, value in data.items():
+        parts.append(packb(key))
+        parts.append(value.raw if type(value) is Packed else packb(value))
+    return b"".join(parts)
+
+
 def roundtrip(value: Any, *, where: str) -> Any:
     """`value` as a replay will see it (tuples become lists): what to hand back."""
     return unpackb(encode(value, where=where))

@@ -137,6 +137,7 @@ class DurableExtension:
         *,
         pipe: Pipeline | None = None,
         complete: Complete | None = None,
+        written: tuple[Activity, Activity] | None = None,
     ) -> Activity:
         """Something happened: tell the listeners, and write it to the global stream.
 
@@ -144,17 +145,24 @@ class DurableExtension:
         rules evaluate it right here and may `complete(data)` it), then as
         the stream keeps it (`on_store`: the plugins' `durable_event` hook).
         It is written in `pipe` when given, else soon, by a background
-        writer, so a task's process pays no round trip. A listener's error
-        never reaches the caller. Returns the activity as written.
+        writer, so a task's process pays no round trip; with `written` (what
+        `activity()` made of it), the caller wrote it already. A listener's
+        error never reaches the caller. Returns the activity as written.
         """
-        redact = self.settings.redact_args
-        activity = Activity(type=kind, data=argument_placeholders(data) if redact else data)
+        if written is None:
+            redact = self.settings.redact_args
+            activity = Activity(type=kind, data=argument_placeholders(data) if redact else data)
+        else:
+            activity = written[0]
         for listener in self._listeners:
             _tell(listener.on_emit, activity, complete)
-        stored = self._stored(activity)
+        # After on_emit: `complete` adds to the data what the stream keeps too.
+        stored = self._stored(activity) if written is None else written[1]
         for listener in self._listeners:
             _tell(listener.on_store, stored)
-        if pipe is not None:  # the caller's round trip carries it
+        if written is not None:
+            pass
+        elif pipe is not None:  # the caller's round trip carries it
             pipe.xadd(
                 self.keys.events(),
                 {"e": stored.encode()},
@@ -164,6 +172,17 @@ class DurableExtension:
         else:
             self.activity_writer.add(stored)
         return stored
+
+    def activity(self, kind: str, data: dict[str, Any]) -> tuple[Activity, Activity]:
+        """The activity `emit` tells the listeners of, and the form the stream keeps of it.
+
+        For a caller that writes the stored form itself, in a round trip of
+        its own making (a run's end), then emits with `written=` (and no
+        `complete`: the stored form is made before the listeners see it).
+        """
+        redact = self.settings.redact_args
+        activity = Activity(type=kind, data=argument_placeholders(data) if redact else data)
+        return activity, self._stored(activity)
 
     def _stored(self, activity: Activity) -> Activity:
         """The activity as the global stream keeps it: no text longer than the limit.

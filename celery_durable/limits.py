@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .codec import encode, unpackb
+from .codec import encode, packed_or_value, unpackb
 from .errors import PayloadTooLargeError
 
 MIN_LINE = 200
@@ -114,6 +114,18 @@ def encode_bounded(value: Any, limit: int | None, *, what: str) -> bytes:
 def roundtrip_bounded(value: Any, limit: int | None, *, what: str) -> Any:
     """`value` as a replay will see it (tuples become lists), refused over `limit`."""
     return unpackb(encode_bounded(value, limit, what=what))
+
+
+def packed_bounded(value: Any, limit: int | None, *, what: str) -> Any:
+    """`roundtrip_bounded`, as a value for an event's data: a big one stays `Packed`
+    (its encoding is written as is), a small one is the value itself."""
+    if type(value) in _SCALARS:  # comes back as it is: no decoding to do
+        encode_bounded(value, limit, what=what)
+        return value
+    return packed_or_value(encode_bounded(value, limit, what=what))
+
+
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def _decode(raw: bytes) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import Any
 
 from redis.commands.core import Script
 
@@ -40,3 +41,15 @@ def script(client: RedisClient, name: str) -> Script:
         known = ", ".join(sorted(SOURCES))
         raise LookupError(f"no Lua script {name!r} in celery_durable; known: {known}") from None
     return client.register_script(source)
+
+
+def queue_in(pipe: Any, script: Script, keys: list[Any], args: list[Any]) -> None:
+    """Queue `script` in `pipe` as a bare EVALSHA.
+
+    Not `script(..., client=pipe)`: redis-py would then send SCRIPT EXISTS
+    first, a round trip of its own on every execute. A Redis that forgot
+    the script (restarted, flushed) answers that EVALSHA with
+    `NoScriptError`: the caller then calls `script(keys=, args=)`, which
+    loads it.
+    """
+    pipe.evalsha(script.sha, len(keys), *keys, *args)

@@ -35,6 +35,10 @@
 --                           message finds the step done)
 --            steps_set      map of fields to set on KEYS[7] (the run's context
 --                           for its steps' bodies)
+--            file           add this member (the run's id) to KEYS[8], the
+--                           set of runs of the worker whose execution claims
+--                           the run (given only where keys may be in other
+--                           slots: not on Redis Cluster)
 -- ARGV[3]  the payload of that entry ('' when none): kept out of the
 --          options because Lua's cmsgpack cannot read msgpack `bin` values
 -- ARGV[4..] the encoded events, in order
@@ -46,7 +50,9 @@
 -- for exactly this entry. A notified run that no longer exists (its keys
 -- expired) gets nothing; one that has ended gets an inbox entry that
 -- expires with it.
-local position = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+-- The run's cancel request is read here too (below, only opts.meta may set it).
+local head = redis.call('HMGET', KEYS[2], 'seq', 'cancel_requested')
+local position = tonumber(head[1] or '0')
 if position ~= tonumber(ARGV[1]) then
   return {0, position, 0, 0}
 end
@@ -110,17 +116,27 @@ if opts.steps_set then
     redis.call('HSET', KEYS[7], field, value)
   end
 end
-redis.call('HSET', KEYS[2], 'seq', position)
+if opts.file then
+  redis.call('SADD', KEYS[8], opts.file)
+end
+-- The meta's fields in one HSET: a step's append is this script's hot path.
+local set = {'seq', position}
 if opts.now then
-  redis.call('HSET', KEYS[2], 'updated_at', opts.now)
+  set[#set + 1] = 'updated_at'
+  set[#set + 1] = opts.now
 end
 if opts.meta then
   for field, value in pairs(opts.meta) do
-    redis.call('HSET', KEYS[2], field, value)
+    set[#set + 1] = field
+    set[#set + 1] = value
   end
 end
 if opts.status then
-  redis.call('HSET', KEYS[2], 'status', opts.status)
+  set[#set + 1] = 'status'
+  set[#set + 1] = opts.status
+end
+redis.call('HSET', KEYS[2], unpack(set))
+if opts.status then
   if opts.channel then
     redis.call('PUBLISH', opts.channel, opts.status)
   end
@@ -142,5 +158,5 @@ if notified_ttl and notified_ttl ~= -2 then
     notified_waits = 1
   end
 end
-local cancel = redis.call('HGET', KEYS[2], 'cancel_requested')
+local cancel = head[2] or (opts.meta and opts.meta.cancel_requested)
 return {1, position, cancel and 1 or 0, notified_waits}

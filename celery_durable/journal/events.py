@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..codec import packb, unpackb
+from ..codec import Packed, has_packed, packb, packb_map, unpackb, unpacked
 from ..errors import JournalCorruptError
 
 
@@ -99,8 +99,21 @@ class Event:
     type: str
     data: dict[str, Any] = field(default_factory=dict)
     ts: float = field(default_factory=time.time)
+    # Its encoding, when made already (`Event.build` from data with `Packed` values).
+    raw: bytes | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, seq: int, type: str, data: dict[str, Any], ts: float) -> Event:
+        """An event from data whose values may be `Packed` (encoded once, here)."""
+        if not has_packed(data):
+            return cls(seq=seq, type=type, data=data, ts=ts)
+        body = Packed(unpacked(data), packb_map(data))
+        raw = packb_map({"seq": seq, "type": type, "ts": ts, "data": body})
+        return cls(seq=seq, type=type, data=body.value, ts=ts, raw=raw)
 
     def encode(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
         return packb({"seq": self.seq, "type": self.type, "ts": self.ts, "data": self.data})
 
     @classmethod

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from .. import lua
 from ..codec import packb, unpackb
@@ -58,6 +59,21 @@ class StepsWrite:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """The tidying after a run's final event, sent in its append's round trip (ended.lua).
+
+    `timers`: members of the run's timers to remove; `worker_runs`: the key
+    of the set of runs of the worker whose execution ended it (None for
+    none); `activity`: the encoded activity for the global stream.
+    """
+
+    timers: list[str]
+    worker_runs: str | None
+    activity: bytes | None
+    activity_maxlen: int | None
+
+
+@dataclass(frozen=True)
 class Appended:
     events: list[Event]
     cancel_requested: bool  # someone asked the run to stop at its next boundary
@@ -65,6 +81,10 @@ class Appended:
     # The append happened but a command of `extra` failed (Redis out of
     # memory, say): the caller writes it again before relying on it.
     extra_error: Exception | None = None
+    # With `ended`: the run's dispatched steps' record (field -> value) as
+    # the tidying found it, or None when it was not done (Redis Cluster, or
+    # it failed): the caller tidies up itself.
+    ended_steps: dict[bytes, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,8 @@ class Journal:
         self._scripts_in_pipelines = not _is_cluster(client)
         self._send = lua.script(client, "journal/send")
         self._start = lua.script(client, "journal/start")
+        self._ended = lua.script(client, "journal/ended")
+        self._last_keys: tuple[str, tuple[str, ...]] | None = None
 
     # -- writing ---------------------------------------------------------------
 
@@ -134,6 +156,7 @@ class Journal:
         notify: Notification | None = None,
         extra: Callable[[Pipeline], object] | None = None,
         steps: StepsWrite | None = None,
+        ended: Ended | None = None,
     ) -> Appended:
         """Append `events` (type, data) if the log is at `expected`.
 
@@ -148,32 +171,73 @@ class Journal:
         without it (file a run under its worker, set a timer). When one of
         them fails and the append happened, `Appended.extra_error` says so.
         `steps` changes the run's record of dispatched steps in the same
-        atomic write (see `StepsWrite`).
+        atomic write (see `StepsWrite`). `ended`, for events that end the
+        run, tidies up after it in the same round trip, once the append is
+        done (see `Ended`, `Appended.ended_steps`).
         """
         built, keys, args, final = self._prepare(
             run_id, expected, events, meta, inbox_len, notify, steps
         )
         if final and self.retention is not None:
             extra = self._track_finished(run_id, extra)
+        tidy = self._ended_call(run_id, built, ended) if final and ended is not None else None
         extra_error = None
-        if extra is None:
+        ended_reply: Any = None
+        if extra is None and tidy is None:
             result = self._append(keys=keys, args=args)
         else:
             pipe = self.client.pipeline(transaction=False)
-            extra(pipe)
+            if extra is not None:
+                extra(pipe)
             if self._scripts_in_pipelines:
-                self._append(keys=keys, args=args, client=pipe)
-                *answers, result = pipe.execute(raise_on_error=False)
-                if isinstance(result, Exception):
+                lua.queue_in(pipe, self._append, keys, args)
+                if tidy is not None:
+                    lua.queue_in(pipe, self._ended, *tidy)
+                    *answers, result, ended_reply = pipe.execute(raise_on_error=False)
+                else:
+                    *answers, result = pipe.execute(raise_on_error=False)
+                if isinstance(ended_reply, NoScriptError):  # the caller tidies up this time
+                    self.client.script_load(self._ended.script)
+                if isinstance(result, NoScriptError):  # a Redis restarted or flushed
+                    result = self._append(keys=keys, args=args)  # loads it, sends again
+                    ended_reply = None  # the tidying found the run not ended: not done
+                elif isinstance(result, Exception):
                     raise result
             else:  # Redis Cluster pipelines take no scripts: a round trip of its own
                 answers = pipe.execute(raise_on_error=False)
                 result = self._append(keys=keys, args=args)
             extra_error = next((a for a in answers if isinstance(a, Exception)), None)
         appended = self._outcome(run_id, expected, built, result, notify)
+        changes: dict[str, Any] = {}
         if extra_error is not None:
-            return dataclasses.replace(appended, extra_error=extra_error)
-        return appended
+            changes["extra_error"] = extra_error
+        if isinstance(ended_reply, list):
+            pairs = iter(ended_reply)
+            changes["ended_steps"] = dict(zip(pairs, pairs, strict=True))
+        return dataclasses.replace(appended, **changes) if changes else appended
+
+    def _ended_call(
+        self, run_id: str, built: list[Event], ended: Ended
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of ended.lua for these final events."""
+        meta = self.keys.run_meta(run_id)
+        keys = [
+            meta,
+            self.keys.timers(),
+            self.keys.run_sent(run_id),
+            ended.worker_runs or meta,
+            self.keys.events(),
+            self.keys.run_steps(run_id),
+        ]
+        maxlen = "" if ended.activity_maxlen is None else str(ended.activity_maxlen)
+        args = [
+            str(built[-1].seq),
+            run_id if ended.worker_runs else "",
+            ended.activity or b"",
+            maxlen,
+            *ended.timers,
+        ]
+        return keys, args
 
     def _track_finished(
         self, run_id: str, extra: Callable[[Pipeline], object] | None
@@ -212,7 +276,7 @@ class Journal:
         """
         now = time.time()
         meta = {"name": workflow_name, "created_at": repr(now), **(meta or {})}
-        started = Event(seq=1, type="workflow.started", data=data, ts=now)
+        started = Event.build(1, "workflow.started", data, now)  # arguments may be Packed
         member, due = timer if timer is not None else ("", 0.0)
         if self._scripts_in_pipelines:
             fields = {**meta, "seq": "1", "updated_at": repr(now), "status": status_after(started)}
@@ -230,8 +294,8 @@ class Journal:
                 repr(due),
                 started.encode(),
             ]
-            code, position = self._start(keys=keys, args=args)
-            if code == 1 or (int(position) == 1 and self._landed(run_id, [started])):
+            code, _ = self._start(keys=keys, args=args)
+            if code in (1, 2):
                 return started  # written now, or our own write sent again after a lost reply
             return None
         pipe = self.client.pipeline(transaction=False)
@@ -254,12 +318,14 @@ class Journal:
         inbox_len: int | None,
         notify: Notification | None,
         steps: StepsWrite | None = None,
+        *,
+        file: bool = False,
     ) -> tuple[list[Event], list[str], list[Any], bool]:
         """The events with their positions, the script's keys and arguments, and
         whether the events end the run."""
         now = time.time()
         built = [
-            Event(seq=expected + offset, type=kind, data=data, ts=now)
+            Event.build(expected + offset, kind, data, now)
             for offset, (kind, data) in enumerate(events, start=1)
         ]
         status = ""
@@ -273,12 +339,17 @@ class Journal:
                 options["channel"] = self.keys.run_done_channel(run_id)
         if final and self.retention is not None:
             options["expire_ms"] = max(1, int(self.retention * 1000))
-        if not final and self.max_events is not None:
-            options["max_events"] = self.max_events
+        if self.max_events is not None:
+            if not final:
+                options["max_events"] = self.max_events
+            elif len(built) > 1:  # the final event is always taken, not those before it
+                options["max_events"] = self.max_events + 1
         if meta:
             options["meta"] = {k: str(v) for k, v in meta.items()}
         if inbox_len is not None:
             options["inbox_len"] = inbox_len
+        if file:  # KEYS[8], the worker's set of runs, is the caller's to add
+            options["file"] = run_id
         if steps is not None:
             if steps.dispatch:
                 options["dispatch"] = [list(d) for d in steps.dispatch]
@@ -288,24 +359,36 @@ class Journal:
                 options["consume"] = steps.consume
             if steps.fields:
                 options["steps_set"] = steps.fields
-        meta_key, inbox = self.keys.run_meta(run_id), self.keys.run_inbox(run_id)
-        notify_inbox, notify_meta, notify_payload = inbox, meta_key, b""
+        keys = list(self._keys_of(run_id))
+        notify_payload = b""
         if notify is not None:
-            notify_inbox = self.keys.run_inbox(notify.run_id)
-            notify_meta = self.keys.run_meta(notify.run_id)
+            keys[3] = self.keys.run_inbox(notify.run_id)
+            keys[4] = self.keys.run_meta(notify.run_id)
             options["notify_name"] = notify.name
             notify_payload = notify.payload
-        keys = [
-            self.keys.run_events(run_id),
-            meta_key,
-            inbox,
-            notify_inbox,
-            notify_meta,
-            self.keys.run_sent(run_id),
-            self.keys.run_steps(run_id),
-        ]
         args = [expected, packb(options), notify_payload, *(e.encode() for e in built)]
         return built, keys, args, final
+
+    def _keys_of(self, run_id: str) -> tuple[str, ...]:
+        """The keys of append.lua for `run_id` (with no one to notify), made once per run.
+
+        An execution appends to one run over and over: the last run's keys are kept.
+        """
+        last = self._last_keys
+        if last is not None and last[0] == run_id:
+            return last[1]
+        meta, inbox = self.keys.run_meta(run_id), self.keys.run_inbox(run_id)
+        keys = (
+            self.keys.run_events(run_id),
+            meta,
+            inbox,
+            inbox,
+            meta,
+            self.keys.run_sent(run_id),
+            self.keys.run_steps(run_id),
+        )
+        self._last_keys = (run_id, keys)
+        return keys
 
     def _outcome(
         self,
@@ -386,6 +469,48 @@ class Journal:
         meta = {k.decode(): v.decode() for k, v in raw_meta.items()}
         return meta, [self._decode(run_id, entry_id, fields) for entry_id, fields in entries]
 
+    def load_claiming(
+        self,
+        run_id: str,
+        claim: tuple[str, dict[str, Any]],
+        *,
+        meta: dict[str, str | int | float],
+        worker_runs: str,
+    ) -> tuple[dict[str, str], list[Event], bool]:
+        """`load`, claiming the run in the same round trip should it be fresh.
+
+        A run whose log holds only `workflow.started` (position 1) is pending
+        and nobody's yet: `claim` (an event) is appended there as `append`
+        would, with `meta`, and the run filed in the set `worker_runs` in the
+        same atomic write, before the run is read: the execution that sends
+        the claim reads it back. Any other run is only read (the fence
+        refuses the claim, writing nothing). Returns the meta, the history,
+        and whether the claim was appended. On Redis Cluster (the worker's
+        set is in another slot), no claim is sent.
+        """
+        if not self._scripts_in_pipelines:
+            meta_now, events = self.load(run_id)
+            return meta_now, events, False
+        built, keys, args, _ = self._prepare(run_id, 1, [claim], meta, None, None, file=True)
+        pipe = self.client.pipeline(transaction=False)
+        lua.queue_in(pipe, self._append, [*keys, worker_runs], args)
+        pipe.hgetall(self.keys.run_meta(run_id))
+        pipe.xrange(self.keys.run_events(run_id))
+        result, raw_meta, entries = pipe.execute(raise_on_error=False)
+        for answer in (raw_meta, entries):
+            if isinstance(answer, Exception):
+                raise answer
+        claimed = False
+        if not isinstance(result, Exception):  # NOSCRIPT, out of memory: not claimed
+            try:
+                self._outcome(run_id, 1, built, result)
+                claimed = True
+            except JournalConflictError:
+                pass
+        meta_now = {k.decode(): v.decode() for k, v in raw_meta.items()}
+        events = [self._decode(run_id, entry_id, fields) for entry_id, fields in entries]
+        return meta_now, events, claimed
+
     def page(self, run_id: str, *, after: str | None = None, count: int = 100) -> Page:
         """Up to `count` events after stream id `after` (from the first when None).
 
@@ -427,6 +552,21 @@ class Journal:
         """The run's meta hash with text keys and values ({} for an unknown run)."""
         raw = self.client.hgetall(self.keys.run_meta(run_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def status_and_last(self, run_id: str) -> tuple[str | None, Event | None]:
+        """The run's status (None for an unknown run) and last event, in one round trip.
+
+        The last event is decoded only for a finished run (its outcome): None
+        for others, whatever their last entry holds.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.run_meta(run_id), "status")
+        pipe.xrevrange(self.keys.run_events(run_id), count=1)
+        raw_status, entries = pipe.execute()
+        status = raw_status.decode() if raw_status is not None else None
+        if status not in FINAL_STATUSES or not entries:
+            return status, None
+        return status, self._decode(run_id, *entries[0])
 
     def status(self, run_id: str) -> str | None:
         value = self.client.hget(self.keys.run_meta(run_id), "status")

@@ -19,9 +19,16 @@
 -- ARGV[6]  the encoded `workflow.started` event
 --
 -- Returns {code, position}: code 1 = recorded; 0 = the run exists already
--- (its meta has a position), nothing written.
+-- (its meta has a position), nothing written; 2 = it exists, and its only
+-- event is this very one (the call sent again after a lost reply: ours).
 local position = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 if position ~= 0 then
+  if position == 1 then
+    local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+    if last and last[2][1] == 'e' and last[2][2] == ARGV[6] then
+      return {2, position}
+    end
+  end
   return {0, position}
 end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[6])

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from .. import lua
 from ..codec import packb, unpackb
@@ -110,8 +111,10 @@ class StepRecords:
         if not self._scripts_in_pipelines:  # Redis Cluster pipelines take no scripts
             pipe.execute()
             return script(keys=keys, args=args)
-        script(keys=keys, args=args, client=pipe)
+        lua.queue_in(pipe, script, keys, args)
         *_, result = pipe.execute(raise_on_error=False)
+        if isinstance(result, NoScriptError):  # Redis forgot it: loaded and sent again
+            return script(keys=keys, args=args)
         if isinstance(result, Exception):
             raise result
         return result

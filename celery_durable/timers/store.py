@@ -95,6 +95,14 @@ class TimerStore:
         """Drop the run's dispatch timer (tests that record runs by hand use it)."""
         self.client.zrem(self.key, f"{DISPATCH}:{run_id}")
 
+    @staticmethod
+    def members(
+        run_id: str, *, wake: bool = True, deadline: bool = True, dispatch: bool = True
+    ) -> list[str]:
+        """The members of the run's timers of the kinds asked for (what `drop` removes)."""
+        kinds = [(WAKE, wake), (DEADLINE, deadline), (DISPATCH, dispatch)]
+        return [f"{kind}:{run_id}" for kind, asked in kinds if asked]
+
     def drop(
         self,
         run_id: str,
@@ -105,8 +113,7 @@ class TimerStore:
         pipe: Pipeline | None = None,
     ) -> None:
         """Remove the run's timers (those of the kinds asked for)."""
-        kinds = [(WAKE, wake), (DEADLINE, deadline), (DISPATCH, dispatch)]
-        members = [f"{kind}:{run_id}" for kind, asked in kinds if asked]
+        members = self.members(run_id, wake=wake, deadline=deadline, dispatch=dispatch)
         if members:
             (pipe or self.client).zrem(self.key, *members)
 

@@ -9,6 +9,7 @@ a queue but not a journal) goes to that journal's queue, see `journal_queue`.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, Task
@@ -23,8 +24,8 @@ from ..extension import RUN_TASK_NAME, DurableExtension, extension_for
 from ..journal.events import FINAL_STATUSES, Event, EventType, RunStatus
 from ..journal.identity import JournalId
 from ..workflows.blocking import block, retry_later
-from ..workflows.execution import Execution, deadline_of
-from ..workflows.interruptions import persevere
+from ..workflows.execution import Execution, deadline_of, owner_of
+from ..workflows.interruptions import Interrupted, is_interruption, persevere
 from ..workflows.outcomes import finish
 from ..workflows.registry import WorkflowDefinition, lookup
 from ..workflows.replay import replay_history
@@ -56,12 +57,33 @@ def execute_run(
     ext: DurableExtension, run_id: str, worker: str = "", takeover: str | None = None
 ) -> None:
     journal = ext.journal
+    claimed = False
     try:
-        meta, events = journal.load(run_id)
+        if takeover is None:
+            # A fresh run is claimed in the round trip that reads it.
+            meta, events, claimed = _load_claiming(ext, run_id, worker)
+        else:
+            meta, events = journal.load(run_id)
     except JournalCorruptError as exc:
         meta = journal.meta(run_id)
         if meta and meta.get("status") not in FINAL_STATUSES:
             _fail(ext, run_id, meta, exc)
+        return
+    if claimed:
+        try:
+            if events[0].type != EventType.WORKFLOW_STARTED:
+                raise JournalCorruptError(
+                    f"run {run_id}: the journal does not begin with workflow.started"
+                )
+            definition = lookup(events[0].data["name"])
+        except WorkflowNotFoundError as exc:  # claimed, so taken off this worker's list
+            _block(ext, run_id, meta, exc, worker=worker, claimed=True)
+            return
+        except DurableError as exc:
+            _fail(ext, run_id, meta, exc, worker=worker)
+            return
+        execution = Execution(ext, run_id, events, definition, worker=worker, claimed=True)
+        execution.run()
         return
     if not meta:
         logger.warning(
@@ -100,6 +122,29 @@ def execute_run(
     Execution(ext, run_id, events, definition, worker=worker, takeover=takeover).run()
 
 
+def _load_claiming(
+    ext: DurableExtension, run_id: str, worker: str
+) -> tuple[dict[str, str], list[Any], bool]:
+    """`Journal.load_claiming` with this execution's claim (see `Execution.run`).
+
+    Redis trouble raises `Interrupted` naming this claim's owner: the claim
+    may have landed, and the next try takes it over.
+    """
+    owner = owner_of(worker)
+    executing = {"worker": worker, "pid": os.getpid(), "attempt": 1}
+    try:
+        return ext.journal.load_claiming(
+            run_id,
+            (EventType.WORKFLOW_EXECUTING, executing),
+            meta={"owner": owner},
+            worker_runs=ext.keys.worker_runs(worker),
+        )
+    except Exception as exc:
+        if not is_interruption(exc):
+            raise
+        raise Interrupted(exc, owner) from None
+
+
 def _unblocked(
     ext: DurableExtension, run_id: str, events: list[Event], definition: WorkflowDefinition
 ) -> bool:
@@ -120,15 +165,31 @@ def _unblocked(
 
 
 def _block(
-    ext: DurableExtension, run_id: str, meta: dict[str, str], exc: DurableError, worker: str
+    ext: DurableExtension,
+    run_id: str,
+    meta: dict[str, str],
+    exc: DurableError,
+    worker: str,
+    *,
+    claimed: bool = False,
 ) -> None:
-    """Block a run whose code is not here (or keep it blocked): another worker may have it."""
+    """Block a run whose code is not here (or keep it blocked): another worker may have it.
+
+    `claimed`: this worker claimed it as it read it (and filed it under itself).
+    """
     if meta.get("status") == RunStatus.BLOCKED:
         logger.info("run %s stays blocked: %s", run_id, exc)
         retry_later(ext, run_id)
         return
     try:
-        block(ext, run_id, int(meta.get("seq", 0)), exc, workflow_name=meta.get("name", ""))
+        block(
+            ext,
+            run_id,
+            int(meta.get("seq", 0)),
+            exc,
+            workflow_name=meta.get("name", ""),
+            worker=worker if claimed else None,
+        )
     except JournalConflictError:
         logger.info("run %s moved on meanwhile; leaving it to its owner", run_id)
 
@@ -142,8 +203,17 @@ def _not_yet_due(ext: DurableExtension, meta: dict[str, str]) -> bool:
     return not deadline_at or now < float(deadline_at)
 
 
-def _fail(ext: DurableExtension, run_id: str, meta: dict[str, str], exc: DurableError) -> None:
-    """End a run that cannot execute here, saying why; the worker carries on."""
+def _fail(
+    ext: DurableExtension,
+    run_id: str,
+    meta: dict[str, str],
+    exc: DurableError,
+    worker: str | None = None,
+) -> None:
+    """End a run that cannot execute here, saying why; the worker carries on.
+
+    `worker`: this worker claimed the run (it leaves the worker's list).
+    """
     logger.error("run %s failed: %s", run_id, exc)
     try:
         finish(
@@ -154,6 +224,7 @@ def _fail(ext: DurableExtension, run_id: str, meta: dict[str, str], exc: Durable
             error=exc,
             parent=meta.get("parent"),
             workflow_name=meta.get("name", ""),
+            worker=worker,
         )
     except JournalConflictError:
         logger.info("run %s moved on meanwhile; leaving it to its owner", run_id)

@@ -22,6 +22,7 @@ same journal and the same `_ReplayState`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -31,6 +32,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .. import failures
+from ..codec import Packed
 from ..errors import (
     ConfigurationError,
     EncodingError,
@@ -47,7 +49,7 @@ from ..errors import (
 )
 from ..journal import Event, EventType
 from ..journal.journal import Appended, StepsWrite
-from ..limits import roundtrip_bounded
+from ..limits import packed_bounded, roundtrip_bounded
 from ..redis_client import is_transient
 from . import interruptions
 from .blocking import block
@@ -172,6 +174,8 @@ class Execution:
         definition: WorkflowDefinition,
         worker: str = "",
         takeover: str | None = None,
+        *,
+        claimed: bool = False,
     ):
         self.ext = ext
         self.journal = ext.journal
@@ -187,10 +191,15 @@ class Execution:
         self.stop: BaseException | None = None
         self.cancel_requested = False
         self.step_running = False
-        self.owner = f"{worker}/{os.getpid()}"
+        self.owner = owner_of(worker)
         self.worker_runs_key = ext.keys.worker_runs(worker)
         self.takeover = takeover  # the dead owner this execution replaces
         self.claimed_as: str | None = None  # set once this execution tried to claim the run
+        if claimed:  # claimed as the run was read (`Journal.load_claiming`): its last event
+            self.claimed_as = self.owner
+        # Events done but not written yet (the last inline step's completion):
+        # they go with the next write, before anything else runs.
+        self.held: list[tuple[EventType, dict[str, Any]]] = []
         self.fanout = FanOut(self)
         # `patch.marked` events to write with the next append (no round trip of their own).
         self.markers: list[tuple[EventType, dict[str, Any]]] = []
@@ -201,6 +210,10 @@ class Execution:
     # -- the run as a whole ------------------------------------------------------
 
     def run(self) -> None:
+        """Claim the run (unless it was claimed as it was read), execute it, end it."""
+        if self.claimed_as is not None:  # and filed under this worker in that write
+            self._execute()
+            return
         # The claim also files the run under this worker, in the same round
         # trip, so that a live worker takes it over should this one die.
         executing = {"worker": self.worker, "pid": os.getpid(), "attempt": self.state.attempt}
@@ -241,6 +254,10 @@ class Execution:
             except JournalConflictError:
                 self._release()
             return
+        self._execute()
+
+    def _execute(self) -> None:
+        """Call the workflow (again, for each new attempt) and record how it ended."""
         while True:
             outcome = self._call_workflow()
             if outcome is None:
@@ -251,6 +268,7 @@ class Execution:
             try:
                 self._check_memory_or_outage(error)
                 if isinstance(error, NonDeterminismError):  # not the run's fault: wait for code
+                    self._write_held()  # what was done stays done
                     block(
                         self.ext,
                         self.run_id,
@@ -272,17 +290,7 @@ class Execution:
                         continue
                     except RunEventLimitError as exc:  # no room for another attempt
                         kind, error = EventType.WORKFLOW_FAILED, exc
-                finish(
-                    self.ext,
-                    self.run_id,
-                    self.position,
-                    kind,
-                    result=result,
-                    error=error,
-                    parent=self.parent,
-                    workflow_name=self.definition.name,
-                    worker=self.worker,
-                )
+                self._finish(kind, result, error)
             except JournalConflictError as exc:
                 if exc.actual < exc.expected:
                     raise self._rewound(exc) from None
@@ -296,6 +304,36 @@ class Execution:
                     raise
                 raise Interrupted(exc, self.claimed_as) from None
             return
+
+    def _finish(self, kind: EventType, result: Any, error: BaseException | None) -> None:
+        """End the run, writing what is held in the same append."""
+        held, self.held = self.held, []
+        try:
+            finish(
+                self.ext,
+                self.run_id,
+                self.position,
+                kind,
+                result=result,
+                error=error,
+                parent=self.parent,
+                workflow_name=self.definition.name,
+                worker=self.worker,
+                before=list(held),
+            )
+        except RunEventLimitError as exc:
+            # What was held took the run past its limit: it fails, as it would have
+            # had those events been written on their own.
+            logger.warning("%s", exc)
+            self._finish(EventType.WORKFLOW_FAILED, None, exc)
+        except Exception as exc:
+            if not held or not is_interruption(exc):
+                raise
+            # Redis trouble at the very end: what was done is written first, through
+            # the trouble, so that executing the run again does not do it again.
+            self.held = held
+            self._write_held()
+            raise
 
     def dry_run(self) -> NonDeterminismError | None:
         """Replay the history against the code, running no step body and writing nothing.
@@ -334,6 +372,7 @@ class Execution:
     def _check_memory_or_outage(self, error: BaseException | None) -> None:
         """An infrastructure error that reached the workflow is not its outcome."""
         if error is not None and self._infrastructure_failed(error):
+            self._write_held()  # what is done stays done (through Redis trouble)
             raise Interrupted(error, self.claimed_as)
 
     def _infrastructure_failed(self, error: BaseException) -> bool:
@@ -438,11 +477,20 @@ class Execution:
         """The next position, and what the journal recorded there (if anything).
 
         Steps spawned before are sent first: they run while this goes on.
+        A step's completion held back is written first, unless a sleep
+        comes next (whose write takes it along).
         """
         if self.fanout.unsent:
             self._check_boundary()
             self.fanout.flush()
+        if kind != "sleep":
+            self._write_held()
         return self._position(kind, name)
+
+    def _write_held(self) -> None:
+        """Write the events held back, now (an append of nothing more)."""
+        if self.held:
+            self._append_many([])
 
     def _position(self, kind: str, name: str) -> tuple[int, Event | None]:
         """`_take` without sending what was spawned (a spawn itself)."""
@@ -533,7 +581,9 @@ class Execution:
         position, recorded = self._take("step", policy.name)
         if recorded is not None:
             return _replay(recorded)
-        time.sleep(self._until_retry(position))
+        wait = self._until_retry(position)
+        if wait > 0:  # time.sleep(0) is a system call, on every step
+            time.sleep(wait)
         attempt = self.state.failed_attempts.get(position, 0) + 1
         self.step_running = True
         token = _inside_step.set(True)
@@ -581,7 +631,9 @@ class Execution:
                 "running inline; steps awaited together (asyncio.gather) are dispatched "
                 "together, so start them at once, or spawn them"
             )
-        await asyncio.sleep(self._until_retry(position))
+        wait = self._until_retry(position)
+        if wait > 0:
+            await asyncio.sleep(wait)
         attempt = self.state.failed_attempts.get(position, 0) + 1
         self.step_running = True
         token = _inside_step.set(True)
@@ -605,7 +657,7 @@ class Execution:
     ) -> Any:
         try:
             # Hand back what a replay will return (tuples become lists, ...).
-            recorded = roundtrip_bounded(
+            recorded = packed_bounded(
                 result,
                 self.ext.settings.max_payload_bytes,
                 what=f"the result of step {policy.name!r}",
@@ -621,18 +673,22 @@ class Execution:
                 },
             )
             raise FatalError(str(exc)) from None
-        self._append(
-            EventType.STEP_COMPLETED,
-            {
-                "position": position,
-                "name": policy.name,
-                "attempt": attempt,
-                "result": recorded,
-                "started_at": began,
-                "duration": time.time() - began,
-            },
+        # Held, and written with what comes next (the next step's write comes
+        # before its body runs; the run's end or suspension takes it along).
+        self.held.append(
+            (
+                EventType.STEP_COMPLETED,
+                {
+                    "position": position,
+                    "name": policy.name,
+                    "attempt": attempt,
+                    "result": recorded,
+                    "started_at": began,
+                    "duration": time.time() - began,
+                },
+            )
         )
-        return recorded
+        return recorded.value if type(recorded) is Packed else recorded
 
     def _record_failure(
         self, policy: StepPolicy, position: int, attempt: int, exc: Exception
@@ -860,6 +916,12 @@ class Execution:
     ) -> Appended:
         if self.dry:
             self._end_of_history()
+        if self.held:  # first, in their order; a StepsWrite's indexes count them
+            if steps is not None and steps.dispatch:
+                shift = len(self.held)
+                moved = [(index + shift, p, task) for index, p, task in steps.dispatch]
+                steps = dataclasses.replace(steps, dispatch=moved)
+            events = [*self.held, *events]
         if self.markers:  # last: a StepsWrite counts the events before them
             events = [*events, *self.markers]
         attempt = 0
@@ -898,6 +960,7 @@ class Execution:
                 trouble_log.report(exc, f"run {self.run_id}: waiting to write to its journal")
                 time.sleep(interruptions.backoff(attempt))
                 attempt += 1
+        self.held = []
         self.markers = []
         for event in appended.events:
             self.position = event.seq
@@ -969,6 +1032,11 @@ class Execution:
             if not is_interruption(exc):
                 raise
             trouble_log.report(exc, f"run {self.run_id}: taking it off worker {self.worker}")
+
+
+def owner_of(worker: str) -> str:
+    """How an execution of this process names itself as a run's owner (meta `owner`)."""
+    return f"{worker}/{os.getpid()}"
 
 
 def _text(when: float | None) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -10,7 +13,7 @@ import redis
 from celery import Celery
 
 from .. import failures
-from ..codec import check_encodable, packb
+from ..codec import Packed, array_header, encode, map_header, packb
 from ..errors import (
     ConfigurationError,
     JournalCorruptError,
@@ -18,8 +21,8 @@ from ..errors import (
     RunNotFoundError,
 )
 from ..extension import DurableExtension, extension_for
-from ..journal.events import FINAL_STATUSES, EventType, RunStatus
-from ..limits import check_size, encode_bounded
+from ..journal.events import FINAL_STATUSES, Event, EventType, RunStatus
+from ..limits import check_size
 from ..options import parse_duration
 from .context import current_execution
 from .control import cancel
@@ -81,16 +84,18 @@ class RunHandle:
         if execution is not None:
             return execution.child_result(self.id, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        status = self.status()
+        status, last = self._status_and_last()
         if status in FINAL_STATUSES:  # the common case of a finished run: no pub/sub
-            return self._outcome(status)
-        pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
+            return self._outcome(status, last)
+        channel = self._ext.keys.run_done_channel(self.id)
+        waiters = self._ext.component(ResultWaiters)
+        pubsub = waiters.subscribe(channel)
         try:
-            pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
             while True:
-                status = self.status()  # after subscribing: a finish between is not missed
+                # After subscribing: a finish between is not missed.
+                status, last = self._status_and_last()
                 if status in FINAL_STATUSES:
-                    return self._outcome(status)
+                    return self._outcome(status, last)
                 wait = 1.0
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
@@ -100,22 +105,84 @@ class RunHandle:
                         )
                     wait = min(wait, remaining)
                 try:
-                    pubsub.get_message(timeout=wait)
+                    waiters.wait(pubsub, channel, wait)
                 except redis.ConnectionError:  # Redis restarting: poll until it is back
                     time.sleep(min(wait, 0.5))
-                    pubsub.close()
-                    pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self._ext.keys.run_done_channel(self.id))
+                    waiters.drop()
+                    pubsub = waiters.subscribe(channel)
         finally:
-            pubsub.close()
+            waiters.unsubscribe(channel)
 
-    def _outcome(self, status: str) -> Any:
-        last = self._ext.journal.last(self.id)
+    def _status_and_last(self) -> tuple[str, Event | None]:
+        """The run's status and last event, in one round trip."""
+        status, last = self._ext.journal.status_and_last(self.id)
+        if status is None:
+            raise RunNotFoundError(f"no run with id {self.id!r}")
+        return status, last
+
+    def _outcome(self, status: str, last: Event | None) -> Any:
         if status == RunStatus.COMPLETED and last and last.type == EventType.WORKFLOW_COMPLETED:
             return last.data["result"]
         if last is not None and "error" in last.data:
             raise failures.rebuild(last.data["error"])
         raise JournalCorruptError(f"run {self.id} is {status} but its last event is {last!r}")
+
+
+class ResultWaiters:
+    """One pub/sub connection per thread, kept, for `RunHandle.result()` to wait on.
+
+    redis-py's `PubSub.close()` closes its connection: a new pub/sub per
+    `result()` would open a connection (and its handshake) per call. This
+    keeps one per thread (per process: a fork gets its own), subscribed
+    only while a `result()` of that thread waits.
+    """
+
+    def __init__(self, ext: DurableExtension):
+        self._ext = ext
+        self._local = threading.local()
+
+    def _pubsub(self) -> Any:
+        held = getattr(self._local, "pubsub", None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
+        self._local.pubsub = (os.getpid(), pubsub)
+        return pubsub
+
+    def subscribe(self, channel: str) -> Any:
+        pubsub = self._pubsub()
+        pubsub.subscribe(channel)
+        return pubsub
+
+    def wait(self, pubsub: Any, channel: str, timeout: float) -> None:
+        """Until a message on `channel` comes, or `timeout` seconds pass.
+
+        Messages of channels this thread waited on before are dropped.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            message = pubsub.get_message(timeout=max(0.0, end - time.monotonic()))
+            if message is not None and message.get("channel") in (channel, channel.encode()):
+                return
+            if time.monotonic() >= end:
+                return
+
+    def unsubscribe(self, channel: str) -> None:
+        held = getattr(self._local, "pubsub", None)
+        if held is None or held[0] != os.getpid():
+            return
+        try:
+            held[1].unsubscribe(channel)
+        except redis.RedisError:  # a broken connection: a new one next time
+            self.drop()
+
+    def drop(self) -> None:
+        """Close this thread's pub/sub (its connection broke); the next use makes one."""
+        held = getattr(self._local, "pubsub", None)
+        self._local.pubsub = None
+        if held is not None and held[0] == os.getpid():
+            with contextlib.suppress(redis.RedisError):
+                held[1].close()
 
 
 def get_run(run_id: str, *, app: Celery | None = None) -> RunHandle:
@@ -159,24 +226,40 @@ def start(
             f"start({name}): idempotency_key must be a non-empty string, got {idempotency_key!r}"
         )
     ext = extension_for(app)
-    check_arguments(ext, f"start({name})", args, kwargs)
+    encoded = check_arguments(ext, f"start({name})", args, kwargs)
     execution = current_execution.get()
     if execution is not None:  # a child run, recorded like a step
         child_id = execution.start_child(name, list(args), kwargs, idempotency_key)
         return RunHandle(child_id, ext)
-    run_id, _ = create_run(ext, name, list(args), kwargs, idempotency_key)
+    run_id, _ = create_run(ext, name, list(args), kwargs, idempotency_key, encoded=encoded)
     return RunHandle(run_id, ext)
 
 
 def check_arguments(
     ext: DurableExtension, where: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]
-) -> None:
-    """Refuse arguments that cannot be recorded or are too big, naming the argument."""
-    for index, value in enumerate(args):
-        check_encodable(value, where=f"{where}: argument {index}")
-    for key, value in kwargs.items():
-        check_encodable(value, where=f"{where}: keyword argument {key!r}")
-    _check_sizes(where, tuple(args), kwargs, ext.settings.max_payload_bytes)
+) -> tuple[Packed, Packed]:
+    """Refuse arguments that cannot be recorded or are too big, naming the argument.
+
+    Each is encoded once, here: the encodings come back (args, kwargs) for
+    `create_run` to record as they are.
+    """
+    raw_args = [encode(v, where=f"{where}: argument {i}") for i, v in enumerate(args)]
+    raw_kwargs = [
+        (packb(key), encode(value, where=f"{where}: keyword argument {key!r}"))
+        for key, value in kwargs.items()
+    ]
+    limit = ext.settings.max_payload_bytes
+    for index, raw in enumerate(raw_args):
+        check_size(raw, limit, what=f"{where}: argument {index}")
+    for key, (_, raw) in zip(kwargs, raw_kwargs, strict=True):
+        check_size(raw, limit, what=f"{where}: keyword argument {key!r}")
+    packed_args = array_header(len(raw_args)) + b"".join(raw_args)
+    packed_kwargs = map_header(len(raw_kwargs)) + b"".join(k + v for k, v in raw_kwargs)
+    # Each fits; together they are recorded in one event (the list around them
+    # is not user nesting, so only the size is left to check).
+    together = array_header(2) + packed_args + packed_kwargs
+    check_size(together, limit, what=f"{where}: the arguments together")
+    return Packed(list(args), packed_args), Packed(kwargs, packed_kwargs)
 
 
 def create_run(
@@ -187,10 +270,12 @@ def create_run(
     idempotency_key: str | None,
     *,
     started: dict[str, Any] | None = None,
+    encoded: tuple[Packed, Packed] | None = None,
 ) -> tuple[str, bool]:
     """Record a top-level run and dispatch it: (its id, whether this call created it).
 
-    The arguments are checked already. `started` adds to the data of
+    The arguments are checked already; `encoded`, what `check_arguments`
+    made of them, is recorded as it is (else they are encoded here). `started` adds to the data of
     `workflow.started` (a scheduled run's schedule and tick). With a key
     that an earlier call used, nothing is written and the existing run's id
     comes back with False.
@@ -199,7 +284,12 @@ def create_run(
         run_id = uuid.uuid4().hex
     else:
         run_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{name}\x00{idempotency_key}").hex
-    data = {"name": name, "args": list(args), "kwargs": kwargs, "idempotency_key": idempotency_key}
+    data: dict[str, Any] = {
+        "name": name,
+        "args": list(args) if encoded is None else encoded[0],
+        "kwargs": kwargs if encoded is None else encoded[1],
+        "idempotency_key": idempotency_key,
+    }
     if started:
         data.update(started)
     # One script records the run, its index entry and the timer that sends it
@@ -212,22 +302,6 @@ def create_run(
     if created is not None:
         ext.launch(run_id)
     return run_id, created is not None
-
-
-def _check_sizes(
-    where: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int | None
-) -> None:
-    """Refuse arguments over `durable_max_payload_bytes`, naming the biggest offender."""
-    if limit is None:
-        return
-    named = [(f"argument {i}", v) for i, v in enumerate(args)]
-    named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-    for label, value in named:
-        encode_bounded(value, limit, what=f"{where}: {label}")
-    # Each fits; together they are recorded in one event. Each was checked
-    # already: only the size is left (the list around them is not user nesting).
-    together = packb([list(args), kwargs])
-    check_size(together, limit, what=f"{where}: the arguments together")
 
 
 def _workflow_name(workflow: Startable | str) -> str:

@@ -8,6 +8,8 @@ benchmarks (`benchmarks/throughput.py`, `benchmarks/profile_step.py`).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis as redis_lib
 
@@ -16,6 +18,7 @@ from celery_durable import step, workflow
 from celery_durable.contrib.round_trips import RoundTrips, command_names
 from celery_durable.extension import extension_for
 from celery_durable.worker.run_task import execute_run
+from celery_durable.workflows.runs import ResultWaiters
 
 
 @step(name="tests.round_trips.inc")
@@ -241,6 +244,21 @@ def test_waiting_for_results_does_not_open_a_connection_each_time(
     for x in range(20):
         assert celery_durable.start(ten_steps, x).result(timeout=10) == x + 10
     assert connections() - before <= 2  # a pub/sub per result() would be 20
+
+
+def test_result_reads_the_status_only_once_redis_confirmed_its_subscription(ext, redis_client):
+    """redis-py sends SUBSCRIBE without reading its reply; a run that ended between
+    it and the status read (Redis may run the read first) would wake result()
+    only at its next poll. With every client paused, the confirmation cannot
+    come before the pause ends, so neither may `subscribe()` return."""
+    waiters = ext.component(ResultWaiters)
+    channel = ext.keys.run_done_channel("confirm-me")
+    redis_client.execute_command("CLIENT", "PAUSE", 600, "ALL")
+    began = time.monotonic()
+    waiters.subscribe(channel)
+    assert time.monotonic() - began >= 0.5
+    assert redis_client.pubsub_numsub(channel) == [(channel.encode(), 1)]
+    waiters.unsubscribe(channel)
 
 
 @workflow(name="tests.round_trips.then_spawn")

@@ -30,6 +30,7 @@ from .registry import Startable, WorkflowDefinition
 
 # Run ids derived from idempotency keys live in their own UUID namespace.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("7f0c2a5e-3b59-4d8e-9c61-5f2d7c0f4a11")
+SUBSCRIBE_TIMEOUT = 10.0  # seconds for Redis to confirm a result() subscription
 
 
 class RunHandle:
@@ -145,14 +146,28 @@ class ResultWaiters:
         held = getattr(self._local, "pubsub", None)
         if held is not None and held[0] == os.getpid():
             return held[1]
-        pubsub = self._ext.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._ext.redis.pubsub()
         self._local.pubsub = (os.getpid(), pubsub)
         return pubsub
 
     def subscribe(self, channel: str) -> Any:
+        """Subscribed to `channel` once Redis says so.
+
+        redis-py sends SUBSCRIBE without reading its reply, and Redis may run
+        the caller's next command (the status read, on another connection)
+        first: a run that ends between the two would publish to nobody, and
+        its `result()` would only see it at its next poll, a second later.
+        """
         pubsub = self._pubsub()
         pubsub.subscribe(channel)
-        return pubsub
+        end = time.monotonic() + SUBSCRIBE_TIMEOUT
+        while (left := end - time.monotonic()) > 0:
+            message = pubsub.get_message(timeout=left)
+            if message is not None and _is(message, "subscribe", channel):
+                return pubsub
+        raise redis.TimeoutError(
+            f"Redis did not confirm SUBSCRIBE {channel} in {SUBSCRIBE_TIMEOUT:g}s"
+        )
 
     def wait(self, pubsub: Any, channel: str, timeout: float) -> None:
         """Until a message on `channel` comes, or `timeout` seconds pass.
@@ -162,7 +177,7 @@ class ResultWaiters:
         end = time.monotonic() + timeout
         while True:
             message = pubsub.get_message(timeout=max(0.0, end - time.monotonic()))
-            if message is not None and message.get("channel") in (channel, channel.encode()):
+            if message is not None and _is(message, "message", channel):
                 return
             if time.monotonic() >= end:
                 return
@@ -183,6 +198,11 @@ class ResultWaiters:
         if held is not None and held[0] == os.getpid():
             with contextlib.suppress(redis.RedisError):
                 held[1].close()
+
+
+def _is(message: dict[str, Any], kind: str, channel: str) -> bool:
+    """A pub/sub message of this kind on this channel (others: earlier channels' leftovers)."""
+    return message.get("type") == kind and message.get("channel") in (channel, channel.encode())
 
 
 def get_run(run_id: str, *, app: Celery | None = None) -> RunHandle:

@@ -44,8 +44,6 @@ from ..errors import (
     ConfigurationError,
     EncodingError,
     FatalError,
-    RedisAccessError,
-    RedisOutOfMemoryError,
     StepNotFoundError,
 )
 from ..extension import DurableExtension, extension_for
@@ -53,13 +51,12 @@ from ..journal.events import FINAL_STATUSES, EventType
 from ..journal.identity import JournalId
 from ..journal.steps import RUN, StepStart, StepState
 from ..limits import roundtrip_bounded
-from ..redis_client import is_transient
 from ..timers.store import ClaimedTimer
 from ..workflows import dispatched
 from ..workflows.context import RunContext, current_step_run
 from ..workflows.dispatched import STEP_TASK_NAME, StepMessage
 from ..workflows.execution import INLINE_RETRY_DELAY
-from ..workflows.interruptions import backoff, is_interruption, trouble_log
+from ..workflows.interruptions import backoff, is_interruption, journal_failed, trouble_log
 from ..workflows.step_policy import StepPolicy
 from ..workflows.steps import lookup_step
 from .journal_queue import journal_queue, serves
@@ -179,7 +176,8 @@ class Delivery:
                 if inspect.iscoroutine(result):
                     result = asyncio.run(result)
             except Exception as exc:
-                if self._infrastructure_failed(exc):  # not the step's failure: wait, run it again
+                # The journal's Redis failing is not the step's failure: wait, run it again.
+                if journal_failed(self.ext.redis, exc):
                     trouble_log.report(exc, f"{self.where}: waiting for the journal's Redis")
                     time.sleep(backoff(outage))
                     outage += 1
@@ -304,13 +302,6 @@ class Delivery:
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
         return failures.describe(exc, limit=self.ext.settings.max_text_bytes)
-
-    def _infrastructure_failed(self, error: BaseException) -> bool:
-        """Was the body's error the journal's Redis failing? As for inline steps."""
-        if isinstance(error, RedisOutOfMemoryError | RedisAccessError):
-            return True
-        if not is_transient(error):
-            return False
         try:
             self.ext.redis.ping()
         except Exception:

@@ -41,8 +41,6 @@ from ..errors import (
     InboxChangedError,
     JournalConflictError,
     NonDeterminismError,
-    RedisAccessError,
-    RedisOutOfMemoryError,
     RunEventLimitError,
     WorkflowCancelledError,
     WorkflowTimedOutError,
@@ -50,12 +48,11 @@ from ..errors import (
 from ..journal import Event, EventType
 from ..journal.journal import Appended, StepsWrite
 from ..limits import packed_bounded, roundtrip_bounded
-from ..redis_client import is_transient
 from . import interruptions
 from .blocking import block
 from .context import RunContext, current_execution
 from .fanout import FanOut
-from .interruptions import Interrupted, is_interruption, trouble_log
+from .interruptions import Interrupted, is_interruption, journal_failed, trouble_log
 from .outcomes import child_event_name, finish
 from .registry import WorkflowDefinition
 from .step_policy import StepPolicy
@@ -371,26 +368,9 @@ class Execution:
 
     def _check_memory_or_outage(self, error: BaseException | None) -> None:
         """An infrastructure error that reached the workflow is not its outcome."""
-        if error is not None and self._infrastructure_failed(error):
+        if error is not None and journal_failed(self.ext.redis, error):
             self._write_held()  # what is done stays done (through Redis trouble)
             raise Interrupted(error, self.claimed_as)
-
-    def _infrastructure_failed(self, error: BaseException) -> bool:
-        """Was `error`, raised by the workflow's own code, the journal's Redis failing?
-
-        Out-of-memory and access errors of the journal's client always are. A
-        connection error may come from a service of the code's own, so Redis
-        is asked (a PING, retried like any command for about half a minute).
-        """
-        if isinstance(error, RedisOutOfMemoryError | RedisAccessError):
-            return True
-        if not is_transient(error):
-            return False
-        try:
-            self.ext.redis.ping()
-        except Exception:
-            return True
-        return False
 
     def _call_workflow(self) -> tuple[EventType, Any, BaseException | None] | None:
         """Run the function once: how this attempt ended, or None if it did not."""
@@ -700,7 +680,7 @@ class Execution:
         error of the infrastructure is not the step's failure: nothing is
         recorded and the execution is interrupted, to go on when Redis is back.
         """
-        if self._infrastructure_failed(exc):
+        if journal_failed(self.ext.redis, exc):
             self.stop = Interrupted(exc, self.claimed_as)
             raise self.stop from None
         data = {

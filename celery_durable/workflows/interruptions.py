@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from kombu.exceptions import OperationalError
 
-from ..errors import JournalConflictError, RedisAccessError
+from ..errors import JournalConflictError, RedisAccessError, RedisOutOfMemoryError
 from ..redis_client import is_out_of_memory, is_transient
 from ..trouble import backoff, trouble_log
 
@@ -57,6 +58,24 @@ def is_interruption(error: BaseException) -> bool:
     # A password changed or an ACL tightened under running workers: say so
     # loudly and wait for the fix rather than fail every run in flight.
     return isinstance(error, RedisAccessError | OperationalError)
+
+
+def journal_failed(redis: Any, error: BaseException) -> bool:
+    """Was `error`, raised by user code (a workflow's or a step's), the journal's Redis failing?
+
+    Out-of-memory and access errors of the journal's client always are. A
+    connection error may come from a service of the code's own, so Redis
+    is asked (a PING, retried like any command for about half a minute).
+    """
+    if isinstance(error, RedisOutOfMemoryError | RedisAccessError):
+        return True
+    if not is_transient(error):
+        return False
+    try:
+        redis.ping()
+    except Exception:
+        return True
+    return False
 
 
 def persevere(execute: Callable[[str | None], None], run_id: str, takeover: str | None) -> None:

@@ -15,6 +15,7 @@ import celery_durable
 from celery_durable import NonDeterminismError, workflow
 from celery_durable.extension import extension_for
 from celery_durable.workflows import registry
+from celery_durable.workflows.blocking import retry_blocked_runs
 from tests.apps import deploys
 
 
@@ -130,6 +131,20 @@ def test_a_starting_worker_tries_the_blocked_runs_again(durable_app, durable_wai
     with start_worker(durable_app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
         # Its "go" came before it was blocked: it goes on to the end.
         assert run.result(timeout=15) == {"shipped": "shipped-7", "checked": False, "version": 2}
+
+
+def test_a_starting_worker_sends_a_bounded_number_of_blocked_runs(durable_app):
+    """After a bad deploy there may be thousands: each starting worker sends at most
+    `limit` of them, and forgets ids of runs that are no longer blocked."""
+    ext = extension_for(durable_app)
+    for n in range(5):
+        ext.redis.hset(ext.keys.run_meta(f"b{n}"), "status", "blocked")
+        ext.redis.sadd(ext.keys.blocked_runs(), f"b{n}")
+    ext.redis.hset(ext.keys.run_meta("done"), "status", "completed")
+    ext.redis.sadd(ext.keys.blocked_runs(), "done")
+    assert retry_blocked_runs(ext, limit=100) == 5
+    assert ext.redis.smembers(ext.keys.blocked_runs()) == {f"b{n}".encode() for n in range(5)}
+    assert retry_blocked_runs(ext, limit=2) == 2
 
 
 def _wait_for_retry_timer_moved(ext, run_id: str, before: float) -> None:

@@ -72,13 +72,19 @@ def retry_later(ext: DurableExtension, run_id: str) -> None:
     ext.timers.schedule(run_id, wake_at=ext.clock.now() + ext.settings.blocked_retry_after)
 
 
-def retry_blocked_runs(ext: DurableExtension) -> int:
-    """Send every blocked run once (a worker starts: it may have the code they need).
+RETRY_AT_START = 1000  # blocked runs a starting worker sends at most; timers cover the rest
 
-    Returns how many were sent; ids of runs no longer blocked are dropped from the set.
+
+def retry_blocked_runs(ext: DurableExtension, limit: int = RETRY_AT_START) -> int:
+    """Send blocked runs once (a worker starts: it may have the code they need).
+
+    At most `limit`, picked at random: after a bad deploy there may be many,
+    and every worker of a rolling restart starts; the others are tried by
+    their own retry timers (`durable_blocked_retry_after`). Returns how many
+    were sent; ids of runs no longer blocked are dropped from the set.
     """
     key = ext.keys.blocked_runs()
-    run_ids = [_text(member) for member in ext.redis.smembers(key)]
+    run_ids = [_text(member) for member in ext.redis.srandmember(key, limit) or ()]
     if not run_ids:
         return 0
     pipe = ext.redis.pipeline(transaction=False)

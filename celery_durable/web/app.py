@@ -32,6 +32,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..cli_support import _first_line
 from ..errors import (
     ConfigurationError,
     DurableError,
@@ -56,11 +57,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def _error(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _answer_errors(fn: Handler) -> Handler:
@@ -226,7 +222,7 @@ class Api:
             raise BadSignatureError("the webhook URL lacks its n= or sig= parameter")
         payload = await json_body(request)
         delivered = await self.call(deliver_hook, self.ext, run_id, name, nonce, signature, payload)
-        if delivered.fresh:
+        if delivered:
             return json_response({"run": run_id, "event": name, "delivered": True}, 202)
         return json_response({"run": run_id, "event": name, "delivered": False, "repeat": True})
 

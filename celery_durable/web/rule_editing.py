@@ -85,22 +85,21 @@ def field_line(text: str, field: str | None, rule: str | None) -> int | None:
     return found
 
 
-async def body_text(request: Request) -> str:
-
+async def body_rules(request: Request) -> tuple[str, Any]:
+    """The YAML text of the body and the rules it holds (parsed once)."""
     body = await json_body(request)
     if not isinstance(body, dict) or "yaml" not in body:
         raise YamlProblems([_problem('give {"yaml": "<the rule as YAML>"}', None, None)])
     text = body["yaml"]
-    parse(text)  # the same problems as below, before anything else
-    return str(text)
+    return str(text), parse(text)
 
 
 async def validate(api: Any, request: Request) -> Response:
     """Problems the text would be refused for; stores nothing, so needs no token."""
     from ..rules.api import validate_rules
 
-    text = await body_text(request)
-    problems = await api.call(validate_rules, parse(text), app=api.app, source=EDITOR)
+    text, rules = await body_rules(request)
+    problems = await api.call(validate_rules, rules, app=api.app, source=EDITOR)
     return json_response({"problems": placed(problems, text)})
 
 
@@ -109,12 +108,11 @@ async def save(api: Any, request: Request) -> Response:
     from ..rules.api import save_rules
 
     check_change(request, api.token)
-    text = await body_text(request)
+    text, rules = await body_rules(request)
     try:
-        saved = await api.call(save_rules, parse(text), app=api.app, source=EDITOR)
+        saved = await api.call(save_rules, rules, app=api.app, source=EDITOR)
     except RulesError as exc:
-        problems = placed(exc.details, text)
-        return json_response({"error": problems[0]["message"], "problems": problems}, 400)
+        raise YamlProblems(placed(exc.details, text)) from None
     return json_response({"saved": saved})
 
 
@@ -164,8 +162,7 @@ async def try_draft(api: Any, request: Request) -> Response:
             dry_run, spec, event, task_id=None if task_id is None else str(task_id), app=api.app
         )
     except RulesError as exc:
-        problems = placed(exc.details, text)
-        return json_response({"error": problems[0]["message"], "problems": problems}, 400)
+        raise YamlProblems(placed(exc.details, text)) from None
     except (TypeError, AttributeError, KeyError) as exc:  # a hand-written event's shape
         raise BadRequest(
             f"the event does not have the shape of a real one ({type(exc).__name__}: {exc})"

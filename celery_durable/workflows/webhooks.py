@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -77,21 +76,15 @@ def sign(secret: str, run_id: str, name: str, nonce: str) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-@dataclass(frozen=True)
-class HookDelivery:
-    """What a POST to a webhook URL did: delivered now, or delivered before."""
-
-    fresh: bool
-
-
 class BadSignatureError(ConfigurationError):
     """The URL's signature does not match: forged, altered, or signed with another secret."""
 
 
 def deliver_hook(
     ext: DurableExtension, run_id: str, name: str, nonce: str, signature: str, payload: Any
-) -> HookDelivery:
-    """Check a webhook URL's signature (in constant time) and deliver its event once.
+) -> bool:
+    """Check a webhook URL's signature (in constant time) and deliver its event once:
+    True if delivered now, False if this URL's event was delivered before.
 
     Raises `BadSignatureError` for a wrong signature (or no secret set),
     `RunNotFoundError`, `RunFinishedError`, `EncodingError` as `send_event()`.
@@ -102,4 +95,4 @@ def deliver_hook(
     expected = sign(secret, run_id, name, nonce)
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise BadSignatureError("the webhook URL's signature does not match")
-    return HookDelivery(deliver(ext, run_id, name, payload, send_id=f"hook:{nonce}:{name}"))
+    return deliver(ext, run_id, name, payload, send_id=f"hook:{nonce}:{name}")

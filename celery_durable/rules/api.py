@@ -119,7 +119,8 @@ def validate_rules(
     and field), and stores nothing: for an editor that shows the errors
     before saving.
     """
-    return _check(_engine(app), rules, source)[1]
+    # Only the configuration's rules and the loaded parts are needed: no refresh.
+    return _check(rule_engine(extension_for(app)), rules, source)[1]
 
 
 def save_rules(

@@ -172,17 +172,13 @@ class RuleEngine(Listener):
                 logger.exception("rule %r failed on %s; others go on", rule.name, activity.type)
         return [q for q in queued if q]
 
-    def fire(
-        self, rule: Rule, event: Activity, context: RuleContext, version: int | None = None
-    ) -> str:
+    def fire(self, rule: Rule, event: Activity, context: RuleContext, version: int) -> str:
         """Queue the rule's actions for `event` (or skip them, its breaker open).
 
         The job names the rule set's `version` it was fired under: a runner
         whose rules are older reloads them first, so it never runs the
         actions of an older definition than the one that matched.
         """
-        if version is None:
-            version = self.current.version
         execution_id = uuid.uuid4().hex
         breaker = self.breakers.pass_through(rule)
         conditions = self.explain(rule, event, context)

@@ -33,11 +33,6 @@ class RuleSet:
     by_name: Mapping[str, Rule] = field(default_factory=dict)
     by_event: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
 
-    def source(self, name: str) -> str | None:
-        if name in self.sources:
-            return self.sources[name]
-        return STORED if name in self.stored else None
-
     def problems_of(self, name: str) -> list[RuleProblem]:
         return [p for p in self.problems if p.rule == name]
 

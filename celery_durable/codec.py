@@ -71,10 +71,6 @@ def encode(value: Any, *, where: str) -> bytes:
     raise EncodingError(f"{where}{path}: {reason}")
 
 
-def check_encodable(value: Any, *, where: str) -> None:
-    encode(value, where=where)
-
-
 class Packed:
     """A value encoded already, with what it decodes to.
 

@@ -149,28 +149,23 @@ class DurableExtension:
         `activity()` made of it), the caller wrote it already. A listener's
         error never reaches the caller. Returns the activity as written.
         """
-        if written is None:
-            redact = self.settings.redact_args
-            activity = Activity(type=kind, data=argument_placeholders(data) if redact else data)
-        else:
-            activity = written[0]
+        activity = self._activity(kind, data) if written is None else written[0]
         for listener in self._listeners:
             _tell(listener.on_emit, activity, complete)
         # After on_emit: `complete` adds to the data what the stream keeps too.
         stored = self._stored(activity) if written is None else written[1]
         for listener in self._listeners:
             _tell(listener.on_store, stored)
-        if written is not None:
-            pass
-        elif pipe is not None:  # the caller's round trip carries it
-            pipe.xadd(
-                self.keys.events(),
-                {"e": stored.encode()},
-                maxlen=self.settings.events_maxlen,
-                approximate=True,
-            )
-        else:
-            self.activity_writer.add(stored)
+        if written is None:
+            if pipe is not None:  # the caller's round trip carries it
+                pipe.xadd(
+                    self.keys.events(),
+                    {"e": stored.encode()},
+                    maxlen=self.settings.events_maxlen,
+                    approximate=True,
+                )
+            else:
+                self.activity_writer.add(stored)
         return stored
 
     def activity(self, kind: str, data: dict[str, Any]) -> tuple[Activity, Activity]:
@@ -180,9 +175,12 @@ class DurableExtension:
         its own making (a run's end), then emits with `written=` (and no
         `complete`: the stored form is made before the listeners see it).
         """
-        redact = self.settings.redact_args
-        activity = Activity(type=kind, data=argument_placeholders(data) if redact else data)
+        activity = self._activity(kind, data)
         return activity, self._stored(activity)
+
+    def _activity(self, kind: str, data: dict[str, Any]) -> Activity:
+        redact = self.settings.redact_args
+        return Activity(type=kind, data=argument_placeholders(data) if redact else data)
 
     def _stored(self, activity: Activity) -> Activity:
         """The activity as the global stream keeps it: no text longer than the limit.

@@ -69,41 +69,8 @@ def execute_run(
         if meta and meta.get("status") not in FINAL_STATUSES:
             _fail(ext, run_id, meta, exc)
         return
-    if claimed:
-        try:
-            if events[0].type != EventType.WORKFLOW_STARTED:
-                raise JournalCorruptError(
-                    f"run {run_id}: the journal does not begin with workflow.started"
-                )
-            definition = lookup(events[0].data["name"])
-        except WorkflowNotFoundError as exc:  # claimed, so taken off this worker's list
-            _block(ext, run_id, meta, exc, worker=worker, claimed=True)
-            return
-        except DurableError as exc:
-            _fail(ext, run_id, meta, exc, worker=worker)
-            return
-        execution = Execution(ext, run_id, events, definition, worker=worker, claimed=True)
-        execution.run()
-        return
-    if not meta:
-        logger.warning(
-            "run %s does not exist in this worker's journal (%s); message dropped",
-            run_id,
-            ext.journal_id,
-        )
-        return
-    status = meta.get("status")
-    if status in FINAL_STATUSES:
-        logger.info("run %s is already %s; message dropped", run_id, status)
-        return
-    if status == RunStatus.RUNNING and (takeover is None or meta.get("owner") != takeover):
-        # Its execution is alive and will see whatever woke it (an inbox
-        # entry, a due time) at its next wait; a dead one is taken over by
-        # a message naming the dead owner, not by stray messages.
-        logger.info("run %s is running elsewhere; message dropped", run_id)
-        return
-    if status == RunStatus.SLEEPING and _not_yet_due(ext, meta):
-        logger.info("run %s sleeps until its timer; message dropped", run_id)
+    # A run claimed as it was read is fresh and this execution's (its status: running).
+    if not claimed and _dropped(ext, run_id, meta, takeover):
         return
     try:
         if not events or events[0].type != EventType.WORKFLOW_STARTED:
@@ -112,14 +79,43 @@ def execute_run(
             )
         definition = lookup(events[0].data["name"])
     except WorkflowNotFoundError as exc:  # a deploy removed it, or this worker is not updated
-        _block(ext, run_id, meta, exc, worker=worker)
+        _block(ext, run_id, meta, exc, worker=worker, claimed=claimed)
         return
-    except DurableError as exc:
-        _fail(ext, run_id, meta, exc)
+    except DurableError as exc:  # claimed, it leaves this worker's list
+        _fail(ext, run_id, meta, exc, worker=worker if claimed else None)
         return
-    if status == RunStatus.BLOCKED and not _unblocked(ext, run_id, events, definition):
+    if meta.get("status") == RunStatus.BLOCKED and not _unblocked(ext, run_id, events, definition):
         return
-    Execution(ext, run_id, events, definition, worker=worker, takeover=takeover).run()
+    Execution(
+        ext, run_id, events, definition, worker=worker, takeover=takeover, claimed=claimed
+    ).run()
+
+
+def _dropped(
+    ext: DurableExtension, run_id: str, meta: dict[str, str], takeover: str | None
+) -> bool:
+    """Is this message not this worker's to execute? (Logged when so.)"""
+    if not meta:
+        logger.warning(
+            "run %s does not exist in this worker's journal (%s); message dropped",
+            run_id,
+            ext.journal_id,
+        )
+        return True
+    status = meta.get("status")
+    if status in FINAL_STATUSES:
+        logger.info("run %s is already %s; message dropped", run_id, status)
+        return True
+    if status == RunStatus.RUNNING and (takeover is None or meta.get("owner") != takeover):
+        # Its execution is alive and will see whatever woke it (an inbox
+        # entry, a due time) at its next wait; a dead one is taken over by
+        # a message naming the dead owner, not by stray messages.
+        logger.info("run %s is running elsewhere; message dropped", run_id)
+        return True
+    if status == RunStatus.SLEEPING and _not_yet_due(ext, meta):
+        logger.info("run %s sleeps until its timer; message dropped", run_id)
+        return True
+    return False
 
 
 def _load_claiming(

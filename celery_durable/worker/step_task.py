@@ -60,6 +60,7 @@ from ..workflows.interruptions import backoff, is_interruption, journal_failed, 
 from ..workflows.step_policy import StepPolicy
 from ..workflows.steps import lookup_step
 from .journal_queue import journal_queue, serves
+from .recovery import owned_by, process_gone
 
 logger = logging.getLogger("celery_durable.steps")
 
@@ -302,11 +303,6 @@ class Delivery:
 
     def _describe(self, exc: BaseException) -> dict[str, Any]:
         return failures.describe(exc, limit=self.ext.settings.max_text_bytes)
-        try:
-            self.ext.redis.ping()
-        except Exception:
-            return True
-        return False
 
 
 def _persist(write: Any, where: str) -> Any:
@@ -376,7 +372,7 @@ def on_task_lost(
     state = ext.step_records.state(run_id, position)
     if state is None or state.done or state.task_id != task_id:
         return  # finished, or another message has it already
-    if state.runner and not state.runner.startswith(f"{hostname}/"):
+    if state.runner and not owned_by(state.runner, hostname):
         return  # another worker runs it
     if isinstance(exception, TimeLimitExceeded):
         # Reported before the pool kills the process over its limit: a
@@ -385,7 +381,7 @@ def on_task_lost(
         _time_limit_failure(ext, hostname, run_id, position, task_id, exception)
         return
     if isinstance(exception, WorkerLostError):
-        if state.runner and _alive(int(state.runner.rsplit("/", 1)[1])):
+        if state.runner and not process_gone(state.runner):
             return  # not the process that died: another delivery runs it
         # By its timer, once the pool has replaced the process (see POOL_GRACE).
         timer = ext.timers.step_member(run_id, position)
@@ -458,16 +454,6 @@ def _time_limit_failure(
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def step_of(record: dict[str, Any]) -> tuple[str, int] | None:
     """For a held step-task message (a worker's record): its run id and position."""
     if record.get("task_name") != STEP_TASK_NAME:
@@ -498,7 +484,7 @@ def recover_held(ext: DurableExtension, held: list[dict[str, Any]], dead: str) -
             state = ext.step_records.state(run_id, position)
             if state is None or state.done or state.task_id != record.get("task_id"):
                 continue
-            if state.runner and not state.runner.startswith(f"{dead}/"):
+            if state.runner and not owned_by(state.runner, dead):
                 continue  # a duplicate of this message runs elsewhere
             if resend(ext, run_id, state, f"its worker {dead} died"):
                 recovered.append(f"{run_id}#{position}")
